@@ -1,0 +1,452 @@
+"""The commit log: segmented, checksummed, append-only, with group commit.
+
+A record's *position* is a global byte offset: the base of its segment plus
+its offset inside the segment. Positions only grow, across segments, and the
+next record always goes at :attr:`CommitLog.end_position`.
+
+Concurrency, in one picture::
+
+    append ──encode (no lock)──▶ _lock: rotate?, pwrite, advance _written_end
+           ──ALWAYS───▶ GroupCommit.wait_durable(end): one thread leads an fsync
+                        up to the highest written position; others it covers wait
+           ──INTERVAL─▶ mark dirty; the flusher thread fsyncs within the interval
+
+Writes are serialised by ``_lock`` (so file order is position order); the
+fsync runs outside it, so appends keep flowing while the disk works, which is
+what lets one fsync cover many appends. Lock order: ``_lock``, then a
+segment's pin guard or the group commit's condition; never the reverse.
+
+Reads pin the segment they use, so retention can unlink a file under a
+reader without the reader's descriptor being closed (see ``segment.py``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from broker.errors import FailedPrecondition, MessageTooLarge, NotFound, StoreClosed
+from broker.log.durability import GroupCommit, IntervalFlusher
+from broker.log.record import encode_many, frame_offsets
+from broker.log.recovery import recover
+from broker.log.segment import Fsync, Segment, fsync_directory
+from broker.log.values import (
+    FsyncPolicy,
+    LogConfig,
+    LogLocation,
+    LogStats,
+    RecoveryReport,
+    SegmentInfo,
+    Skipped,
+)
+
+__all__ = [
+    "CommitLog",
+    "FsyncPolicy",
+    "LogConfig",
+    "LogLocation",
+    "LogStats",
+    "RecoveryReport",
+    "SegmentInfo",
+    "Skipped",
+]
+
+LOCK_FILE = ".lock"
+
+
+def _lock_directory(directory: Path) -> int:
+    """Take an exclusive flock so two CommitLogs never write one directory."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FailedPrecondition(
+            f"log directory {directory} is already open (by this or another process); "
+            "one directory takes one CommitLog at a time"
+        ) from None
+    return fd
+
+
+class CommitLog:
+    """Segmented append-only log; open it with :meth:`CommitLog.open`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig,
+        segments: list[Segment],
+        recovery: RecoveryReport,
+        skipped_ranges: list[tuple[int, int]],
+        *,
+        wall_clock: Callable[[], float],
+        fsync: Fsync,
+        lock_fd: int,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self.recovery = recovery
+        self._wall_clock = wall_clock
+        self._fsync_fn = fsync
+        self._lock_fd = lock_fd
+
+        self._lock = threading.Lock()  # segments, writes, _written_end, _closed, counters
+        self._segments = segments
+        self._bases = [s.base for s in segments]
+        self._skipped = skipped_ranges
+        self._written_end = segments[-1].end
+        self._closed = False
+        self._records = 0
+        self._batches = 0
+        self._bytes = 0
+        self._stats_lock = threading.Lock()
+        self._fsyncs = 0
+        self._retention_lock = threading.Lock()  # one deleter at a time
+
+        # Recovery fsynced whatever it kept, so everything on disk counts as synced.
+        self._durable = GroupCommit(
+            self._written_end, self._sync_snapshot, self._counted_fsync, str(directory)
+        )
+        self._flusher: IntervalFlusher | None = None
+        if config.fsync is FsyncPolicy.INTERVAL:
+            self._flusher = IntervalFlusher(
+                config.fsync_interval_s, self.sync, name=f"commitlog-flusher:{directory}"
+            )
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        config: LogConfig,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        fsync: Fsync = os.fsync,
+    ) -> CommitLog:
+        """Open (or create) the log in ``directory``, recovering as the docs of
+        :mod:`broker.log.recovery` say; raises CorruptLog on mid-log corruption
+        unless ``config.skip_corrupt``.
+
+        ``fsync`` is injectable so tests can count or fail fsyncs.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            directory.mkdir(parents=True)
+            fsync_directory(directory.parent, fsync)
+        lock_fd = _lock_directory(directory)
+        try:
+            recovered = recover(directory, config, fsync)
+            segments = recovered.segments
+            if not segments:
+                first = Segment.create(directory, 0)
+                first.last_write_wall_s = wall_clock()
+                fsync_directory(directory, fsync)
+                segments = [first]
+            return cls(
+                directory,
+                config,
+                segments,
+                recovered.report,
+                recovered.skipped_ranges,
+                wall_clock=wall_clock,
+                fsync=fsync,
+                lock_fd=lock_fd,
+            )
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    # ------------------------------------------------------------- appends
+
+    def append(self, payloads: Sequence[bytes]) -> list[int]:
+        """Append each payload as one record; return their positions once durable per policy.
+
+        Thread-safe. A batch is written with one write() and never spans two
+        segments.
+        """
+        if self._closed:
+            raise StoreClosed()
+        if not payloads:
+            return []
+        limit = self.config.max_record_bytes
+        if max(map(len, payloads)) > limit:
+            size = next(len(p) for p in payloads if len(p) > limit)
+            raise MessageTooLarge(size, limit)
+        frames = encode_many(payloads)
+        offsets = frame_offsets(payloads)
+        with self._lock:
+            self._check_writable()
+            active = self._segments[-1]
+            if active.size and active.size + len(frames) > self.config.segment_bytes:
+                active = self._rotate()
+            try:
+                start = active.base + active.append_encoded(frames)
+            except FailedPrecondition as exc:
+                self._durable.fail(exc)
+                raise
+            active.last_write_wall_s = self._wall_clock()
+            end = start + len(frames)
+            self._written_end = end
+            self._records += len(payloads)
+            self._batches += 1
+            self._bytes += len(frames)
+        if self._flusher is None:
+            self._durable.wait_durable(end)
+        else:
+            self._flusher.mark_dirty()
+        return [start + offset for offset in offsets]
+
+    def sync(self) -> None:
+        """Make everything appended so far durable, whatever the policy."""
+        if self._closed:
+            raise StoreClosed()
+        self._durable.wait_durable(self._written_end)
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StoreClosed()
+        failure = self._durable.failure
+        if failure is not None:
+            raise self._durable.refusal() from failure
+
+    def _rotate(self) -> Segment:
+        """Start a new segment (caller holds ``_lock``); the old one is made durable first."""
+        old = self._segments[-1]
+        try:
+            self._counted_fsync(old)
+            old.set_mtime(old.last_write_wall_s)
+            new = Segment.create(self.directory, old.end)
+            fsync_directory(self.directory, self._fsync_fn)
+        except OSError as exc:
+            self._durable.fail(exc)
+            raise
+        new.last_write_wall_s = self._wall_clock()
+        self._segments.append(new)
+        self._bases.append(new.base)
+        self._durable.advance(old.end)
+        return new
+
+    def _counted_fsync(self, segment: Segment) -> None:
+        segment.fsync(self._fsync_fn)
+        with self._stats_lock:
+            self._fsyncs += 1
+
+    def _sync_snapshot(self) -> tuple[Segment | None, int]:
+        """For the group-commit leader: the active segment, pinned, and the written end."""
+        with self._lock:
+            segment = self._segments[-1]
+            return (segment if segment.pin() else None), self._written_end
+
+    # --------------------------------------------------------------- reads
+
+    @property
+    def start_position(self) -> int:
+        """First retained position."""
+        with self._lock:
+            self._check_open()
+            return self._bases[0]
+
+    @property
+    def end_position(self) -> int:
+        """Where the next record goes."""
+        with self._lock:
+            self._check_open()
+            return self._written_end
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed()
+
+    def read(self, position: int) -> bytes:
+        """Payload of the record at ``position``.
+
+        NotFound below start_position (reclaimed), at or past end_position,
+        or inside a corrupt stretch skipped on open; CorruptLog when no valid
+        record starts at ``position``.
+        """
+        with self._lock:
+            self._check_open()
+            self._check_position(position)
+            segment = self._segments[bisect_right(self._bases, position) - 1]
+            segment.pin()
+        try:
+            return segment.read_at(
+                position - segment.base, max_record_bytes=self.config.max_record_bytes
+            )
+        finally:
+            segment.unpin()
+
+    def _check_position(self, position: int) -> None:
+        start, end = self._bases[0], self._written_end
+        if not start <= position < end:
+            raise NotFound(
+                f"log position {position} is outside the retained range [{start}, {end})"
+            )
+        index = bisect_right(self._skipped, position, key=lambda r: r[0]) - 1
+        if index >= 0 and self._skipped[index][0] <= position < self._skipped[index][1]:
+            low, high = self._skipped[index]
+            raise NotFound(
+                f"log position {position} lies in the corrupt stretch [{low}, {high}) "
+                "skipped on open"
+            )
+
+    def scan(self, start: int) -> Iterator[tuple[int, bytes]]:
+        """Every (position, payload) from ``start`` to the end as of this call.
+
+        ``start`` must be a record position in [start_position, end_position];
+        corrupt stretches skipped on open are stepped over.
+        """
+        with self._lock:
+            self._check_open()
+            low, end = self._bases[0], self._written_end
+            if not low <= start <= end:
+                raise NotFound(f"scan start {start} is outside the retained range [{low}, {end}]")
+            first = max(bisect_right(self._bases, start) - 1, 0)
+            segments = self._segments[first:]
+            skipped = list(self._skipped)
+        return self._scan(start, end, segments, skipped)
+
+    def _scan(
+        self,
+        start: int,
+        end: int,
+        segments: list[Segment],
+        skipped: list[tuple[int, int]],
+    ) -> Iterator[tuple[int, bytes]]:
+        limit = self.config.max_record_bytes
+        for segment in segments:
+            if segment.base >= end:
+                return
+            if not segment.pin():
+                if self._closed:
+                    raise StoreClosed()
+                raise NotFound(f"segment {segment.path} was reclaimed while a scan read it")
+            try:
+                pos = max(start, segment.base)
+                stop = min(segment.end, end)
+                for low, high in [*skipped, (stop, stop)]:
+                    if high <= pos or low < segment.base:
+                        continue
+                    for offset, payload in segment.records(
+                        pos - segment.base, min(low, stop) - segment.base, max_record_bytes=limit
+                    ):
+                        if self._closed:
+                            raise StoreClosed()
+                        yield segment.base + offset, payload
+                    pos = high
+                    if pos >= stop:
+                        break
+            finally:
+                segment.unpin()
+
+    # ----------------------------------------------------------- retention
+
+    def segments(self) -> list[SegmentInfo]:
+        """Every retained segment, oldest first; the last one is the active one."""
+        with self._lock:
+            self._check_open()
+            last = len(self._segments) - 1
+            return [
+                SegmentInfo(s.base, s.end, s.path, s.last_write_wall_s, i != last)
+                for i, s in enumerate(self._segments)
+            ]
+
+    def delete_segments_below(self, position: int) -> int:
+        """Delete closed segments whose end <= ``position``; return the bytes freed."""
+        with self._retention_lock:
+            with self._lock:
+                self._check_open()
+                count = 0
+                while count < len(self._segments) - 1 and self._segments[count].end <= position:
+                    count += 1
+                victims = self._detach(count)
+            return self._remove(victims)
+
+    def apply_retention(self) -> int:
+        """Delete the oldest closed segments beyond retention_s / retention_bytes.
+
+        Never the active segment, and always a prefix, so the log stays
+        contiguous. Returns the bytes freed.
+        """
+        with self._retention_lock:
+            with self._lock:
+                self._check_open()
+                closed = self._segments[:-1]
+                count = 0
+                if self.config.retention_s is not None:
+                    now = self._wall_clock()
+                    while (
+                        count < len(closed)
+                        and now - closed[count].last_write_wall_s >= self.config.retention_s
+                    ):
+                        count += 1
+                if self.config.retention_bytes is not None:
+                    kept = sum(s.size for s in closed[count:])
+                    while count < len(closed) and kept > self.config.retention_bytes:
+                        kept -= closed[count].size
+                        count += 1
+                victims = self._detach(count)
+            return self._remove(victims)
+
+    def _detach(self, count: int) -> list[Segment]:
+        """Drop the first ``count`` segments from the log (caller holds ``_lock``)."""
+        victims = self._segments[:count]
+        if victims:
+            del self._segments[:count]
+            del self._bases[:count]
+            start = self._bases[0]
+            self._skipped = [(low, high) for low, high in self._skipped if high > start]
+        return victims
+
+    def _remove(self, victims: list[Segment]) -> int:
+        """Unlink detached segments; readers still pinning one keep its descriptor."""
+        freed = 0
+        for segment in victims:
+            freed += segment.size
+            segment.retire()
+            segment.path.unlink(missing_ok=True)
+        if victims:
+            fsync_directory(self.directory, self._fsync_fn)
+        return freed
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stats(self) -> LogStats:
+        """Counters for metrics; works after close too (a scrape may race shutdown)."""
+        with self._lock:
+            start, end, count = self._bases[0], self._written_end, len(self._segments)
+            records, batches, written = self._records, self._batches, self._bytes
+        synced = self._durable.synced_end
+        with self._stats_lock:
+            fsyncs = self._fsyncs
+        return LogStats(start, end, synced, count, records, batches, written, fsyncs)
+
+    def close(self) -> None:
+        """Flush, fsync and release everything. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._flusher is not None:
+            self._flusher.stop()
+        try:
+            if self._durable.failure is None:
+                self._durable.wait_durable(self._written_end)
+        finally:
+            with self._lock:
+                for segment in self._segments:
+                    segment.retire()
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> CommitLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CommitLog(directory={str(self.directory)!r}, fsync={self.config.fsync.value})"
