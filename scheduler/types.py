@@ -13,8 +13,10 @@ from types import MappingProxyType
 
 __all__ = [
     "Admitted",
+    "BandStats",
     "Dispatch",
     "Dropped",
+    "PolicyStats",
     "Preempt",
     "RateLimit",
     "Refusal",
@@ -22,8 +24,10 @@ __all__ = [
     "Request",
     "SchedulerConfig",
     "TenantConfig",
+    "TenantStats",
     "WindowConfig",
     "WorkerFeedback",
+    "WorkerStats",
 ]
 
 
@@ -152,6 +156,15 @@ class WindowConfig:
     max_queue_depth: int = 4
     max_kv_usage: float = 0.9
     max_gpu_mem: float = 0.95
+    # Added by the policy core (defaults keep earlier callers unchanged):
+    # GPU utilisation at or above this, with latency close to target (within
+    # ``near_target``), holds the window instead of growing it. High
+    # utilisation alone is the goal, never a reason to shrink.
+    high_gpu_util: float = 0.9
+    near_target: float = 0.8
+    # The window changes at most once per interval, so a burst of reports
+    # about the same overload shrinks it once, not once per report.
+    adjust_interval_s: float = 0.25
 
 
 def _empty_tenants() -> Mapping[str, TenantConfig]:
@@ -166,3 +179,74 @@ class SchedulerConfig:
     output_token_weight: float = 2.0  # VTC charge per output token
     band_shares: tuple[float, ...] | None = None  # weighted cross-band sharing, highest band first
     window: WindowConfig = field(default_factory=WindowConfig)
+    # Added by the policy core: sheddable (negative priority) requests are
+    # refused once the global queue holds this fraction of max_queued_total.
+    shed_queue_fraction: float = 0.8
+
+
+def _empty_mapping() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TenantStats:
+    """One tenant's figures in a :class:`PolicyStats` snapshot.
+
+    ``charged`` is the VTC cost (input_w x input + output_w x output) booked
+    so far: estimates for running requests, real usage for finished ones.
+    ``virtual_counters`` maps band -> the tenant's virtual token counter there.
+    """
+
+    queued: int
+    in_flight: int
+    admitted: int
+    dispatched: int
+    completed: int
+    preempted: int
+    served_input_tokens: int
+    served_output_tokens: int
+    charged: float
+    weight: float
+    virtual_counters: Mapping[int, float]
+    refusals: Mapping[str, int] = field(default_factory=_empty_mapping)
+    dropped: Mapping[str, int] = field(default_factory=_empty_mapping)
+
+    @property
+    def served_tokens(self) -> int:
+        return self.served_input_tokens + self.served_output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class BandStats:
+    queued: int
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    window: int  # requests it may hold now (the AIMD window, rounded down, clamped)
+    window_exact: float  # the AIMD state before rounding
+    in_flight: int
+    load_tokens: int  # estimated tokens of its running requests
+    increases: int
+    decreases: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStats:
+    """A frozen snapshot of a policy's state, for metrics and the simulator."""
+
+    policy: str
+    queued: int
+    in_flight: int
+    admitted: int
+    dispatched: int
+    completed: int
+    cancelled: int
+    preemptions: int
+    requeued: int  # put back by preemption, lease expiry or worker removal
+    tenants: Mapping[str, TenantStats]
+    bands: Mapping[int, BandStats]
+    workers: Mapping[str, WorkerStats]
+    refusals: Mapping[str, int]  # by RefusalReason, all tenants (incl. unknown ones)
+    dropped: Mapping[str, int]  # by RefusalReason (deadline)

@@ -1,0 +1,471 @@
+"""The scheduler core: one class that implements ``Policy`` for every discipline.
+
+It owns admission, the life of each request (queued, running, done),
+workers and their windows, deadlines, preemption and the counters behind
+``stats()``; the discipline it is given only decides which queued request
+goes next. Every method takes ``now`` and returns values: the simulator and
+the server drive the very same object.
+
+Charging (the VTC cost of a request is ``input_w x input + output_w x
+output``): the estimate is booked at dispatch; a preemption re-books it to
+the work done (input + output made so far) and a resume adds an estimate
+for the remaining output only; completion re-books it to the real usage.
+So a tenant's charge ends equal to what it was served, however often its
+requests were stopped, and a tenant is never charged for work a preemption
+threw away. A lost lease or removed worker re-books to the work known done.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from types import MappingProxyType
+
+from scheduler.errors import InvalidRequestError, UnknownRequestError
+from scheduler.policy.admission import Admission
+from scheduler.policy.buckets import RateEstimator
+from scheduler.policy.entry import DONE, QUEUED, RUNNING, Entry
+from scheduler.policy.interface import QueueDiscipline
+from scheduler.policy.preemption import choose_victims
+from scheduler.policy.tenants import TenantState
+from scheduler.policy.validation import validate_config
+from scheduler.policy.workers import WorkerPool, WorkerState
+from scheduler.types import (
+    Admitted,
+    BandStats,
+    Dispatch,
+    Dropped,
+    PolicyStats,
+    Preempt,
+    Refusal,
+    RefusalReason,
+    Request,
+    SchedulerConfig,
+    TenantStats,
+    WorkerFeedback,
+    WorkerStats,
+)
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    """A ``Policy``: admission + bookkeeping around one queue discipline."""
+
+    def __init__(
+        self, config: SchedulerConfig, rng: random.Random, discipline: QueueDiscipline
+    ) -> None:
+        validate_config(config)
+        self.name = discipline.name
+        self._config = config
+        self._discipline = discipline
+        discipline.set_band_shares(config.band_shares)
+        self._admission = Admission(config)
+        self._in_w = config.input_token_weight
+        self._out_w = config.output_token_weight
+        self._pool = WorkerPool(rng)
+        self._tenants: dict[str, TenantState] = {
+            name: TenantState(tenant, 0.0) for name, tenant in config.tenants.items()
+        }
+        self._entries: dict[str, Entry] = {}  # queued or running, by request id
+        self._running_by_band: dict[int, dict[str, Entry]] = {}
+        self._band_queued: Counter[int] = Counter()
+        self._deadlines: list[tuple[float, int, Entry]] = []
+        self._dropped_at_dispatch: list[Dropped] = []
+        self._seq = 0
+        self._dispatch_no = 0
+        self._queued = 0
+        self._in_flight = 0
+        self._pending_preempts = 0
+        self._dispatch_rate = RateEstimator()
+        self._counts: Counter[str] = Counter()
+        self._refusals: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+
+    # ------------------------------------------------------------ admission
+
+    def submit(self, request: Request, now: float) -> Admitted | Refusal:
+        rid = request.request_id
+        if request.input_tokens < 0 or request.output_tokens < 0:
+            raise InvalidRequestError(
+                f"request {rid!r}: input_tokens {request.input_tokens} and output_tokens "
+                f"{request.output_tokens} must both be >= 0"
+            )
+        tenant = self._tenants.get(request.tenant)
+        if rid in self._entries:
+            refusal: Refusal | None = Refusal(
+                rid,
+                RefusalReason.DUPLICATE,
+                0.0,
+                f"request id {rid!r} is already queued or running",
+            )
+        else:
+            refusal = self._admission.check(
+                request, tenant, self._queued, self._dispatch_rate.per_s(now), now
+            )
+        if refusal is not None:
+            self._refusals[refusal.reason] += 1
+            if tenant is not None:
+                tenant.refusals[refusal.reason] += 1
+            return refusal
+        assert tenant is not None
+        self._seq += 1
+        entry = Entry(request, self._seq, tenant)
+        self._entries[rid] = entry
+        tenant.admitted += 1
+        self._counts["admitted"] += 1
+        self._enqueue(entry)
+        self._discipline.push(entry)
+        return Admitted(rid)
+
+    def _enqueue(self, entry: Entry) -> None:
+        entry.state = QUEUED
+        entry.worker_id = None
+        entry.tenant.queued += 1
+        self._band_queued[entry.band] += 1
+        self._queued += 1
+        deadline = entry.request.deadline_s
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
+
+    def _unqueue(self, entry: Entry) -> None:
+        entry.tenant.queued -= 1
+        self._band_queued[entry.band] -= 1
+        self._queued -= 1
+
+    # ------------------------------------------------------------ workers
+
+    def add_worker(self, worker_id: str, now: float) -> None:
+        self._pool.add(worker_id, self._config.window)
+
+    def remove_worker(self, worker_id: str, now: float) -> list[Request]:
+        worker = self._pool.remove(worker_id)
+        entries = sorted(worker.running.values(), key=lambda entry: entry.seq)
+        for entry in entries:
+            self._release(entry, worker)
+            self._settle(entry, self._done_cost(entry))
+            self._requeue(entry)
+        return [entry.request for entry in entries]
+
+    def feedback(self, worker_id: str, feedback: WorkerFeedback, now: float) -> None:
+        worker = self._pool.get(worker_id)
+        if worker.window.observe(feedback, len(worker.running), now):
+            self._pool.changed(worker)
+
+    # ------------------------------------------------------------ dispatch
+
+    def _estimate(self, entry: Entry) -> float:
+        """Book the dispatch-time cost estimate (the discipline's ``cost`` callback)."""
+        request = entry.request
+        if entry.input_served:
+            # A resume: the input is booked already; add the remaining output.
+            cost = self._out_w * max(request.output_tokens - entry.done_output_tokens, 0)
+        else:
+            cost = self._in_w * request.input_tokens + self._out_w * request.output_tokens
+        entry.charged += cost
+        entry.tenant.charged += cost
+        return cost
+
+    def _next(self, now: float) -> Entry | None:
+        """The next queued entry to run; entries past their deadline are dropped on the way."""
+        estimate = self._estimate
+        while self._queued:
+            entry = self._discipline.pop(estimate)
+            if entry is None:
+                return None
+            self._unqueue(entry)
+            deadline = entry.request.deadline_s
+            if deadline is not None and deadline <= now:
+                self._settle(entry, self._done_cost(entry))
+                self._dropped_at_dispatch.append(self._drop(entry))
+                continue
+            return entry
+        return None
+
+    def _assign(self, entry: Entry, worker: WorkerState, now: float) -> Dispatch:
+        rid = entry.request.request_id
+        entry.state = RUNNING
+        entry.worker_id = worker.worker_id
+        self._dispatch_no += 1
+        entry.dispatch_no = self._dispatch_no
+        worker.running[rid] = entry
+        worker.load_tokens += entry.request.input_tokens + entry.request.output_tokens
+        running = self._running_by_band.get(entry.band)
+        if running is None:
+            running = self._running_by_band[entry.band] = {}
+        running[rid] = entry
+        tenant = entry.tenant
+        tenant.in_flight += 1
+        tenant.dispatched += 1
+        tenant.dispatch_rate.record(now)
+        self._in_flight += 1
+        self._dispatch_rate.record(now)
+        return Dispatch(entry.request, worker.worker_id, entry.done_output_tokens)
+
+    def dispatch(
+        self, now: float, worker_id: str | None = None, limit: int | None = None
+    ) -> list[Dispatch]:
+        out: list[Dispatch] = []
+        if limit is not None and limit <= 0:
+            return out
+        pool = self._pool
+        if worker_id is not None:
+            worker = pool.get(worker_id)
+            room = worker.free if limit is None else min(worker.free, limit)
+            while room > 0:
+                entry = self._next(now)
+                if entry is None:
+                    break
+                out.append(self._assign(entry, worker, now))
+                room -= 1
+            if out:
+                pool.changed(worker)
+            return out
+        while self._queued and (limit is None or len(out) < limit):
+            best = pool.best()
+            if best is None:
+                break
+            entry = self._next(now)
+            if entry is None:
+                break
+            out.append(self._assign(entry, best, now))
+            pool.changed(best)
+        return out
+
+    # ------------------------------------------------------------ running requests
+
+    def _running(self, request_id: str, what: str) -> Entry:
+        entry = self._entries.get(request_id)
+        if entry is None or entry.state != RUNNING:
+            state = "unknown" if entry is None else "queued, not running"
+            raise UnknownRequestError(f"{what}({request_id!r}): the request is {state}")
+        return entry
+
+    def _release(self, entry: Entry, worker: WorkerState) -> None:
+        """Take a running entry off its worker (the caller re-ranks the worker)."""
+        rid = entry.request.request_id
+        del worker.running[rid]
+        worker.load_tokens -= entry.request.input_tokens + entry.request.output_tokens
+        if entry.preempting:
+            entry.preempting = False
+            worker.preempting -= 1
+            self._pending_preempts -= 1
+        del self._running_by_band[entry.band][rid]
+        entry.tenant.in_flight -= 1
+        self._in_flight -= 1
+        entry.worker_id = None
+
+    def _release_running(self, entry: Entry) -> None:
+        assert entry.worker_id is not None
+        worker = self._pool.workers[entry.worker_id]
+        self._release(entry, worker)
+        self._pool.changed(worker)
+
+    def _settle(self, entry: Entry, target: float) -> None:
+        """Re-book the entry's charge to ``target`` and tell the discipline the change."""
+        delta = target - entry.charged
+        if delta:
+            entry.charged = target
+            entry.tenant.charged += delta
+            self._discipline.charge(entry, delta)
+
+    def _done_cost(self, entry: Entry) -> float:
+        """Cost of the work known done: the input once it was processed, plus the
+        output reported by preemptions. Zero for a request lost or dropped
+        before its prompt ever ran: its tenant was served nothing."""
+        input_cost = self._in_w * entry.request.input_tokens if entry.input_served else 0.0
+        return input_cost + self._out_w * entry.done_output_tokens
+
+    def _requeue(self, entry: Entry) -> None:
+        self._enqueue(entry)
+        self._discipline.requeue(entry)
+        self._counts["requeued"] += 1
+
+    def first_token(self, request_id: str, now: float) -> None:
+        entry = self._running(request_id, "first_token")
+        entry.input_served = True
+        if entry.first_token_s is None:
+            entry.first_token_s = now
+
+    def complete(self, request_id: str, input_tokens: int, output_tokens: int, now: float) -> None:
+        if input_tokens < 0 or output_tokens < 0:
+            raise InvalidRequestError(
+                f"complete({request_id!r}): input_tokens {input_tokens} and output_tokens "
+                f"{output_tokens} must both be >= 0"
+            )
+        entry = self._running(request_id, "complete")
+        self._release_running(entry)
+        self._settle(entry, self._in_w * input_tokens + self._out_w * output_tokens)
+        entry.state = DONE
+        del self._entries[request_id]
+        tenant = entry.tenant
+        tenant.completed += 1
+        tenant.served_input_tokens += input_tokens
+        tenant.served_output_tokens += output_tokens
+        self._counts["completed"] += 1
+
+    def preempted(self, request_id: str, done_output_tokens: int, now: float) -> None:
+        if done_output_tokens < 0:
+            raise InvalidRequestError(
+                f"preempted({request_id!r}): done_output_tokens {done_output_tokens} must be >= 0"
+            )
+        entry = self._running(request_id, "preempted")
+        self._release_running(entry)
+        # Counts are cumulative; a smaller report cannot undo output already streamed.
+        entry.done_output_tokens = max(entry.done_output_tokens, done_output_tokens)
+        entry.input_served = True
+        self._settle(entry, self._done_cost(entry))
+        entry.tenant.preempted += 1
+        self._counts["preemptions"] += 1
+        self._requeue(entry)
+
+    def lease_expired(self, request_id: str, now: float) -> None:
+        entry = self._running(request_id, "lease_expired")
+        self._release_running(entry)
+        self._settle(entry, self._done_cost(entry))
+        self._requeue(entry)
+
+    def preemptions(self, now: float) -> list[Preempt]:
+        discipline = self._discipline
+        if not discipline.preemptive or not self._queued or self._pool.any_free():
+            return []
+        waiting = sorted(
+            ((band, count) for band, count in self._band_queued.items() if count > 0),
+            reverse=True,
+        )
+        victims = choose_victims(
+            waiting,
+            self._running_by_band,
+            self._pending_preempts,
+            discipline.may_preempt,
+            self._pool.workers,
+        )
+        self._pending_preempts += len(victims)
+        out: list[Preempt] = []
+        for entry in victims:
+            assert entry.worker_id is not None
+            out.append(Preempt(entry.request.request_id, entry.worker_id))
+        return out
+
+    # ------------------------------------------------------------ leaving the queue
+
+    def _drop(self, entry: Entry) -> Dropped:
+        entry.state = DONE
+        del self._entries[entry.request.request_id]
+        entry.tenant.dropped[RefusalReason.DEADLINE] += 1
+        self._dropped[RefusalReason.DEADLINE] += 1
+        return Dropped(entry.request, RefusalReason.DEADLINE)
+
+    def cancel(self, request_id: str, now: float) -> bool:
+        entry = self._entries.get(request_id)
+        if entry is None:
+            return False
+        if entry.state == QUEUED:
+            entry.state = DONE
+            self._unqueue(entry)
+            self._discipline.discard(entry)
+            # Preempted earlier, then cancelled: keep what it was served.
+            self._settle(entry, self._done_cost(entry))
+        else:
+            self._release_running(entry)
+            entry.state = DONE
+        del self._entries[request_id]
+        self._counts["cancelled"] += 1
+        return True
+
+    def expire(self, now: float) -> list[Dropped]:
+        out = self._dropped_at_dispatch
+        self._dropped_at_dispatch = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            entry = heapq.heappop(deadlines)[2]
+            if entry.state != QUEUED:
+                continue  # dispatched, finished or already gone; a requeue pushed it anew
+            entry.state = DONE
+            self._unqueue(entry)
+            self._discipline.discard(entry)
+            self._settle(entry, self._done_cost(entry))
+            out.append(self._drop(entry))
+        return out
+
+    # ------------------------------------------------------------ config and stats
+
+    def update_config(self, config: SchedulerConfig, now: float) -> None:
+        validate_config(config)
+        self._config = config
+        self._admission.reconfigure(config)
+        self._in_w = config.input_token_weight
+        self._out_w = config.output_token_weight
+        self._discipline.set_band_shares(config.band_shares)
+        for name, tenant in self._tenants.items():
+            if name not in config.tenants:
+                tenant.configured = False  # refuses new work; its queued requests stay
+        for name, tenant_config in config.tenants.items():
+            state = self._tenants.get(name)
+            if state is None:
+                self._tenants[name] = TenantState(tenant_config, now)
+            else:
+                state.reconfigure(tenant_config, now)
+        for worker in self._pool.workers.values():
+            worker.window.reconfigure(config.window)
+            self._pool.changed(worker)
+
+    def queued(self) -> int:
+        return self._queued
+
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def stats(self) -> PolicyStats:
+        band_running = Counter({band: len(r) for band, r in self._running_by_band.items()})
+        bands = {
+            band: BandStats(queued=self._band_queued[band], in_flight=band_running[band])
+            for band in sorted(set(self._band_queued) | set(band_running), reverse=True)
+        }
+        tenants = {
+            name: TenantStats(
+                queued=t.queued,
+                in_flight=t.in_flight,
+                admitted=t.admitted,
+                dispatched=t.dispatched,
+                completed=t.completed,
+                preempted=t.preempted,
+                served_input_tokens=t.served_input_tokens,
+                served_output_tokens=t.served_output_tokens,
+                charged=t.charged,
+                weight=t.weight,
+                virtual_counters=MappingProxyType(self._discipline.virtual_counters(name)),
+                refusals=MappingProxyType(dict(t.refusals)),
+                dropped=MappingProxyType(dict(t.dropped)),
+            )
+            for name, t in self._tenants.items()
+        }
+        workers = {
+            wid: WorkerStats(
+                window=w.window.limit,
+                window_exact=w.window.value,
+                in_flight=len(w.running),
+                load_tokens=w.load_tokens,
+                increases=w.window.increases,
+                decreases=w.window.decreases,
+            )
+            for wid, w in self._pool.workers.items()
+        }
+        counts = self._counts
+        return PolicyStats(
+            policy=self.name,
+            queued=self._queued,
+            in_flight=self._in_flight,
+            admitted=counts["admitted"],
+            dispatched=self._dispatch_no,
+            completed=counts["completed"],
+            cancelled=counts["cancelled"],
+            preemptions=counts["preemptions"],
+            requeued=counts["requeued"],
+            tenants=MappingProxyType(tenants),
+            bands=MappingProxyType(bands),
+            workers=MappingProxyType(workers),
+            refusals=MappingProxyType(dict(self._refusals)),
+            dropped=MappingProxyType(dict(self._dropped)),
+        )

@@ -1,0 +1,133 @@
+"""The per-worker AIMD window, alone and as dispatch sees it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from scheduler.policy import create_policy
+from scheduler.policy.window import AimdWindow
+from scheduler.types import WindowConfig, WorkerFeedback
+
+from .support import admit, config, req, tenant
+
+WINDOW = WindowConfig(
+    initial=10,
+    minimum=2,
+    maximum=12,
+    increase=1.0,
+    decrease=0.5,
+    target_ttft_s=1.0,
+    target_tpot_s=0.1,
+    max_queue_depth=4,
+    max_kv_usage=0.9,
+    max_gpu_mem=0.95,
+    adjust_interval_s=0.0,
+)
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [
+        WorkerFeedback(ttft_s=1.5),
+        WorkerFeedback(tpot_s=0.2),
+        WorkerFeedback(queue_depth=5),
+        WorkerFeedback(kv_usage=0.95),
+        WorkerFeedback(gpu_mem=0.99),
+    ],
+    ids=["ttft", "tpot", "queue_depth", "kv_usage", "gpu_mem"],
+)
+def test_each_saturation_signal_shrinks_multiplicatively(signal: WorkerFeedback) -> None:
+    window = AimdWindow(WINDOW)
+    assert window.observe(signal, in_flight=10, now=0.0)
+    assert (window.limit, window.decreases) == (5, 1)
+    window.observe(signal, in_flight=10, now=1.0)
+    assert window.limit == 2  # 2.5 rounds down
+    window.observe(signal, in_flight=10, now=2.0)
+    assert window.limit == 2  # never below the minimum
+    assert window.value == 2.0
+
+
+def test_high_gpu_utilisation_alone_is_not_saturation() -> None:
+    window = AimdWindow(WINDOW)
+    busy_but_fast = WorkerFeedback(ttft_s=0.2, tpot_s=0.02, gpu_util=1.0, kv_usage=0.5)
+    window.observe(busy_but_fast, in_flight=10, now=0.0)
+    assert window.limit == 11  # grows: high utilisation is the goal
+
+
+def test_busy_and_close_to_target_holds_the_window() -> None:
+    window = AimdWindow(WINDOW)
+    window.observe(WorkerFeedback(ttft_s=0.9, gpu_util=0.97), in_flight=10, now=0.0)
+    assert (window.limit, window.increases, window.decreases) == (10, 0, 0)
+    # Close to target but the GPU has room: growing is still worth a try.
+    window.observe(WorkerFeedback(ttft_s=0.9, gpu_util=0.5), in_flight=10, now=1.0)
+    assert window.limit == 11
+
+
+def test_grows_only_when_the_window_is_used() -> None:
+    window = AimdWindow(WINDOW)
+    good = WorkerFeedback(ttft_s=0.1)
+    assert not window.observe(good, in_flight=3, now=0.0)
+    assert window.limit == 10
+    window.observe(good, in_flight=10, now=1.0)
+    window.observe(good, in_flight=11, now=2.0)
+    window.observe(good, in_flight=12, now=3.0)
+    assert window.limit == 12  # capped at the maximum
+    assert window.increases == 2
+
+
+def test_one_overload_shrinks_once_per_interval() -> None:
+    window = AimdWindow(
+        WindowConfig(initial=16, minimum=1, maximum=64, decrease=0.5, adjust_interval_s=1.0)
+    )
+    hot = WorkerFeedback(ttft_s=9.0)
+    window.observe(hot, in_flight=16, now=10.0)
+    for step in range(9):
+        window.observe(hot, in_flight=16, now=10.0 + 0.1 * step)
+    assert window.limit == 8
+    window.observe(hot, in_flight=16, now=11.0)
+    assert window.limit == 4
+
+
+def test_reconfigure_keeps_the_learned_value_within_new_bounds() -> None:
+    window = AimdWindow(WINDOW)
+    window.observe(WorkerFeedback(ttft_s=0.1), in_flight=10, now=0.0)
+    window.reconfigure(WindowConfig(initial=4, minimum=1, maximum=6))
+    assert window.limit == 6
+    window.reconfigure(WindowConfig(initial=4, minimum=1, maximum=100))
+    assert window.limit == 6
+
+
+def test_scripted_saturation_shrinks_dispatch_and_recovery_grows_it_back() -> None:
+    cfg = config(tenant("a"), window=WINDOW)
+    p = create_policy("tidegate", cfg, random.Random(0))
+    p.add_worker("w0", 0.0)
+    admit(p, *(req(f"r{i}", "a") for i in range(200)))
+    running = [d.request.request_id for d in p.dispatch(0.0)]
+    assert len(running) == 10
+    now = 0.0
+    # The engine reports an inflating time to first token while the window is full.
+    limits = []
+    for _ in range(4):
+        now += 1.0
+        p.feedback("w0", WorkerFeedback(ttft_s=3.0, gpu_util=1.0), now)
+        limits.append(p.stats().workers["w0"].window)
+        # Finish everything, then refill: dispatch must honour the new window.
+        for rid in running:
+            p.complete(rid, 10, 10, now)
+        running = [d.request.request_id for d in p.dispatch(now)]
+        assert len(running) == limits[-1]
+    assert limits == [5, 2, 2, 2]
+    # Latency back under target with the window in use: +1 per report, back to 10.
+    while p.stats().workers["w0"].window < 10:
+        now += 1.0
+        before = p.stats().workers["w0"].window
+        p.feedback("w0", WorkerFeedback(ttft_s=0.3, tpot_s=0.02, gpu_util=0.99), now)
+        assert p.stats().workers["w0"].window == before + 1
+        for rid in running:
+            p.complete(rid, 10, 10, now)
+        running = [d.request.request_id for d in p.dispatch(now)]
+        assert len(running) == before + 1
+    stats = p.stats().workers["w0"]
+    assert (stats.decreases, stats.increases) == (3, 8)  # 10 -> 5 -> 2.5 -> 2 (the floor)
