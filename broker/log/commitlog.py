@@ -328,16 +328,18 @@ class CommitLog:
             try:
                 pos = max(start, segment.base)
                 stop = min(segment.end, end)
+                # Read the good stretches between skipped ones; (stop, stop) closes the last.
                 for low, high in [*skipped, (stop, stop)]:
-                    if high <= pos or low < segment.base:
+                    if high <= pos:
                         continue
+                    upto = min(max(low, pos), stop)
                     for offset, payload in segment.records(
-                        pos - segment.base, min(low, stop) - segment.base, max_record_bytes=limit
+                        pos - segment.base, upto - segment.base, max_record_bytes=limit
                     ):
                         if self._closed:
                             raise StoreClosed()
                         yield segment.base + offset, payload
-                    pos = high
+                    pos = max(pos, high)
                     if pos >= stop:
                         break
             finally:

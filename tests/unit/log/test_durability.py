@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from broker.log import CommitLog, FsyncPolicy, LogConfig
@@ -13,10 +14,13 @@ from tests.unit.log.conftest import CountingFsync, FakeClock
 WAIT_S = 10.0  # generous upper bound for threads to get somewhere; tests never wait it out
 
 
-def _wait_for(condition: threading.Condition, predicate: object) -> None:
-    assert callable(predicate)
-    with condition:
-        assert condition.wait_for(predicate, timeout=WAIT_S)
+def _eventually(predicate: Callable[[], bool]) -> None:
+    """Wait (in short steps, bounded) for a background thread to make ``predicate`` true."""
+    deadline = time.monotonic() + WAIT_S
+    pause = threading.Event()
+    while not predicate():
+        assert time.monotonic() < deadline, "the background thread never got there"
+        pause.wait(0.002)
 
 
 def test_one_fsync_covers_every_appender_that_wrote_while_it_ran(
@@ -36,9 +40,7 @@ def test_one_fsync_covers_every_appender_that_wrote_while_it_ran(
     def held_fsync(fd: int) -> None:
         calls.append(fd)
         if len(calls) == 1:
-            deadline = time.monotonic() + WAIT_S
-            while log.stats().batches_appended < appenders and time.monotonic() < deadline:
-                release.wait(0.001)
+            _eventually(lambda: log.stats().batches_appended == appenders)
             release.set()
 
     # Create the log first, so the held fsync is a segment's, not the directory's.
@@ -103,19 +105,12 @@ def test_many_threads_share_fsyncs_and_get_distinct_positions(
 def test_interval_returns_before_fsync_and_the_flusher_catches_up(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    synced = threading.Condition()
     fsync = CountingFsync()
-
-    def notifying_fsync(fd: int) -> None:
-        fsync(fd)
-        with synced:
-            synced.notify_all()
-
     config = LogConfig(fsync=FsyncPolicy.INTERVAL, fsync_interval_s=0.01)
-    log = CommitLog.open(tmp_path, config, wall_clock=clock, fsync=notifying_fsync)
+    log = CommitLog.open(tmp_path, config, wall_clock=clock, fsync=fsync)
     [position] = log.append([b"soon durable"])
     end = position + HEADER_SIZE + 12
-    _wait_for(synced, lambda: log.stats().synced_position >= end)
+    _eventually(lambda: log.stats().synced_position >= end)
     assert log.stats().fsyncs >= 1
     log.close()
 
