@@ -1,0 +1,61 @@
+"""tidegate's durable broker: commit log, multi-dispatch index, lite-topics.
+
+The public, in-process API the gRPC layer and the benchmarks build on::
+
+    from broker import Broker, BrokerSettings, PublishRequest, QueueName
+
+    with Broker.open("data", BrokerSettings(fsync="interval")) as broker:
+        result = broker.publish("chatbot", b"hi", lite_topics=["s-1"])
+        messages = broker.read(QueueName("", "chatbot", "s-1"), from_offset=0)
+
+Everything importable from here is listed in ``__all__`` (tested); the
+modules under it are internals and may change.
+"""
+
+from broker.errors import (
+    BrokerError,
+    CorruptLog,
+    FailedPrecondition,
+    InvalidArgument,
+    LimitExceeded,
+    MessageTooLarge,
+    NotFound,
+    StoreClosed,
+)
+from broker.log.commitlog import FsyncPolicy
+from broker.settings import BrokerSettings
+from broker.store import Broker
+from broker.types import (
+    DLQ_PREFIX,
+    BrokerStats,
+    ExpireReport,
+    Lease,
+    Message,
+    PublishRequest,
+    PublishResult,
+    QueueInfo,
+    QueueName,
+)
+
+__all__ = [
+    "DLQ_PREFIX",
+    "Broker",
+    "BrokerError",
+    "BrokerSettings",
+    "BrokerStats",
+    "CorruptLog",
+    "ExpireReport",
+    "FailedPrecondition",
+    "FsyncPolicy",
+    "InvalidArgument",
+    "Lease",
+    "LimitExceeded",
+    "Message",
+    "MessageTooLarge",
+    "NotFound",
+    "PublishRequest",
+    "PublishResult",
+    "QueueInfo",
+    "QueueName",
+    "StoreClosed",
+]

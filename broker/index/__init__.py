@@ -1,0 +1,1 @@
+"""The multi-dispatch index: key layouts, the IndexStore boundary and its adapters."""

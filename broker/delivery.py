@@ -1,0 +1,196 @@
+"""Lease and ack state of one (consumer group, queue): pure values and transitions.
+
+Order per queue is kept by allowing ONE in-flight batch per (group, queue):
+the next batch starts only once every message of the current one is settled
+(acked, or moved to the dead-letter queue). Inside a batch each message is
+
+    LEASED ──ack──▶ ACKED
+      │  ▲
+  nack│  │redeliver (attempt + 1), when nothing of the batch is LEASED any more
+  or  ▼  │
+  expiry RELEASED ──attempt >= max_attempts──▶ dead-lettered (counts as ACKED)
+
+A partial nack releases those messages, but they go out again only once the
+rest of the batch is acked, nacked or expired: redelivering them earlier
+would put two batches of one queue in flight and break order.
+
+The broker persists :class:`BatchState` (``encode``/``decode``) in the leases
+column family, so attempts survive a restart; the group's committed offset
+moves to the batch's end when the batch settles. Nothing here reads a clock:
+``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from enum import IntEnum
+
+from broker.errors import FailedPrecondition
+
+__all__ = [
+    "BatchState",
+    "Pending",
+    "Slot",
+    "ack",
+    "decode",
+    "encode",
+    "extend",
+    "nack",
+    "new_batch",
+    "redeliver",
+    "release_expired",
+]
+
+
+class Slot(IntEnum):
+    LEASED = 0
+    ACKED = 1
+    RELEASED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One message of the in-flight batch."""
+
+    offset: int
+    attempt: int  # deliveries so far (1 after the first)
+    slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    """The in-flight batch: its messages in offset order and the lease deadline."""
+
+    deadline: float
+    items: tuple[Pending, ...]
+
+    @property
+    def start(self) -> int:
+        return self.items[0].offset
+
+    @property
+    def end(self) -> int:
+        """The offset after the batch's last message: where the group goes next."""
+        return self.items[-1].offset + 1
+
+    @property
+    def settled(self) -> bool:
+        return all(p.slot is Slot.ACKED for p in self.items)
+
+    def busy(self, now: float) -> bool:
+        """True while some message is leased and the lease has not run out."""
+        return now < self.deadline and any(p.slot is Slot.LEASED for p in self.items)
+
+    def leased(self) -> list[Pending]:
+        return [p for p in self.items if p.slot is Slot.LEASED]
+
+
+def new_batch(offsets: Sequence[int], deadline: float) -> BatchState:
+    """A first delivery of ``offsets`` (ascending), leased until ``deadline``."""
+    if not offsets:
+        raise ValueError("a batch needs at least one offset")
+    return BatchState(deadline, tuple(Pending(o, 1, Slot.LEASED) for o in offsets))
+
+
+def release_expired(state: BatchState, now: float) -> BatchState:
+    """Leased messages whose lease ran out become redeliverable."""
+    if now < state.deadline or not any(p.slot is Slot.LEASED for p in state.items):
+        return state
+    return replace(
+        state,
+        items=tuple(
+            replace(p, slot=Slot.RELEASED) if p.slot is Slot.LEASED else p for p in state.items
+        ),
+    )
+
+
+def _settle(state: BatchState, offsets: Iterable[int], to: Slot, verb: str) -> BatchState:
+    wanted = set(offsets)
+    known = {p.offset for p in state.items}
+    strangers = sorted(o for o in wanted if o >= state.start and o not in known)
+    if strangers:
+        raise FailedPrecondition(
+            f"cannot {verb} offset {strangers[0]}: it is not in the group's in-flight batch "
+            f"(offsets {sorted(known)})"
+        )
+    items = []
+    for p in state.items:
+        if p.offset in wanted and p.slot is not Slot.ACKED:
+            if to is Slot.RELEASED and p.slot is Slot.RELEASED:
+                items.append(p)
+                continue
+            items.append(replace(p, slot=to))
+        else:
+            items.append(p)
+    return replace(state, items=tuple(items))
+
+
+def ack(state: BatchState, offsets: Iterable[int]) -> BatchState:
+    """Acknowledge ``offsets``. Offsets before the batch are settled already and
+    ignored (acks are idempotent); a late ack of a released message still counts.
+    """
+    return _settle(state, offsets, Slot.ACKED, "ack")
+
+
+def nack(state: BatchState, offsets: Iterable[int]) -> BatchState:
+    """Give ``offsets`` back for redelivery (see the module docstring for when)."""
+    return _settle(state, offsets, Slot.RELEASED, "nack")
+
+
+def extend(state: BatchState, deadline: float, now: float) -> BatchState:
+    """Move the lease deadline; only a lease still running can be extended."""
+    if not state.busy(now):
+        raise FailedPrecondition(
+            "no running lease to extend: the batch is settled, released or its lease expired"
+        )
+    return replace(state, deadline=deadline)
+
+
+def redeliver(
+    state: BatchState, deadline: float, max_messages: int, max_attempts: int
+) -> tuple[BatchState, list[Pending], list[int]]:
+    """Lease released messages again, oldest first.
+
+    Returns the new state, the messages to deliver (attempt already counted)
+    and the offsets that reached ``max_attempts`` and go to the dead-letter
+    queue instead (they count as acked from now on).
+    """
+    items: list[Pending] = []
+    delivered: list[Pending] = []
+    dead: list[int] = []
+    for p in state.items:
+        if p.slot is not Slot.RELEASED:
+            items.append(p)
+        elif p.attempt >= max_attempts:
+            dead.append(p.offset)
+            items.append(replace(p, slot=Slot.ACKED))
+        elif len(delivered) < max_messages:
+            again = Pending(p.offset, p.attempt + 1, Slot.LEASED)
+            delivered.append(again)
+            items.append(again)
+        else:
+            items.append(p)
+    return BatchState(deadline, tuple(items)), delivered, dead
+
+
+_HEAD = struct.Struct(">dH")
+_ITEM = struct.Struct(">QHB")
+
+
+def encode(state: BatchState) -> bytes:
+    parts = [_HEAD.pack(state.deadline, len(state.items))]
+    parts += [_ITEM.pack(p.offset, min(p.attempt, 0xFFFF), p.slot) for p in state.items]
+    return b"".join(parts)
+
+
+def decode(data: bytes) -> BatchState:
+    deadline, count = _HEAD.unpack_from(data, 0)
+    items = tuple(
+        Pending(offset, attempt, Slot(slot))
+        for offset, attempt, slot in _ITEM.iter_unpack(data[_HEAD.size :])
+    )
+    if len(items) != count:
+        raise ValueError(f"lease state lists {len(items)} messages, its header says {count}")
+    return BatchState(deadline, items)

@@ -1,0 +1,257 @@
+"""Consumer groups on the store: committed offsets, leases, acks, dead letters.
+
+The transitions are :mod:`broker.delivery`'s; this module keeps their state
+in the index (offsets and leases column families, keyed by queue id and
+group) and moves dead messages. A dead-lettered message is not copied: the
+group's dead-letter queue (``%DLQ%<group>``, a parent queue in the namespace
+of the queue the message died in) gets an index entry pointing at the same
+log record. Dead-letter queues never expire; retention ends them.
+
+Under ``fsync=always`` these writes are synced: an ack or a commit that
+returned is on disk. Under ``interval`` a machine crash may undo recent ones,
+which only means redelivery (at-least-once).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Protocol
+
+from broker import delivery
+from broker.errors import FailedPrecondition, InvalidArgument
+from broker.index import keys as k
+from broker.index.store import Column, IndexStore, WriteOps
+from broker.settings import BrokerSettings
+from broker.topics import QueueEntry, Registry
+from broker.types import Lease, Message, QueueName, check_group
+
+__all__ = ["GroupHost", "Groups"]
+
+
+class GroupHost(Protocol):
+    """What consumer groups need of the broker (its lock, state and reads)."""
+
+    settings: BrokerSettings
+
+    @property
+    def lock(self) -> threading.RLock: ...
+    @property
+    def index(self) -> IndexStore: ...
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def log_start(self) -> int: ...
+    @property
+    def sync_control(self) -> bool: ...
+    def check(self) -> None: ...
+    def fail(self, exc: BaseException) -> None: ...
+    def entry(self, name: QueueName) -> QueueEntry: ...
+    def read_entry(
+        self, name: QueueName, entry: QueueEntry, from_offset: int, max_messages: int
+    ) -> list[Message]: ...
+    def messages_at(
+        self, name: QueueName, entry: QueueEntry, offsets: Iterable[int], log_start: int
+    ) -> list[Message]: ...
+
+
+class Groups:
+    """Consumer-group operations of one broker."""
+
+    def __init__(self, host: GroupHost) -> None:
+        self._host = host
+
+    def _write(self, batch: WriteOps) -> None:
+        host = self._host
+        try:
+            host.registry.stage(batch)
+            host.index.write(batch, sync=host.sync_control)
+        except BaseException as exc:
+            host.fail(exc)
+            raise
+
+    def _committed(self, qid: int, group: str) -> int | None:
+        raw = self._host.index.get(Column.OFFSETS, k.group_key(qid, group))
+        return None if raw is None else k.decode_u64(raw)
+
+    def _state(self, qid: int, group: str) -> delivery.BatchState | None:
+        raw = self._host.index.get(Column.LEASES, k.group_key(qid, group))
+        return None if raw is None else delivery.decode(raw)
+
+    # -------------------------------------------------------------- offsets
+
+    def commit(self, group: str, name: QueueName, offset: int) -> None:
+        check_group(group)
+        if offset < 0:
+            raise InvalidArgument(f"offset is {offset}; it must be >= 0")
+        host = self._host
+        with host.lock:
+            host.check()
+            entry = host.entry(name)
+            if offset > entry.next_offset:
+                raise InvalidArgument(
+                    f"offset {offset} is past the end of {name} (next offset {entry.next_offset})"
+                )
+            key = k.group_key(entry.qid, group)
+            batch = host.index.batch()
+            batch.put(Column.OFFSETS, key, k.encode_u64(offset))
+            batch.delete(Column.LEASES, key)
+            self._write(batch)
+
+    def committed(self, group: str, name: QueueName) -> int | None:
+        check_group(group)
+        host = self._host
+        with host.lock:
+            host.check()
+            return self._committed(host.entry(name).qid, group)
+
+    # --------------------------------------------------------------- leases
+
+    def lease(
+        self, group: str, name: QueueName, max_messages: int, lease_s: float, now: float | None
+    ) -> Lease:
+        check_group(group)
+        host = self._host
+        if not 1 <= max_messages <= host.settings.max_read_messages:
+            raise InvalidArgument(
+                f"max_messages is {max_messages}; it must be in "
+                f"[1, {host.settings.max_read_messages}]"
+            )
+        if not (math.isfinite(lease_s) and lease_s > 0):
+            raise InvalidArgument(f"lease_s is {lease_s}; it must be a finite number > 0")
+        with host.lock:
+            host.check()
+            now = host.clock() if now is None else now
+            entry = host.entry(name)
+            key = k.group_key(entry.qid, group)
+            committed = self._committed(entry.qid, group)
+            position = entry.min_offset if committed is None else committed
+            batch = host.index.batch()
+            deadline = now + lease_s
+            dead: list[int] = []
+            state = self._state(entry.qid, group)
+            if state is not None:
+                state = delivery.release_expired(state, now)
+                if state.busy(now):
+                    return Lease(group, name, (), state.deadline)
+                while True:
+                    state, again, died = delivery.redeliver(
+                        state, deadline, max_messages, host.settings.max_attempts
+                    )
+                    if died:
+                        dead += self._dead_letter(
+                            name, entry, group=group, offsets=died, now=now, batch=batch
+                        )
+                    if not again:
+                        break
+                    found = host.messages_at(name, entry, [p.offset for p in again], host.log_start)
+                    kept = {m.offset for m in found}
+                    lost = [p.offset for p in again if p.offset not in kept]
+                    if lost:  # retention took them: nothing left to deliver
+                        state = delivery.ack(state, lost)
+                    if found:
+                        batch.put(Column.LEASES, key, delivery.encode(state))
+                        self._write(batch)
+                        attempts = {p.offset: p.attempt for p in again}
+                        messages = tuple(replace(m, attempt=attempts[m.offset]) for m in found)
+                        return Lease(group, name, messages, deadline, tuple(dead))
+                assert state.settled, "a batch with nothing leased or released is settled"
+                position = max(position, state.end)
+                batch.put(Column.OFFSETS, key, k.encode_u64(position))
+                batch.delete(Column.LEASES, key)
+            found = host.read_entry(name, entry, position, max_messages)
+            if found:
+                fresh = delivery.new_batch([m.offset for m in found], deadline)
+                batch.put(Column.LEASES, key, delivery.encode(fresh))
+            self._write(batch)
+            messages = tuple(replace(m, attempt=1) for m in found)
+            return Lease(group, name, messages, deadline if found else now, tuple(dead))
+
+    def _dead_letter(
+        self,
+        name: QueueName,
+        entry: QueueEntry,
+        *,
+        group: str,
+        offsets: list[int],
+        now: float,
+        batch: WriteOps,
+    ) -> list[int]:
+        """Point the group's DLQ at the records of ``offsets``; return those moved."""
+        host = self._host
+        dlq = QueueName.dead_letter(name.namespace, group)
+        target = host.registry.resolve([dlq.key], now)[dlq.key]
+        raws = host.index.get_many(Column.INDEX, [k.offset_key(entry.qid, o) for o in offsets])
+        log_start = host.log_start
+        moved: list[int] = []
+        for offset, raw in zip(offsets, raws, strict=True):
+            if raw is None or k.decode_index(raw).lowest < log_start:
+                continue  # lost to retention: nothing to keep
+            batch.put(Column.INDEX, k.offset_key(target.qid, target.next_offset), raw)
+            target.next_offset += 1
+            host.registry.touch(target, now, k.decode_index(raw).lowest)
+            moved.append(offset)
+        return moved
+
+    def _settle(
+        self,
+        group: str,
+        name: QueueName,
+        offsets: Iterable[int],
+        verb: str,
+        change: Callable[[delivery.BatchState, list[int]], delivery.BatchState],
+    ) -> None:
+        check_group(group)
+        wanted = sorted(set(offsets))
+        host = self._host
+        with host.lock:
+            host.check()
+            entry = host.entry(name)
+            key = k.group_key(entry.qid, group)
+            state = self._state(entry.qid, group)
+            if state is None:
+                committed = self._committed(entry.qid, group)
+                strangers = [o for o in wanted if committed is None or o >= committed]
+                if strangers:
+                    raise FailedPrecondition(
+                        f"cannot {verb} offset {strangers[0]} of {name}: group {group!r} "
+                        "has no batch in flight there"
+                    )
+                return
+            state = change(state, wanted)
+            batch = host.index.batch()
+            if state.settled:
+                committed = self._committed(entry.qid, group) or 0
+                batch.put(Column.OFFSETS, key, k.encode_u64(max(committed, state.end)))
+                batch.delete(Column.LEASES, key)
+            else:
+                batch.put(Column.LEASES, key, delivery.encode(state))
+            self._write(batch)
+
+    def ack(self, group: str, name: QueueName, offsets: Iterable[int]) -> None:
+        self._settle(group, name, offsets, "ack", delivery.ack)
+
+    def nack(self, group: str, name: QueueName, offsets: Iterable[int]) -> None:
+        self._settle(group, name, offsets, "nack", delivery.nack)
+
+    def extend(self, group: str, name: QueueName, lease_s: float, now: float | None) -> float:
+        check_group(group)
+        if not (math.isfinite(lease_s) and lease_s > 0):
+            raise InvalidArgument(f"lease_s is {lease_s}; it must be a finite number > 0")
+        host = self._host
+        with host.lock:
+            host.check()
+            now = host.clock() if now is None else now
+            entry = host.entry(name)
+            state = self._state(entry.qid, group)
+            if state is None:
+                raise FailedPrecondition(f"group {group!r} holds no lease on {name} to extend")
+            state = delivery.extend(state, now + lease_s, now)
+            batch = host.index.batch()
+            batch.put(Column.LEASES, k.group_key(entry.qid, group), delivery.encode(state))
+            self._write(batch)
+            return state.deadline

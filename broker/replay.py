@@ -1,0 +1,127 @@
+"""Bring the index level with the log on open.
+
+The index stores, in the same atomic batch as its entries, the log position
+it covers. Two things can leave them apart:
+
+- the process died after a log append and before the index write: the log
+  is ahead. :func:`replay` indexes the records after the covered position.
+  It is idempotent: a (queue, offset) the registry already counts is skipped,
+  so replaying a stretch twice changes nothing.
+- the machine died under ``fsync=interval`` and the log lost a tail that
+  RocksDB had already recorded: the index is ahead. :func:`roll_back` drops
+  entries at or past the log's end, queue by queue, before anything can be
+  appended at those positions again.
+"""
+
+from __future__ import annotations
+
+from broker import envelope
+from broker.errors import CorruptLog
+from broker.index import keys as k
+from broker.index.store import Column, IndexStore, WriteOps
+from broker.log.commitlog import CommitLog
+from broker.log.record import HEADER_SIZE
+from broker.topics import QueueEntry, Registry
+
+__all__ = ["replay", "roll_back"]
+
+_RECORDS_PER_BATCH = 2000
+
+
+def replay(log: CommitLog, index: IndexStore, registry: Registry, covered: int) -> int:
+    """Index every message record from ``covered`` on; return the new covered position."""
+    start = max(covered, log.start_position)
+    if start >= log.end_position:
+        return max(covered, start)
+    batch = index.batch()
+    pending = 0
+    for position, payload in log.scan(start):
+        covered = position + HEADER_SIZE + len(payload)
+        if envelope.kind_of(payload) == envelope.MESSAGE:
+            try:
+                rec = envelope.decode_message(payload, with_body=False)
+            except ValueError as exc:
+                raise CorruptLog(log.directory, position, str(exc)) from exc
+            entries = registry.resolve([name for name, _ in rec.queues], rec.timestamp)
+            value = k.encode_index(position, rec.size, rec.low)
+            low = position if rec.low is None else min(rec.low, position)
+            for name, offset in rec.queues:
+                entry = entries[name]
+                if offset < entry.next_offset:
+                    continue  # indexed before the crash
+                # A gap (offset > next) means records were skipped as corrupt;
+                # the offsets in between stay missing and reads step over them.
+                batch.put(Column.INDEX, k.offset_key(entry.qid, offset), value)
+                entry.next_offset = offset + 1
+                registry.touch(entry, rec.timestamp, low)
+        pending += 1
+        if pending >= _RECORDS_PER_BATCH:
+            _commit(index, registry, batch, covered)
+            batch = index.batch()
+            pending = 0
+    _commit(index, registry, batch, covered)
+    return covered
+
+
+def _commit(index: IndexStore, registry: Registry, batch: WriteOps, covered: int) -> None:
+    registry.stage(batch)
+    batch.put(Column.META, k.META_COVERED, k.encode_u64(covered))
+    index.write(batch)
+
+
+def roll_back(index: IndexStore, registry: Registry, end: int) -> int:
+    """Drop index entries at or past log position ``end``; return how many went."""
+    dropped = 0
+    changed: dict[int, int] = {}  # qid -> its new next offset
+    start = b""
+    while True:
+        chunk = list(index.scan(Column.REGISTRY, start, limit=1024))
+        if not chunk:
+            break
+        batch = index.batch()
+        for key, value in chunk:
+            del value
+            entry = registry.lookup(key, cache=False)
+            assert entry is not None
+            cut = _cut_tail(index, entry, end, batch)
+            if cut:
+                dropped += cut
+                changed[entry.qid] = entry.next_offset
+                if entry.next_offset == entry.min_offset:
+                    registry.move_first(entry, k.NO_POSITION)
+                registry.join(entry)
+        registry.stage(batch)
+        index.write(batch)
+        start = chunk[-1][0] + b"\x00"
+    if changed:
+        _clamp_groups(index, changed)
+    batch = index.batch()
+    batch.put(Column.META, k.META_COVERED, k.encode_u64(end))
+    index.write(batch)
+    return dropped
+
+
+def _cut_tail(index: IndexStore, entry: QueueEntry, end: int, batch: WriteOps) -> int:
+    cut = 0
+    while entry.next_offset > entry.min_offset:
+        key = k.offset_key(entry.qid, entry.next_offset - 1)
+        raw = index.get(Column.INDEX, key)
+        if raw is not None and k.decode_index(raw).position < end:
+            break
+        batch.delete(Column.INDEX, key)
+        entry.next_offset -= 1
+        cut += 1
+    return cut
+
+
+def _clamp_groups(index: IndexStore, changed: dict[int, int]) -> None:
+    """Pull committed offsets back to a cut queue's new end; drop its in-flight leases."""
+    batch = index.batch()
+    for key, value in index.scan(Column.OFFSETS, b""):
+        qid, _ = k.group_of(key)
+        if qid in changed and k.decode_u64(value) > changed[qid]:
+            batch.put(Column.OFFSETS, key, k.encode_u64(changed[qid]))
+    for key, _ in index.scan(Column.LEASES, b""):
+        if k.group_of(key)[0] in changed:
+            batch.delete(Column.LEASES, key)
+    index.write(batch)

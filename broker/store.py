@@ -1,0 +1,646 @@
+"""Broker: the in-process store the gRPC layer builds on.
+
+It composes the commit log (the source of truth), the RocksDB index (where
+each queue's offsets point into the log), the queue registry and the
+consumer-group state. One lock serialises every change to the index; large
+bodies are written to the log outside it.
+
+Publishing, in order: validate everything (nothing is written for a bad
+request); write any large body as chunk records; under the lock, assign
+offsets, append the message records in ONE log append (durable per the fsync
+policy when it returns), then write index entries, registry changes and the
+covered log position in ONE RocksDB batch. A crash between the two writes
+loses nothing: opening replays the log from the covered position.
+
+If a write fails half way the broker cannot know what the disk holds, so it
+refuses every further call (FailedPrecondition) until it is reopened, which
+recovers from the log.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+from broker import envelope
+from broker.bodies import ChunkedBody, read_chunks, write_body
+from broker.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StoreClosed,
+)
+from broker.groups import Groups
+from broker.index import keys as k
+from broker.index.rocks import RocksIndex, RocksTuning
+from broker.index.store import Column, IndexStore, WriteOps
+from broker.log.commitlog import CommitLog, FsyncPolicy
+from broker.log.record import HEADER_SIZE
+from broker.publishing import Prepared, Preparer
+from broker.replay import replay, roll_back
+from broker.settings import BrokerSettings
+from broker.topics import QueueEntry, Registry
+from broker.types import (
+    Body,
+    BrokerStats,
+    ExpireReport,
+    Lease,
+    Message,
+    PublishRequest,
+    PublishResult,
+    QueueInfo,
+    QueueName,
+)
+
+__all__ = ["Broker"]
+
+IndexOpener = Callable[[Path, BrokerSettings], IndexStore]
+_EXPIRE_CHUNK = 4096
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def open_rocks(path: Path, settings: BrokerSettings) -> IndexStore:
+    return RocksIndex(
+        path,
+        RocksTuning(
+            memtable_bytes=settings.index_memory_bytes,
+            write_buffer_bytes=max(1 << 20, settings.index_memory_bytes // 4),
+            cache_bytes=settings.index_cache_bytes,
+        ),
+    )
+
+
+class Broker:
+    """A durable store of queues: open with :meth:`Broker.open`. Thread-safe."""
+
+    def __init__(
+        self,
+        log: CommitLog,
+        index: IndexStore,
+        settings: BrokerSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self._log = log
+        self._index = index
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._registry = Registry(
+            index,
+            settings.ttl_for,
+            granularity_s=settings.expiry_granularity_s,
+            hot_capacity=settings.hot_topics,
+        )
+        self._groups = Groups(self)
+        self._prepare = Preparer(
+            max_lite_topics=settings.max_lite_topics,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        self._inflight: dict[int, int] = {}  # chunk writers -> log end when they began
+        self._inflight_seq = 0
+        self._published = 0
+        self._sync_control = settings.fsync is FsyncPolicy.ALWAYS
+        covered = index.get(Column.META, k.META_COVERED)
+        self._covered = k.decode_u64(covered) if covered else 0
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path | str,
+        settings: BrokerSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        index_opener: IndexOpener = open_rocks,
+    ) -> Broker:
+        """Open (or create) the store in ``directory`` (``log/`` and ``index/`` inside).
+
+        Recovers the log (torn tail, corruption per ``skip_corrupt``) and then
+        brings the index level with it, replaying what it misses.
+        """
+        settings = settings or BrokerSettings()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        log = CommitLog.open(directory / "log", settings.log_config(), wall_clock=clock)
+        try:
+            index = index_opener(directory / "index", settings)
+        except BaseException:
+            log.close()
+            raise
+        try:
+            _check_layout(index)
+            broker = cls(log, index, settings, clock)
+            broker._recover()
+        except BaseException:
+            index.close()
+            log.close()
+            raise
+        return broker
+
+    def _recover(self) -> None:
+        end = self._log.end_position
+        if self._covered > end:
+            roll_back(self._index, self._registry, end)
+            self._covered = end
+        self._covered = replay(self._log, self._index, self._registry, self._covered)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosed()
+        if self._failure is not None:
+            raise FailedPrecondition(
+                f"an earlier write failed ({self._failure!r}); reopen the store to recover"
+            ) from self._failure
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = exc
+        self._registry.discard_working()
+
+    def _name(self, queue: QueueName | str) -> QueueName:
+        return queue if isinstance(queue, QueueName) else QueueName.parse(queue)
+
+    def _entry(self, name: QueueName) -> QueueEntry:
+        entry = self._registry.lookup(name.key)
+        if entry is None:
+            raise NotFound(f"queue {name} does not exist (created on first publish or subscribe)")
+        return entry
+
+    def _write(self, batch_fill: Callable[[WriteOps], None] | None = None) -> None:
+        """Stage the registry's working set (plus ``batch_fill``) and write it."""
+        batch = self._index.batch()
+        if batch_fill is not None:
+            batch_fill(batch)
+        self._registry.stage(batch)
+        self._index.write(batch, sync=self._sync_control)
+
+    # ------------------------------------------------------------- publish
+
+    def publish(
+        self,
+        topic: str,
+        body: Body,
+        *,
+        lite_topics: Sequence[str] = (),
+        properties: Mapping[str, str] = MappingProxyType({}),
+        namespace: str = "",
+    ) -> PublishResult:
+        """Publish one message to ``topic`` (or to each of its ``lite_topics``)."""
+        request = PublishRequest(topic, body, tuple(lite_topics), properties, namespace)
+        return self.publish_batch((request,))[0]
+
+    def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult]:
+        """Publish many messages with one log append and one index write (the fast path).
+
+        All or nothing for validation: a bad request raises before anything
+        is written. Results come back in request order.
+        """
+        if not requests:
+            return []
+        prepared = list(map(self._prepare, requests))
+        chunk_bytes = self.settings.chunk_bytes
+        token = None
+        try:
+            bodies: list[bytes | ChunkedBody] = []
+            for _, _, body in prepared:
+                if type(body) is bytes and len(body) <= chunk_bytes:
+                    bodies.append(body)
+                    continue
+                if token is None:
+                    token = self._begin_chunks()
+                bodies.append(self._store_body(body))
+            with self._lock:
+                self._check()
+                try:
+                    return self._append(prepared, bodies)
+                except BaseException as exc:
+                    self._fail(exc)
+                    raise
+        finally:
+            if token is not None:
+                with self._lock:
+                    self._inflight.pop(token, None)
+
+    def _begin_chunks(self) -> int:
+        """Hold back segment reclamation below where this writer's chunks will land."""
+        with self._lock:
+            self._check()
+            self._inflight_seq += 1
+            self._inflight[self._inflight_seq] = self._log.end_position
+            return self._inflight_seq
+
+    def _store_body(self, body: Body) -> bytes | ChunkedBody:
+        return write_body(
+            self._log,
+            body,
+            chunk_bytes=self.settings.chunk_bytes,
+            limit=self.settings.max_message_bytes,
+        )
+
+    def _append(
+        self, prepared: list[Prepared], bodies: list[bytes | ChunkedBody]
+    ) -> list[PublishResult]:
+        """Offsets, one log append, one index batch. Kept flat: it runs per message."""
+        now = self._clock()
+        registry = self._registry
+        by_key = registry.resolve([key for keys, _, _ in prepared for key in keys], now)
+        records: list[bytes] = []
+        assigned: list[tuple[tuple[QueueEntry, int], ...]] = []
+        head = envelope.single_head(now)
+        encode_single = envelope.encode_single
+        for (keys, properties, _), body in zip(prepared, bodies, strict=True):
+            if len(keys) == 1 and type(body) is bytes:
+                key = keys[0]
+                entry = by_key[key]
+                offset = entry.next_offset
+                entry.next_offset = offset + 1
+                assigned.append(((entry, offset),))
+                records.append(encode_single(head, key, offset, properties, body))
+                continue
+            slots = []
+            queues = []
+            for key in keys:
+                entry = by_key[key]
+                offset = entry.next_offset
+                entry.next_offset = offset + 1
+                slots.append((entry, offset))
+                queues.append((key, offset))
+            assigned.append(tuple(slots))
+            if type(body) is bytes:
+                records.append(envelope.encode_inline(now, queues, properties, body))
+            else:
+                assert isinstance(body, ChunkedBody)
+                records.append(
+                    envelope.encode_chunked(now, queues, properties, body.size, body.chunks)
+                )
+        positions = self._log.append(records)
+        batch = self._index.batch()
+        put = batch.put
+        index_column = Column.INDEX
+        offset_key = k.OFFSET_KEY.pack
+        encode_index = k.encode_index
+        results: list[PublishResult] = []
+        for position, body, placed in zip(positions, bodies, assigned, strict=True):
+            if type(body) is bytes:
+                value = encode_index(position, len(body))
+                low = position
+            else:
+                assert isinstance(body, ChunkedBody)
+                low = min(body.chunks)
+                value = encode_index(position, body.size, low)
+            for entry, offset in placed:
+                put(index_column, offset_key(entry.qid, offset), value)
+                # Plain attribute writes; registry.stage() turns them into
+                # expiry keys and reference counts (see broker.topics).
+                entry.last_active = now
+                entry.first_position = min(entry.first_position, low)
+            if len(placed) == 1:
+                results.append(PublishResult(position, now, (placed[0][1],)))
+            else:
+                results.append(PublishResult(position, now, tuple(o for _, o in placed)))
+        registry.stage(batch)
+        covered = positions[-1] + HEADER_SIZE + len(records[-1])
+        put(Column.META, k.META_COVERED, k.encode_u64(covered))
+        self._index.write(batch)
+        self._covered = covered
+        self._published += len(records)
+        return results
+
+    # ---------------------------------------------------------------- read
+
+    def read(
+        self, queue: QueueName | str, from_offset: int = 0, max_messages: int = 100
+    ) -> list[Message]:
+        """Up to ``max_messages`` messages of ``queue`` from ``from_offset`` on, in order.
+
+        Offsets below the queue's first retained one start at that one;
+        offsets at or past the end give an empty list.
+        """
+        name = self._name(queue)
+        self._check_window(from_offset, max_messages)
+        with self._lock:
+            self._check()
+            return self.read_entry(name, self._entry(name), from_offset, max_messages)
+
+    def _check_window(self, from_offset: int, max_messages: int) -> None:
+        if from_offset < 0:
+            raise InvalidArgument(f"from_offset is {from_offset}; it must be >= 0")
+        if not 1 <= max_messages <= self.settings.max_read_messages:
+            raise InvalidArgument(
+                f"max_messages is {max_messages}; it must be in "
+                f"[1, {self.settings.max_read_messages}]"
+            )
+
+    def read_entry(
+        self, name: QueueName, entry: QueueEntry, from_offset: int, max_messages: int
+    ) -> list[Message]:
+        """Read under the lock (the groups module shares it)."""
+        start = max(from_offset, entry.min_offset)
+        if start >= entry.next_offset:
+            return []
+        log_start = self._log.start_position
+        if not name.is_dead_letter:
+            start = self._skip_lost(entry, start, log_start)
+        offsets = range(start, min(entry.next_offset, start + max_messages))
+        return self.messages_at(name, entry, offsets, log_start)
+
+    def messages_at(
+        self, name: QueueName, entry: QueueEntry, offsets: Iterable[int], log_start: int
+    ) -> list[Message]:
+        """The messages at ``offsets`` that still exist (retention may have taken some)."""
+        offsets = list(offsets)
+        raws = self._index.get_many(Column.INDEX, [k.offset_key(entry.qid, o) for o in offsets])
+        messages: list[Message] = []
+        for offset, raw in zip(offsets, raws, strict=True):
+            if raw is None:
+                continue
+            value = k.decode_index(raw)
+            if value.lowest < log_start:
+                continue
+            try:
+                payload = self._log.read(value.position)
+            except NotFound:
+                continue  # in a corrupt stretch skipped on open
+            rec = envelope.decode_message(payload)
+            messages.append(
+                Message(
+                    name,
+                    offset,
+                    value.position,
+                    rec.timestamp,
+                    rec.properties,
+                    rec.size,
+                    rec.body,
+                    rec.chunked,
+                )
+            )
+        return messages
+
+    def _skip_lost(self, entry: QueueEntry, start: int, log_start: int) -> int:
+        """First offset >= ``start`` whose record retention kept; forget those before it.
+
+        Record positions grow with offsets in a published queue, so a binary
+        search finds the edge in log2(n) point reads.
+        """
+        index = self._index
+
+        def lost(offset: int) -> bool:
+            raw = index.get(Column.INDEX, k.offset_key(entry.qid, offset))
+            return raw is None or k.decode_index(raw).position < log_start
+
+        if not lost(start):
+            return start
+        lo, hi = start + 1, entry.next_offset
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if lost(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        self._forget_below(entry, lo, log_start)
+        return lo
+
+    def _forget_below(self, entry: QueueEntry, offset: int, log_start: int) -> None:
+        """Drop index entries below ``offset`` (all lost to retention)."""
+        old = entry.min_offset
+
+        def fill(batch: WriteOps) -> None:
+            lo = k.offset_key(entry.qid, old)
+            batch.delete_range(Column.INDEX, lo, k.offset_key(entry.qid, offset))
+
+        entry.min_offset = offset
+        self._registry.move_first(
+            entry,
+            k.NO_POSITION if offset >= entry.next_offset else max(entry.first_position, log_start),
+        )
+        self._registry.join(entry)
+        self._write(fill)
+
+    def open_body(self, message: Message) -> Iterator[bytes]:
+        """The body of ``message`` as a stream of chunks (one chunk in memory at a time)."""
+        if not message.chunked:
+            return iter((message.body,))
+        try:
+            payload = self._log.read(message.position)
+        except NotFound as exc:
+            raise NotFound(f"message {message.queue}@{message.offset} is gone: {exc}") from exc
+        rec = envelope.decode_message(payload, with_body=False)
+        return read_chunks(self._log, rec.chunks, f"message {message.queue}@{message.offset}")
+
+    # --------------------------------------------------------------- queues
+
+    def queue_info(self, queue: QueueName | str) -> QueueInfo:
+        name = self._name(queue)
+        with self._lock:
+            self._check()
+            entry = self._entry(name)
+            return QueueInfo(
+                name,
+                entry.qid,
+                entry.next_offset,
+                entry.min_offset,
+                entry.created,
+                entry.last_active,
+                self._registry.subscribers.get(name.key, 0),
+                entry.ttl,
+            )
+
+    def subscribe(self, queue: QueueName | str) -> QueueInfo:
+        """Count a subscriber on ``queue`` (creating it); a subscribed lite-topic never expires.
+
+        Subscriptions are live connections, so they are counted in memory
+        only: after a restart a topic's TTL runs from its last activity.
+        """
+        name = self._name(queue)
+        with self._lock:
+            self._check()
+            try:
+                self._registry.resolve([name.key], self._clock())
+                self._write()
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+            subs = self._registry.subscribers
+            subs[name.key] = subs.get(name.key, 0) + 1
+        return self.queue_info(name)
+
+    def unsubscribe(self, queue: QueueName | str) -> None:
+        """Drop one subscriber; the TTL of an unsubscribed lite-topic runs from now."""
+        name = self._name(queue)
+        with self._lock:
+            self._check()
+            subs = self._registry.subscribers
+            count = subs.get(name.key, 0)
+            if count == 0:
+                raise FailedPrecondition(f"queue {name} has no subscriber to remove")
+            if count == 1:
+                del subs[name.key]
+            else:
+                subs[name.key] = count - 1
+            entry = self._registry.lookup(name.key)
+            if entry is not None:
+                self._registry.join(entry)
+                self._registry.touch(entry, self._clock(), None)
+                self._write()
+
+    def expire(self, now: float | None = None) -> ExpireReport:
+        """Remove idle lite-topics past their TTL, apply retention, reclaim log segments.
+
+        Works in chunks and takes the lock per chunk, so publishers are held
+        up for one chunk at a time, not the whole sweep.
+        """
+        now = self._clock() if now is None else now
+        removed = 0
+        more = True
+        while more:
+            with self._lock:
+                self._check()
+                count, more = self._registry.expire_chunk(now, _EXPIRE_CHUNK)
+                removed += count
+        with self._lock:
+            self._check()
+            retained = self._log.apply_retention()
+            reclaimed = self._log.delete_segments_below(self._reclaim_bound())
+        return ExpireReport(removed, reclaimed, retained)
+
+    def _reclaim_bound(self) -> int:
+        """Log bytes below this position are needed by no live queue."""
+        bound = self._covered
+        lowest = self._registry.lowest_reference()
+        if lowest is not None:
+            # Bytes below the log's start are gone anyway, so a queue whose first
+            # message was reclaimed by retention holds nothing below the start.
+            bound = min(bound, max(lowest, self._log.start_position))
+        for begun in self._inflight.values():
+            bound = min(bound, begun)
+        return bound
+
+    # -------------------------------------------------------------- groups
+
+    def commit_offset(self, group: str, queue: QueueName | str, offset: int) -> None:
+        """Set ``group``'s position on ``queue`` (acks everything below; drops its lease)."""
+        self._groups.commit(group, self._name(queue), offset)
+
+    def committed_offset(self, group: str, queue: QueueName | str) -> int | None:
+        """``group``'s committed position on ``queue``, None if it never committed."""
+        return self._groups.committed(group, self._name(queue))
+
+    def lease(
+        self,
+        group: str,
+        queue: QueueName | str,
+        max_messages: int,
+        lease_s: float,
+        now: float | None = None,
+    ) -> Lease:
+        """The group's next batch of ``queue`` (see :mod:`broker.delivery`)."""
+        return self._groups.lease(group, self._name(queue), max_messages, lease_s, now)
+
+    def ack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> None:
+        """Settle ``offsets``; when the batch is all settled the group's offset moves past it."""
+        self._groups.ack(group, self._name(queue), offsets)
+
+    def nack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> None:
+        """Give ``offsets`` back: they are redelivered (attempt + 1) by the next lease
+        once nothing else of their batch is still leased."""
+        self._groups.nack(group, self._name(queue), offsets)
+
+    def extend(
+        self, group: str, queue: QueueName | str, lease_s: float, now: float | None = None
+    ) -> float:
+        """Push the running lease's deadline to ``now + lease_s``; returns it."""
+        return self._groups.extend(group, self._name(queue), lease_s, now)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stats(self) -> BrokerStats:
+        with self._lock:
+            self._check()
+            log = self._log.stats()
+            return BrokerStats(
+                queues=self._registry.queue_count,
+                hot_queues=self._registry.hot_count,
+                subscribed_queues=len(self._registry.subscribers),
+                published_messages=self._published,
+                log_start=log.start_position,
+                log_end=log.end_position,
+                log_segments=log.segments,
+                index_covered=self._covered,
+                index_memory_bytes=self._index.memory_bytes(),
+                counters={"log_fsyncs": log.fsyncs, "log_records": log.records_appended},
+            )
+
+    def sync(self) -> None:
+        """Make everything published so far durable, whatever the fsync policy."""
+        with self._lock:
+            self._check()
+            self._log.sync()
+
+    def close(self) -> None:
+        """Close log and index. Idempotent; every later call raises StoreClosed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._log.close()
+            finally:
+                self._index.close()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Internal accessors for broker.groups (same package, one lock).
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    @property
+    def index(self) -> IndexStore:
+        return self._index
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @property
+    def log_start(self) -> int:
+        return self._log.start_position
+
+    @property
+    def sync_control(self) -> bool:
+        return self._sync_control
+
+    def check(self) -> None:
+        self._check()
+
+    def entry(self, name: QueueName) -> QueueEntry:
+        return self._entry(name)
+
+    def fail(self, exc: BaseException) -> None:
+        self._fail(exc)
+
+
+def _check_layout(index: IndexStore) -> None:
+    raw = index.get(Column.META, k.META_VERSION)
+    if raw is None:
+        batch = index.batch()
+        batch.put(Column.META, k.META_VERSION, k.encode_u64(k.LAYOUT_VERSION))
+        index.write(batch, sync=True)
+    elif k.decode_u64(raw) != k.LAYOUT_VERSION:
+        raise FailedPrecondition(
+            f"index layout version {k.decode_u64(raw)} is not the {k.LAYOUT_VERSION} "
+            "this build reads; rebuild the index from the log (delete index/ and reopen)"
+        )
