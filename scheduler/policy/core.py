@@ -150,7 +150,7 @@ class Scheduler:
 
     def feedback(self, worker_id: str, feedback: WorkerFeedback, now: float) -> None:
         worker = self._pool.get(worker_id)
-        if worker.window.observe(feedback, len(worker.running), now):
+        if worker.window.observe(feedback, len(worker.running), worker.dispatched, now):
             self._pool.changed(worker)
 
     # ------------------------------------------------------------ dispatch
@@ -190,6 +190,8 @@ class Scheduler:
         self._dispatch_no += 1
         entry.dispatch_no = self._dispatch_no
         worker.running[rid] = entry
+        worker.dispatched += 1
+        entry.worker_index = worker.dispatched
         worker.load_tokens += entry.request.input_tokens + entry.request.output_tokens
         running = self._running_by_band.get(entry.band)
         if running is None:
@@ -282,8 +284,13 @@ class Scheduler:
         self._discipline.requeue(entry)
         self._counts["requeued"] += 1
 
+    def _heard_from(self, entry: Entry) -> None:
+        assert entry.worker_id is not None
+        self._pool.workers[entry.worker_id].window.heard_from(entry.worker_index)
+
     def first_token(self, request_id: str, now: float) -> None:
         entry = self._running(request_id, "first_token")
+        self._heard_from(entry)
         entry.input_served = True
         if entry.first_token_s is None:
             entry.first_token_s = now
@@ -295,6 +302,7 @@ class Scheduler:
                 f"{output_tokens} must both be >= 0"
             )
         entry = self._running(request_id, "complete")
+        self._heard_from(entry)
         self._release_running(entry)
         self._settle(entry, self._in_w * input_tokens + self._out_w * output_tokens)
         entry.state = DONE

@@ -39,6 +39,7 @@ class Entry:
         "state",
         "tenant",
         "worker_id",
+        "worker_index",
     )
 
     def __init__(self, request: Request, seq: int, tenant: TenantState) -> None:
@@ -51,6 +52,7 @@ class Entry:
         self.charged = 0.0  # VTC cost booked for it so far (estimate, then corrected)
         self.worker_id: str | None = None
         self.dispatch_no = 0
+        self.worker_index = 0  # it was its worker's n-th dispatch (window recovery)
         self.preempting = False  # a Preempt was issued and not yet answered
         self.first_token_s: float | None = None
         # The prompt was processed at least once (first token seen, or stopped

@@ -25,13 +25,22 @@ _GONE = -1
 
 
 class WorkerState:
-    __slots__ = ("load_tokens", "preempting", "running", "token", "window", "worker_id")
+    __slots__ = (
+        "dispatched",
+        "load_tokens",
+        "preempting",
+        "running",
+        "token",
+        "window",
+        "worker_id",
+    )
 
     def __init__(self, worker_id: str, config: WindowConfig) -> None:
         self.worker_id = worker_id
         self.window = AimdWindow(config)
         self.running: dict[str, Entry] = {}  # request id -> entry, in dispatch order
         self.load_tokens = 0
+        self.dispatched = 0
         self.preempting = 0  # Preempts issued here and not answered yet
         self.token = _GONE
 

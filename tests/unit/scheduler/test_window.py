@@ -40,39 +40,68 @@ WINDOW = WindowConfig(
 )
 def test_each_saturation_signal_shrinks_multiplicatively(signal: WorkerFeedback) -> None:
     window = AimdWindow(WINDOW)
-    assert window.observe(signal, in_flight=10, now=0.0)
+    assert window.observe(signal, in_flight=10, dispatched=10, now=0.0)
     assert (window.limit, window.decreases) == (5, 1)
-    window.observe(signal, in_flight=10, now=1.0)
+    window.heard_from(11)  # a request started under the smaller window still suffers
+    window.observe(signal, in_flight=5, dispatched=11, now=1.0)
     assert window.limit == 2  # 2.5 rounds down
-    window.observe(signal, in_flight=10, now=2.0)
+    window.heard_from(12)
+    window.observe(signal, in_flight=2, dispatched=12, now=2.0)
     assert window.limit == 2  # never below the minimum
     assert window.value == 2.0
+
+
+def test_after_a_cut_lagging_reports_do_not_cut_again() -> None:
+    window = AimdWindow(WINDOW)
+    hot = WorkerFeedback(ttft_s=3.0, queue_depth=9)
+    window.observe(hot, in_flight=10, dispatched=100, now=0.0)
+    assert window.limit == 5
+    # The 10 requests started before the cut still report the old overload.
+    for step in range(1, 6):
+        window.heard_from(95 + step)
+        assert not window.observe(hot, in_flight=10 - step, dispatched=100, now=float(step))
+    assert window.limit == 5
+    # The first request dispatched after the cut reports: its word counts.
+    window.heard_from(101)
+    window.observe(hot, in_flight=5, dispatched=101, now=7.0)
+    assert window.limit == 2
 
 
 def test_high_gpu_utilisation_alone_is_not_saturation() -> None:
     window = AimdWindow(WINDOW)
     busy_but_fast = WorkerFeedback(ttft_s=0.2, tpot_s=0.02, gpu_util=1.0, kv_usage=0.5)
-    window.observe(busy_but_fast, in_flight=10, now=0.0)
+    window.observe(busy_but_fast, in_flight=10, dispatched=10, now=0.0)
     assert window.limit == 11  # grows: high utilisation is the goal
 
 
 def test_busy_and_close_to_target_holds_the_window() -> None:
     window = AimdWindow(WINDOW)
-    window.observe(WorkerFeedback(ttft_s=0.9, gpu_util=0.97), in_flight=10, now=0.0)
+    window.observe(WorkerFeedback(ttft_s=0.9, gpu_util=0.97), in_flight=10, dispatched=10, now=0.0)
     assert (window.limit, window.increases, window.decreases) == (10, 0, 0)
     # Close to target but the GPU has room: growing is still worth a try.
-    window.observe(WorkerFeedback(ttft_s=0.9, gpu_util=0.5), in_flight=10, now=1.0)
+    window.observe(WorkerFeedback(ttft_s=0.9, gpu_util=0.5), in_flight=10, dispatched=10, now=1.0)
     assert window.limit == 11
+
+
+@pytest.mark.parametrize(
+    "near",
+    [WorkerFeedback(queue_depth=4), WorkerFeedback(kv_usage=0.8), WorkerFeedback(gpu_mem=0.9)],
+    ids=["queue_depth", "kv_usage", "gpu_mem"],
+)
+def test_close_to_an_engine_limit_holds_the_window(near: WorkerFeedback) -> None:
+    window = AimdWindow(WINDOW)
+    assert not window.observe(near, in_flight=10, dispatched=10, now=0.0)
+    assert (window.limit, window.increases, window.decreases) == (10, 0, 0)
 
 
 def test_grows_only_when_the_window_is_used() -> None:
     window = AimdWindow(WINDOW)
     good = WorkerFeedback(ttft_s=0.1)
-    assert not window.observe(good, in_flight=3, now=0.0)
+    assert not window.observe(good, in_flight=3, dispatched=3, now=0.0)
     assert window.limit == 10
-    window.observe(good, in_flight=10, now=1.0)
-    window.observe(good, in_flight=11, now=2.0)
-    window.observe(good, in_flight=12, now=3.0)
+    window.observe(good, in_flight=10, dispatched=10, now=1.0)
+    window.observe(good, in_flight=11, dispatched=11, now=2.0)
+    window.observe(good, in_flight=12, dispatched=12, now=3.0)
     assert window.limit == 12  # capped at the maximum
     assert window.increases == 2
 
@@ -82,17 +111,18 @@ def test_one_overload_shrinks_once_per_interval() -> None:
         WindowConfig(initial=16, minimum=1, maximum=64, decrease=0.5, adjust_interval_s=1.0)
     )
     hot = WorkerFeedback(ttft_s=9.0)
-    window.observe(hot, in_flight=16, now=10.0)
+    window.observe(hot, in_flight=16, dispatched=16, now=10.0)
+    window.heard_from(17)  # recovery over at once: only the interval limits now
     for step in range(9):
-        window.observe(hot, in_flight=16, now=10.0 + 0.1 * step)
+        window.observe(hot, in_flight=16, dispatched=17, now=10.0 + 0.1 * step)
     assert window.limit == 8
-    window.observe(hot, in_flight=16, now=11.0)
+    window.observe(hot, in_flight=16, dispatched=17, now=11.0)
     assert window.limit == 4
 
 
 def test_reconfigure_keeps_the_learned_value_within_new_bounds() -> None:
     window = AimdWindow(WINDOW)
-    window.observe(WorkerFeedback(ttft_s=0.1), in_flight=10, now=0.0)
+    window.observe(WorkerFeedback(ttft_s=0.1), in_flight=10, dispatched=10, now=0.0)
     window.reconfigure(WindowConfig(initial=4, minimum=1, maximum=6))
     assert window.limit == 6
     window.reconfigure(WindowConfig(initial=4, minimum=1, maximum=100))
@@ -113,11 +143,14 @@ def test_scripted_saturation_shrinks_dispatch_and_recovery_grows_it_back() -> No
         now += 1.0
         p.feedback("w0", WorkerFeedback(ttft_s=3.0, gpu_util=1.0), now)
         limits.append(p.stats().workers["w0"].window)
-        # Finish everything, then refill: dispatch must honour the new window.
+        # Finish everything, then refill: dispatch must honour the new window,
+        # and the new requests' first tokens end the recovery from the cut.
         for rid in running:
             p.complete(rid, 10, 10, now)
         running = [d.request.request_id for d in p.dispatch(now)]
         assert len(running) == limits[-1]
+        for rid in running:
+            p.first_token(rid, now)
     assert limits == [5, 2, 2, 2]
     # Latency back under target with the window in use: +1 per report, back to 10.
     while p.stats().workers["w0"].window < 10:
@@ -131,3 +164,26 @@ def test_scripted_saturation_shrinks_dispatch_and_recovery_grows_it_back() -> No
         assert len(running) == before + 1
     stats = p.stats().workers["w0"]
     assert (stats.decreases, stats.increases) == (3, 8)  # 10 -> 5 -> 2.5 -> 2 (the floor)
+
+
+def test_only_requests_started_after_a_cut_end_its_recovery() -> None:
+    cfg = config(tenant("a"), window=WINDOW)
+    p = create_policy("tidegate", cfg, random.Random(0))
+    p.add_worker("w0", 0.0)
+    admit(p, *(req(f"r{i}", "a") for i in range(30)))
+    before_cut = [d.request.request_id for d in p.dispatch(0.0)]
+    hot = WorkerFeedback(queue_depth=9)
+    p.feedback("w0", hot, 1.0)
+    assert p.stats().workers["w0"].window == 5
+    # Old requests finishing say nothing about the new window.
+    for rid in before_cut[:6]:
+        p.first_token(rid, 1.5)
+        p.complete(rid, 10, 10, 1.5)
+    p.feedback("w0", hot, 2.0)
+    assert p.stats().workers["w0"].window == 5
+    for rid in before_cut[6:]:
+        p.complete(rid, 10, 10, 2.5)
+    [after_cut, *_] = p.dispatch(2.5)
+    p.complete(after_cut.request.request_id, 10, 10, 3.0)  # no first_token report: completion does
+    p.feedback("w0", hot, 3.0)
+    assert p.stats().workers["w0"].window == 2
