@@ -46,6 +46,82 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from scheduler.settings import load_settings, to_fleet_config, to_scheduler_config
+    from scheduler.sim.events import write_events
+    from scheduler.sim.simulate import SimOptions, simulate
+    from scheduler.sim.summary import format_summary
+    from scheduler.sim.traces import read_trace
+
+    settings = load_settings(args.config)
+    config = to_scheduler_config(settings)
+    fleet = to_fleet_config(settings)
+    trace = read_trace(args.trace)
+    options = SimOptions(
+        output_estimate_tokens=settings.simulation.output_estimate_tokens,
+        deadline_s=settings.simulation.deadline_s,
+    )
+    result = simulate(
+        trace, config, fleet, policy_name=args.policy, seed=args.seed, options=options
+    )
+    try:
+        write_events(args.events, result.rows)
+    except OSError as exc:
+        raise UsageError(f"--events {args.events}: cannot write: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+    else:
+        print(format_summary(result.summary))
+    return 0
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from scheduler.settings import load_settings, to_workload_spec
+    from scheduler.sim.traces import convert_azure, read_azure, read_trace, write_trace
+    from scheduler.sim.workload import generate
+
+    if args.trace_command == "generate":
+        rows = generate(to_workload_spec(load_settings(args.config)), args.seed)
+    elif args.trace_command == "convert":
+        priorities: dict[str, int] = {}
+        for item in args.priority:
+            name, _, value = item.partition("=")
+            try:
+                priorities[name] = int(value)
+            except ValueError:
+                raise UsageError(f"--priority {item!r}: expected NAME=INTEGER") from None
+        sources = [(path, read_azure(path)) for path in args.input]
+        try:
+            rows = convert_azure(
+                sources,
+                [t.strip() for t in args.tenants.split(",") if t.strip()],
+                assign=args.assign,
+                seed=args.seed,
+                slice_s=args.slice_s,
+                start_s=args.start_s,
+                duration_s=args.duration_s,
+                speed=args.speed,
+                priorities=priorities,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    else:  # validate
+        rows = read_trace(args.trace)
+        tenants = sorted({r.tenant for r in rows})
+        span = rows[-1].arrival_s if rows else 0.0
+        print(f"{args.trace}: {len(rows)} rows, {span:.3f} s, tenants: {', '.join(tenants)}")
+        return 0
+    try:
+        count = write_trace(args.out, rows)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from None
+    span = rows[-1].arrival_s if rows else 0.0
+    print(f"wrote {count} rows ({span:.3f} s) to {args.out}", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------- parser
 
 
@@ -89,6 +165,73 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_cmd_demo)
 
 
+_POLICIES = ("tidegate", "fifo", "round-robin", "strict-priority")  # CONTRACTS.md section 3
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="replay a trace through a scheduling policy on a simulated fleet",
+        description="Run the scheduler's policy on a virtual clock against the fleet model "
+        "of the config, write one events row per request (CONTRACTS.md section 3).",
+    )
+    p.add_argument("--config", required=True, help="YAML with tenants:, fleet: (and scheduler:)")
+    p.add_argument("--trace", required=True, help="trace CSV (arrival_s,tenant,priority,...)")
+    p.add_argument("--events", required=True, help="where to write the events CSV")
+    p.add_argument("--policy", choices=_POLICIES, default="tidegate", help="default: tidegate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the policy's tie-breaks")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(handler=_cmd_simulate)
+
+    t = sub.add_parser(
+        "trace",
+        help="make, convert or check trace CSVs for `simulate` and `loadgen`",
+        description="Trace tools: generate a bursty multi-tenant workload from a config's "
+        "workload: section, convert the public Azure LLM traces, or validate a trace.",
+    )
+    tsub = t.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    g = tsub.add_parser("generate", help="seeded workload from the config's workload: section")
+    g.add_argument("--config", required=True, help="YAML with a workload: section")
+    g.add_argument("--out", required=True, help="trace CSV to write")
+    g.add_argument("--seed", type=int, default=0)
+    c = tsub.add_parser("convert", help="Azure LLM inference trace 2023 -> trace CSV")
+    c.add_argument("--input", action="append", required=True, help="Azure CSV (repeat to mix)")
+    c.add_argument("--out", required=True, help="trace CSV to write")
+    c.add_argument("--tenants", required=True, help="comma-separated tenant names")
+    c.add_argument(
+        "--assign",
+        choices=("hash", "slice", "file"),
+        default="hash",
+        help="hash: seeded hash per row; slice: tenants take turns by time slice; "
+        "file: one tenant per --input",
+    )
+    c.add_argument("--slice-s", type=_seconds, default=60.0, help="slice length (assign=slice)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the hash (assign=hash)")
+    c.add_argument("--start-s", type=_seconds, default=0.0, help="skip the first seconds")
+    c.add_argument("--duration-s", type=_seconds, default=None, help="keep this many seconds")
+    c.add_argument("--speed", type=float, default=1.0, help="divide arrival times by this")
+    c.add_argument(
+        "--priority",
+        action="append",
+        default=[],
+        metavar="NAME=P",
+        help="priority of a tenant's rows (default 0)",
+    )
+    v = tsub.add_parser("validate", help="check a trace CSV and print what it holds")
+    v.add_argument("trace")
+    t.set_defaults(handler=_cmd_trace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tidegate",
@@ -103,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_bench,
     _add_demo,
+    _add_simulate,
 ]
 
 
@@ -119,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our stdout went away (e.g. `| head`); that is not an error.
         return 0
     except Exception as exc:
-        if isinstance(exc, UsageError | _user_error_types()):
+        if isinstance(exc, (UsageError, *_user_error_types())):
             print(f"tidegate {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         raise
