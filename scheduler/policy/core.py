@@ -3,21 +3,13 @@
 It owns admission, the life of each request (queued, running, done),
 workers and their windows, deadlines, preemption and the counters behind
 ``stats()``; the discipline it is given only decides which queued request
-goes next. Every method takes ``now`` and returns values: the simulator and
-the server drive the very same object.
-
-Charging (the VTC cost of a request is ``input_w x input + output_w x
-output``): the estimate is booked at dispatch; a preemption re-books it to
-the work done (input + output made so far) and a resume adds an estimate
-for the remaining output only; completion re-books it to the real usage.
-So a tenant's charge ends equal to what it was served, however often its
-requests were stopped, and a tenant is never charged for work a preemption
-threw away. A lost lease or removed worker re-books to the work known done.
+goes next, and the ledger (``charging.py``) what each tenant is charged.
+Every method takes ``now`` and returns values: the simulator and the
+server drive the very same object.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import Counter
 from types import MappingProxyType
@@ -25,15 +17,17 @@ from types import MappingProxyType
 from scheduler.errors import InvalidRequestError, UnknownRequestError
 from scheduler.policy.admission import Admission
 from scheduler.policy.buckets import RateEstimator
+from scheduler.policy.charging import Ledger
+from scheduler.policy.deadlines import Deadlines
 from scheduler.policy.entry import DONE, QUEUED, RUNNING, Entry
 from scheduler.policy.interface import QueueDiscipline
 from scheduler.policy.preemption import choose_victims
+from scheduler.policy.snapshot import band_stats, tenant_stats, worker_stats
 from scheduler.policy.tenants import TenantState
 from scheduler.policy.validation import validate_config
 from scheduler.policy.workers import WorkerPool, WorkerState
 from scheduler.types import (
     Admitted,
-    BandStats,
     Dispatch,
     Dropped,
     PolicyStats,
@@ -42,9 +36,7 @@ from scheduler.types import (
     RefusalReason,
     Request,
     SchedulerConfig,
-    TenantStats,
     WorkerFeedback,
-    WorkerStats,
 )
 
 __all__ = ["Scheduler"]
@@ -62,8 +54,7 @@ class Scheduler:
         self._discipline = discipline
         discipline.set_band_shares(config.band_shares)
         self._admission = Admission(config)
-        self._in_w = config.input_token_weight
-        self._out_w = config.output_token_weight
+        self._ledger = Ledger(config.input_token_weight, config.output_token_weight, discipline)
         self._pool = WorkerPool(rng)
         self._tenants: dict[str, TenantState] = {
             name: TenantState(tenant, 0.0) for name, tenant in config.tenants.items()
@@ -71,7 +62,7 @@ class Scheduler:
         self._entries: dict[str, Entry] = {}  # queued or running, by request id
         self._running_by_band: dict[int, dict[str, Entry]] = {}
         self._band_queued: Counter[int] = Counter()
-        self._deadlines: list[tuple[float, int, Entry]] = []
+        self._deadlines = Deadlines()
         self._dropped_at_dispatch: list[Dropped] = []
         self._seq = 0
         self._dispatch_no = 0
@@ -125,9 +116,7 @@ class Scheduler:
         entry.tenant.queued += 1
         self._band_queued[entry.band] += 1
         self._queued += 1
-        deadline = entry.request.deadline_s
-        if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, entry.seq, entry))
+        self._deadlines.push(entry)
 
     def _unqueue(self, entry: Entry) -> None:
         entry.tenant.queued -= 1
@@ -144,7 +133,7 @@ class Scheduler:
         entries = sorted(worker.running.values(), key=lambda entry: entry.seq)
         for entry in entries:
             self._release(entry, worker)
-            self._settle(entry, self._done_cost(entry))
+            self._ledger.settle_done(entry)
             self._requeue(entry)
         return [entry.request for entry in entries]
 
@@ -155,21 +144,9 @@ class Scheduler:
 
     # ------------------------------------------------------------ dispatch
 
-    def _estimate(self, entry: Entry) -> float:
-        """Book the dispatch-time cost estimate (the discipline's ``cost`` callback)."""
-        request = entry.request
-        if entry.input_served:
-            # A resume: the input is booked already; add the remaining output.
-            cost = self._out_w * max(request.output_tokens - entry.done_output_tokens, 0)
-        else:
-            cost = self._in_w * request.input_tokens + self._out_w * request.output_tokens
-        entry.charged += cost
-        entry.tenant.charged += cost
-        return cost
-
     def _next(self, now: float) -> Entry | None:
         """The next queued entry to run; entries past their deadline are dropped on the way."""
-        estimate = self._estimate
+        estimate = self._ledger.estimate
         while self._queued:
             entry = self._discipline.pop(estimate)
             if entry is None:
@@ -177,7 +154,7 @@ class Scheduler:
             self._unqueue(entry)
             deadline = entry.request.deadline_s
             if deadline is not None and deadline <= now:
-                self._settle(entry, self._done_cost(entry))
+                self._ledger.settle_done(entry)
                 self._dropped_at_dispatch.append(self._drop(entry))
                 continue
             return entry
@@ -264,21 +241,6 @@ class Scheduler:
         self._release(entry, worker)
         self._pool.changed(worker)
 
-    def _settle(self, entry: Entry, target: float) -> None:
-        """Re-book the entry's charge to ``target`` and tell the discipline the change."""
-        delta = target - entry.charged
-        if delta:
-            entry.charged = target
-            entry.tenant.charged += delta
-            self._discipline.charge(entry, delta)
-
-    def _done_cost(self, entry: Entry) -> float:
-        """Cost of the work known done: the input once it was processed, plus the
-        output reported by preemptions. Zero for a request lost or dropped
-        before its prompt ever ran: its tenant was served nothing."""
-        input_cost = self._in_w * entry.request.input_tokens if entry.input_served else 0.0
-        return input_cost + self._out_w * entry.done_output_tokens
-
     def _requeue(self, entry: Entry) -> None:
         self._enqueue(entry)
         self._discipline.requeue(entry)
@@ -304,7 +266,7 @@ class Scheduler:
         entry = self._running(request_id, "complete")
         self._heard_from(entry)
         self._release_running(entry)
-        self._settle(entry, self._in_w * input_tokens + self._out_w * output_tokens)
+        self._ledger.settle_usage(entry, input_tokens, output_tokens)
         entry.state = DONE
         del self._entries[request_id]
         tenant = entry.tenant
@@ -323,7 +285,7 @@ class Scheduler:
         # Counts are cumulative; a smaller report cannot undo output already streamed.
         entry.done_output_tokens = max(entry.done_output_tokens, done_output_tokens)
         entry.input_served = True
-        self._settle(entry, self._done_cost(entry))
+        self._ledger.settle_done(entry)
         entry.tenant.preempted += 1
         self._counts["preemptions"] += 1
         self._requeue(entry)
@@ -331,7 +293,7 @@ class Scheduler:
     def lease_expired(self, request_id: str, now: float) -> None:
         entry = self._running(request_id, "lease_expired")
         self._release_running(entry)
-        self._settle(entry, self._done_cost(entry))
+        self._ledger.settle_done(entry)
         self._requeue(entry)
 
     def preemptions(self, now: float) -> list[Preempt]:
@@ -374,7 +336,7 @@ class Scheduler:
             self._unqueue(entry)
             self._discipline.discard(entry)
             # Preempted earlier, then cancelled: keep what it was served.
-            self._settle(entry, self._done_cost(entry))
+            self._ledger.settle_done(entry)
         else:
             self._release_running(entry)
             entry.state = DONE
@@ -385,15 +347,11 @@ class Scheduler:
     def expire(self, now: float) -> list[Dropped]:
         out = self._dropped_at_dispatch
         self._dropped_at_dispatch = []
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            entry = heapq.heappop(deadlines)[2]
-            if entry.state != QUEUED:
-                continue  # dispatched, finished or already gone; a requeue pushed it anew
+        for entry in self._deadlines.due(now):
             entry.state = DONE
             self._unqueue(entry)
             self._discipline.discard(entry)
-            self._settle(entry, self._done_cost(entry))
+            self._ledger.settle_done(entry)
             out.append(self._drop(entry))
         return out
 
@@ -403,8 +361,8 @@ class Scheduler:
         validate_config(config)
         self._config = config
         self._admission.reconfigure(config)
-        self._in_w = config.input_token_weight
-        self._out_w = config.output_token_weight
+        self._ledger.input_w = config.input_token_weight
+        self._ledger.output_w = config.output_token_weight
         self._discipline.set_band_shares(config.band_shares)
         for name, tenant in self._tenants.items():
             if name not in config.tenants:
@@ -426,40 +384,6 @@ class Scheduler:
         return self._in_flight
 
     def stats(self) -> PolicyStats:
-        band_running = Counter({band: len(r) for band, r in self._running_by_band.items()})
-        bands = {
-            band: BandStats(queued=self._band_queued[band], in_flight=band_running[band])
-            for band in sorted(set(self._band_queued) | set(band_running), reverse=True)
-        }
-        tenants = {
-            name: TenantStats(
-                queued=t.queued,
-                in_flight=t.in_flight,
-                admitted=t.admitted,
-                dispatched=t.dispatched,
-                completed=t.completed,
-                preempted=t.preempted,
-                served_input_tokens=t.served_input_tokens,
-                served_output_tokens=t.served_output_tokens,
-                charged=t.charged,
-                weight=t.weight,
-                virtual_counters=MappingProxyType(self._discipline.virtual_counters(name)),
-                refusals=MappingProxyType(dict(t.refusals)),
-                dropped=MappingProxyType(dict(t.dropped)),
-            )
-            for name, t in self._tenants.items()
-        }
-        workers = {
-            wid: WorkerStats(
-                window=w.window.limit,
-                window_exact=w.window.value,
-                in_flight=len(w.running),
-                load_tokens=w.load_tokens,
-                increases=w.window.increases,
-                decreases=w.window.decreases,
-            )
-            for wid, w in self._pool.workers.items()
-        }
         counts = self._counts
         return PolicyStats(
             policy=self.name,
@@ -471,9 +395,9 @@ class Scheduler:
             cancelled=counts["cancelled"],
             preemptions=counts["preemptions"],
             requeued=counts["requeued"],
-            tenants=MappingProxyType(tenants),
-            bands=MappingProxyType(bands),
-            workers=MappingProxyType(workers),
+            tenants=tenant_stats(self._tenants, self._discipline),
+            bands=band_stats(self._band_queued, self._running_by_band),
+            workers=worker_stats(self._pool.workers),
             refusals=MappingProxyType(dict(self._refusals)),
             dropped=MappingProxyType(dict(self._dropped)),
         )

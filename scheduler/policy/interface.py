@@ -118,7 +118,8 @@ class QueueDiscipline(Protocol):
         """A queued entry was marked DONE (cancelled, expired)."""
 
     def pop(self, cost: Callable[[Entry], float]) -> Entry | None:
-        """Remove and return the next entry; charge it ``cost(entry)`` first-hand."""
+        """Remove and return the next entry, charging its flow ``cost(entry)`` (the
+        dispatch-time estimate; the callback also books it in the core)."""
 
     def charge(self, entry: Entry, amount: float) -> None:
         """Correct a dispatched entry's charge by ``amount`` (may be negative)."""
