@@ -24,14 +24,14 @@ class SimError(SchedulerError):
 
 
 class TraceError(SimError):
-    """A malformed trace: names the file, the 1-based line and the column."""
+    """A malformed trace: names the file, the 1-based line (0: the whole file) and the column."""
 
     def __init__(self, path: Path | str, line: int, column: str | None, problem: str) -> None:
         self.path = str(path)
         self.line = line
         self.column = column
         self.problem = problem
-        where = f"{self.path}:{line}"
+        where = f"{self.path}:{line}" if line > 0 else self.path  # 0: the file as a whole
         if column is not None:
             where += f": column {column}"
         super().__init__(f"{where}: {problem}")

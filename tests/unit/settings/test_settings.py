@@ -76,6 +76,9 @@ def test_shipped_configs_load() -> None:
         to_scheduler_config(settings)
         assert to_fleet_config(settings).workers == 8
         assert to_workload_spec(settings).streams
+    azure = load_settings(REPO / "configs" / "sim-azure.yaml", {})
+    assert set(to_scheduler_config(azure).tenants) == {"coder", "chat"}
+    assert to_fleet_config(azure).workers == 4
 
 
 def test_empty_file_and_empty_sections_mean_defaults() -> None:
