@@ -16,7 +16,7 @@ from typing import cast
 from broker import envelope
 from broker.errors import CorruptLog, InvalidArgument, MessageTooLarge, NotFound
 from broker.log.commitlog import CommitLog
-from broker.types import Body
+from broker.types import Body, Chunk
 
 __all__ = ["ChunkedBody", "body_size", "read_chunks", "write_body"]
 
@@ -80,7 +80,7 @@ def write_body(log: CommitLog, body: Body, *, chunk_bytes: int, limit: int) -> b
 
 
 def _write_stream(
-    log: CommitLog, pieces: Iterable[bytes], *, chunk_bytes: int, limit: int
+    log: CommitLog, pieces: Iterable[Chunk], *, chunk_bytes: int, limit: int
 ) -> bytes | ChunkedBody:
     """Re-cut an iterable of pieces into chunks of exactly ``chunk_bytes``.
 

@@ -176,10 +176,10 @@ class MessageRecord:
 
 def decode_message(payload: bytes, *, with_body: bool = True) -> MessageRecord:
     """Decode a message record (ValueError if it is not one, or is malformed)."""
+    if kind_of(payload) != MESSAGE:
+        raise ValueError(f"record kind {kind_of(payload)} is not a message record")
     try:
-        kind, flags, timestamp, count = _HEAD.unpack_from(payload, 0)
-        if kind != MESSAGE:
-            raise ValueError(f"record kind {kind} is not a message record")
+        _, flags, timestamp, count = _HEAD.unpack_from(payload, 0)
         at = _HEAD.size
         queues: list[tuple[bytes, int]] = []
         for _ in range(count):

@@ -19,6 +19,7 @@ recovers from the log.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -95,6 +96,7 @@ class Broker:
             settings.ttl_for,
             granularity_s=settings.expiry_granularity_s,
             hot_capacity=settings.hot_topics,
+            ref_bucket=k.ref_bucket_width(settings.segment_bytes),
         )
         self._groups = Groups(self)
         self._prepare = Preparer(
@@ -147,6 +149,18 @@ class Broker:
             roll_back(self._index, self._registry, end)
             self._covered = end
         self._covered = replay(self._log, self._index, self._registry, self._covered)
+        ttl_settings = json.dumps(
+            [
+                self.settings.default_ttl_s,
+                sorted(self.settings.ttl_by_topic.items()),
+                self.settings.expiry_granularity_s,
+            ]
+        ).encode()
+        if self._index.get(Column.META, k.META_TTL_SETTINGS) != ttl_settings:
+            self._registry.rearm_all()
+            batch = self._index.batch()
+            batch.put(Column.META, k.META_TTL_SETTINGS, ttl_settings)
+            self._index.write(batch, sync=True)
 
     # ------------------------------------------------------------ plumbing
 

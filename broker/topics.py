@@ -97,6 +97,7 @@ class Registry:
         *,
         granularity_s: float,
         hot_capacity: int,
+        ref_bucket: int,
     ) -> None:
         self._index = index
         self._granularity = granularity_s
@@ -108,9 +109,14 @@ class Registry:
         self._before: dict[bytes, tuple[float, int] | None] = {}
         self._ref_delta: dict[int, int] = {}
         self.subscribers: dict[bytes, int] = {}  # live subscriptions, in memory by design
-        next_qid, queues, expiry_seq = index.get_many(
-            Column.META, [k.META_NEXT_QID, k.META_QUEUES, k.META_EXPIRY_SEQ]
+        next_qid, queues, expiry_seq, bucket = index.get_many(
+            Column.META, [k.META_NEXT_QID, k.META_QUEUES, k.META_EXPIRY_SEQ, k.META_REF_BUCKET]
         )
+        if bucket is None:  # a new store: fix the width for its lifetime
+            batch = index.batch()
+            batch.put(Column.META, k.META_REF_BUCKET, k.encode_u64(ref_bucket))
+            index.write(batch)
+        self._bucket = ref_bucket if bucket is None else k.decode_u64(bucket)
         self._next_qid = k.decode_u64(next_qid) if next_qid else 1
         self._queues = k.decode_u64(queues) if queues else 0
         self._expiry_seq = k.decode_u64(expiry_seq) if expiry_seq else 0
@@ -242,10 +248,10 @@ class Registry:
     def _move_ref(self, old: int, new: int) -> None:
         delta = self._ref_delta
         if old != k.NO_POSITION:
-            bucket = old // k.REF_BUCKET
+            bucket = old // self._bucket
             delta[bucket] = delta.get(bucket, 0) - 1
         if new != k.NO_POSITION:
-            bucket = new // k.REF_BUCKET
+            bucket = new // self._bucket
             delta[bucket] = delta.get(bucket, 0) + 1
 
     def _deadline(self, entry: QueueEntry, last_active: float) -> int | None:
@@ -287,7 +293,7 @@ class Registry:
             if snapshot is None:
                 first = entry.first_position
                 if first != k.NO_POSITION:
-                    bucket = first // k.REF_BUCKET
+                    bucket = first // self._bucket
                     new_refs[bucket] = new_refs.get(bucket, 0) + 1
                 if ttl is not None:
                     at = entry.last_active + ttl
@@ -345,10 +351,46 @@ class Registry:
         self._ref_delta.clear()
         self._hot.clear()
 
+    def rearm_all(self) -> int:
+        """Rewrite every expiry key from the registry; returns the lite-topics armed.
+
+        Expiry keys carry deadlines computed with the TTL in force when they
+        were written. When the TTL settings change, the broker calls this on
+        open so a shortened TTL takes effect now rather than at the old
+        deadlines. It reads the whole registry: a settings change costs one
+        pass, ordinary opens none.
+        """
+        batch = self._index.batch()
+        batch.delete_range(Column.EXPIRY, b"", b"\xff" * 17)
+        self._index.write(batch)
+        armed = 0
+        start = b""
+        while True:
+            chunk = list(self._index.scan(Column.REGISTRY, start, limit=4096))
+            if not chunk:
+                return armed
+            groups: dict[int, list[bytes]] = {}
+            for key, value in chunk:
+                entry = self._decode(key, value)
+                deadline = self._deadline(entry, entry.last_active)
+                if deadline is not None:
+                    groups.setdefault(deadline, []).append(key)
+                    armed += 1
+            batch = self._index.batch()
+            for deadline, names in groups.items():
+                batch.put(
+                    Column.EXPIRY, k.expiry_key(deadline, self._expiry_seq), k.encode_names(names)
+                )
+                self._expiry_seq += 1
+            self._meta_dirty = True
+            self._stage_meta(batch)
+            self._index.write(batch)
+            start = chunk[-1][0] + b"\x00"
+
     def lowest_reference(self) -> int | None:
         """A log position at or below every live queue's first needed position."""
         for key, _ in self._index.scan(Column.REFS, b"", limit=1):
-            return k.decode_u64(key) * k.REF_BUCKET
+            return k.decode_u64(key) * self._bucket
         return None
 
     # --------------------------------------------------------------- expiry

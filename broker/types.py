@@ -30,6 +30,7 @@ __all__ = [
     "DLQ_PREFIX",
     "LITE_PATTERN",
     "Body",
+    "Chunk",
     "BrokerStats",
     "ExpireReport",
     "Lease",
@@ -60,7 +61,8 @@ LITE_PATTERN = _LITE
 # topic character set, so no client can publish to or collide with one.
 DLQ_PREFIX = "%DLQ%"
 
-Body = bytes | bytearray | memoryview | Iterable[bytes]
+Chunk = bytes | bytearray | memoryview
+Body = Chunk | Iterable[Chunk]
 
 
 def _text(field: str, value: object) -> str:

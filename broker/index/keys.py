@@ -22,13 +22,19 @@ expiry     deadline_ms u64 | seq u64             -> (name_len u16 | name) * n
            topic is used again; expire() checks the registry before it removes
            anything.
 refs       bucket u64                            -> count u64
-           how many live queues have ``first`` in [bucket * REF_BUCKET, ...):
-           the lowest bucket bounds which log segments may be reclaimed.
+           how many live queues have ``first`` in [bucket * width, ...): the
+           lowest bucket bounds which log segments may be reclaimed. ``width``
+           (META_REF_BUCKET) is fixed when the store is created, from its
+           segment size: coarse enough that this column stays small, fine
+           enough that reclamation lags by a fraction of a segment.
 offsets    qid u64 | group                       -> committed offset u64
 leases     qid u64 | group                       -> broker.delivery encoding
 meta       b"covered"                            -> u64: the log is indexed up to here
            b"next_qid"                           -> u64: next queue id to allocate
            b"expiry_seq"                         -> u64: next expiry key sequence
+           b"ref_bucket"                         -> u64: refs bucket width, log bytes
+           b"ttl_settings"                       -> the TTL settings the expiry keys
+                                                    were computed with (JSON)
            b"queues"                             -> u64: live queues
            b"version"                            -> u64: layout version
 """
@@ -47,10 +53,11 @@ __all__ = [
     "META_EXPIRY_SEQ",
     "META_NEXT_QID",
     "META_QUEUES",
+    "META_REF_BUCKET",
+    "META_TTL_SETTINGS",
     "META_VERSION",
     "NO_POSITION",
     "OFFSET_KEY",
-    "REF_BUCKET",
     "REGISTRY_VALUE",
     "IndexValue",
     "Registration",
@@ -70,19 +77,18 @@ __all__ = [
     "offset_key",
     "offset_of",
     "queue_range",
-    "ref_bucket",
+    "ref_bucket_width",
 ]
 
 LAYOUT_VERSION = 1
 NO_POSITION = 0xFFFF_FFFF_FFFF_FFFF
 FLAG_CHUNKED = 0x01
-# Reference-count bucket width in log bytes: coarse enough that the refs
-# column stays tiny, fine enough that reclamation lags a segment at most.
-REF_BUCKET = 1 << 20
 
 META_COVERED = b"covered"
 META_NEXT_QID = b"next_qid"
 META_EXPIRY_SEQ = b"expiry_seq"
+META_TTL_SETTINGS = b"ttl_settings"
+META_REF_BUCKET = b"ref_bucket"
 META_QUEUES = b"queues"
 META_VERSION = b"version"
 
@@ -220,8 +226,9 @@ def decode_names(data: bytes) -> list[bytes]:
 # -------------------------------------------------------------------- refs
 
 
-def ref_bucket(position: int) -> int:
-    return position // REF_BUCKET
+def ref_bucket_width(segment_bytes: int) -> int:
+    """Bucket width for a new store: an eighth of a segment, within [4 KiB, 1 MiB]."""
+    return max(4096, min(1 << 20, segment_bytes // 8))
 
 
 # ------------------------------------------------------- offsets and leases

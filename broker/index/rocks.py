@@ -38,20 +38,23 @@ class RocksTuning:
 
 
 class _RocksBatch:
-    __slots__ = ("_handles", "wb")
+    # The batch reaches the column-family handles through its store, never
+    # holding them itself: a handle keeps RocksDB open, and a batch can
+    # outlive close() inside a traceback that someone keeps.
+    __slots__ = ("_store", "wb")
 
-    def __init__(self, handles: tuple[Any, ...]) -> None:
+    def __init__(self, store: RocksIndex) -> None:
         self.wb = rocksdict.WriteBatch(raw_mode=True)
-        self._handles = handles
+        self._store = store
 
     def put(self, column: Column, key: bytes, value: bytes) -> None:
-        self.wb.put(key, value, self._handles[column])
+        self.wb.put(key, value, self._store.handles[column])
 
     def delete(self, column: Column, key: bytes) -> None:
-        self.wb.delete(key, self._handles[column])
+        self.wb.delete(key, self._store.handles[column])
 
     def delete_range(self, column: Column, start: bytes, end: bytes) -> None:
-        self.wb.delete_range(start, end, self._handles[column])
+        self.wb.delete_range(start, end, self._store.handles[column])
 
     def __len__(self) -> int:
         return int(self.wb.len())
@@ -100,7 +103,7 @@ class RocksIndex:
         self._cfs: tuple[Any, ...] = tuple(
             self._db.get_column_family(column.cf_name) for column in Column
         )
-        self._handles: tuple[Any, ...] = tuple(
+        self.handles: tuple[Any, ...] = tuple(
             self._db.get_column_family_handle(column.cf_name) for column in Column
         )
         self._plain = rocksdict.WriteOptions()
@@ -114,7 +117,7 @@ class RocksIndex:
 
     def batch(self) -> WriteOps:
         self._check()
-        return _RocksBatch(self._handles)
+        return _RocksBatch(self)
 
     def write(self, batch: WriteOps, *, sync: bool = False) -> None:
         self._check()
@@ -167,6 +170,6 @@ class RocksIndex:
         db = self._db
         # Column-family handles keep RocksDB alive: drop them before closing.
         self._cfs = ()
-        self._handles = ()
+        self.handles = ()
         db.close()
         self._db = None
