@@ -10,6 +10,7 @@ a user does should show a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,7 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -266,4 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, (UsageError, *_user_error_types())):
             print(f"tidegate {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        raise
+        if os.environ.get("TIDEGATE_DEBUG"):
+            raise
+        # A bug of ours: say so in one line rather than showing a traceback.
+        print(
+            f"tidegate {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(set TIDEGATE_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
