@@ -19,6 +19,7 @@ recovers from the log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -54,11 +55,13 @@ from broker.types import (
     PublishResult,
     QueueInfo,
     QueueName,
+    check_namespace,
 )
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "PublishListener"]
 
 IndexOpener = Callable[[Path, BrokerSettings], IndexStore]
+PublishListener = Callable[[Mapping[bytes, int]], None]
 _EXPIRE_CHUNK = 4096
 _BYTES = (bytes, bytearray, memoryview)
 
@@ -107,6 +110,7 @@ class Broker:
         self._inflight_seq = 0
         self._published = 0
         self._sync_control = settings.fsync is FsyncPolicy.ALWAYS
+        self._listeners: list[PublishListener] = []
         covered = index.get(Column.META, k.META_COVERED)
         self._covered = k.decode_u64(covered) if covered else 0
 
@@ -231,14 +235,37 @@ class Broker:
             with self._lock:
                 self._check()
                 try:
-                    return self._append(prepared, bodies)
+                    results = self._append(prepared, bodies)
                 except BaseException as exc:
                     self._fail(exc)
                     raise
+                if self._listeners:
+                    self._notify(prepared, results)
+                return results
         finally:
             if token is not None:
                 with self._lock:
                     self._inflight.pop(token, None)
+
+    def add_publish_listener(self, listener: PublishListener) -> None:
+        """Call ``listener(ends)`` after every publish: queue key -> its new end offset.
+
+        This is how event-driven pull learns of appends without polling. It
+        runs on the publishing thread, under the broker's lock, in append
+        order, once the messages are readable; it must be quick and must not
+        call the broker. What it raises is ignored: the publish succeeded.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _notify(self, prepared: list[Prepared], results: list[PublishResult]) -> None:
+        ends: dict[bytes, int] = {}
+        for (keys, _, _), result in zip(prepared, results, strict=True):
+            for key, offset in zip(keys, result.offsets, strict=True):
+                ends[key] = offset + 1
+        for listener in self._listeners:
+            with contextlib.suppress(Exception):
+                listener(ends)
 
     def _begin_chunks(self) -> int:
         """Hold back segment reclamation below where this writer's chunks will land."""
@@ -463,6 +490,29 @@ class Broker:
                 self._registry.subscribers.get(name.key, 0),
                 entry.ttl,
             )
+
+    def exists(self, queue: QueueName | str) -> bool:
+        """True if ``queue`` is in the registry now (it may expire at any time after)."""
+        name = self._name(queue)
+        with self._lock:
+            self._check()
+            return self._registry.lookup(name.key) is not None
+
+    def lite_topic_count(self, namespace: str) -> int:
+        """Live lite-topics in ``namespace``: a scan of its registry keys (O(count))."""
+        prefix = check_namespace(namespace).encode() + b"\x00"
+        end = prefix[:-1] + b"\x01"
+        count = 0
+        start = prefix
+        while True:
+            with self._lock:  # one bounded chunk at a time, as expire() does
+                self._check()
+                rows = self._index.scan(Column.REGISTRY, start, end, limit=4096)
+                chunk = [key for key, _ in rows]
+            count += sum(1 for key in chunk if b"/" in key)
+            if len(chunk) < 4096:
+                return count
+            start = chunk[-1] + b"\x00"
 
     def subscribe(self, queue: QueueName | str) -> QueueInfo:
         """Count a subscriber on ``queue`` (creating it); a subscribed lite-topic never expires.
