@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from broker.index import keys as k
@@ -176,27 +176,30 @@ class Registry:
             self._remember(entry)
         return entry
 
-    def resolve(self, keys: Iterable[bytes], now: float) -> Mapping[bytes, QueueEntry]:
-        """Entries of ``keys`` (repeats allowed), creating missing queues.
+    def resolve(self, keys: Iterable[bytes], now: float) -> dict[bytes, QueueEntry]:
+        """Entries of ``keys`` (repeats allowed) by key, creating missing queues.
 
-        Returns the working set, which now holds every one of them. The caller
-        may change ``next_offset``, ``last_active`` and ``first_position``
-        directly: :meth:`stage` compares each entry with the snapshot taken
-        here and writes what follows from the change.
+        Every one joins the working set. The caller may then change
+        ``next_offset``, ``last_active`` and ``first_position`` directly:
+        :meth:`stage` compares each entry with the snapshot taken here and
+        writes what follows from the change.
         """
         working = self._working
         before = self._before
         hot = self._hot
+        found: dict[bytes, QueueEntry] = {}
         missing: dict[bytes, None] = {}
         for key in keys:
-            if key in working:
+            entry = working.get(key)
+            if entry is not None:
+                found[key] = entry
                 continue
             entry = hot.get(key)
             if entry is None:
                 missing[key] = None
             else:
                 hot.move_to_end(key)
-                working[key] = entry
+                working[key] = found[key] = entry
                 before[key] = (entry.last_active, entry.first_position)
         if missing:
             wanted = list(missing)
@@ -220,12 +223,12 @@ class Registry:
                 hot[key] = entry
                 if len(hot) > capacity:
                     hot.popitem(last=False)
-                working[key] = entry
+                working[key] = found[key] = entry
             if created:
                 self._next_qid += created
                 self._queues += created
                 self._meta_dirty = True
-        return working
+        return found
 
     def join(self, entry: QueueEntry) -> None:
         """Snapshot an entry into the working set before changing it outside :meth:`resolve`."""
@@ -300,9 +303,11 @@ class Registry:
                     deadline = deadlines.get(at)
                     if deadline is None:
                         deadline = deadlines[at] = deadline_ms(at, granularity)
+                    names = expiring.get(deadline)
+                    if names is None:
                         expiring[deadline] = [key]
                     else:
-                        expiring[deadline].append(key)
+                        names.append(key)
                 continue
             old_active, old_first = snapshot
             if entry.first_position != old_first:

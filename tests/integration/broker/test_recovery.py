@@ -7,8 +7,9 @@ from pathlib import Path
 
 from broker import Broker, BrokerSettings, FsyncPolicy, PublishRequest, QueueName, envelope
 from broker.index import keys as k
+from broker.index.memory import MemoryBacking, MemoryIndex
 from broker.index.rocks import RocksIndex
-from broker.index.store import Column
+from broker.index.store import Column, IndexStore
 from broker.log.commitlog import CommitLog, LogConfig
 from tests.integration.broker.conftest import FakeClock, OpenBroker
 
@@ -129,3 +130,24 @@ def test_settings_are_not_stored_ttl_changes_apply_on_reopen(
         assert broker.queue_info("chatbot/s-1").ttl_s == 5.0
         clock.advance(6)
         assert broker.expire().expired_queues == 1
+
+
+def test_the_broker_runs_on_any_index_store(tmp_path: Path, clock: FakeClock) -> None:
+    """The MemoryIndex satisfies the protocol the broker needs, reopen included."""
+    backing = MemoryBacking()
+
+    def memory(path: Path, settings: BrokerSettings) -> IndexStore:
+        return MemoryIndex(backing)
+
+    settings = BrokerSettings(fsync=FsyncPolicy.INTERVAL, default_ttl_s=5.0)
+    with Broker.open(tmp_path, settings, clock=clock, index_opener=memory) as broker:
+        broker.publish("chatbot", b"x", lite_topics=["s-1", "s-2"])
+        broker.publish("chatbot", b"y", lite_topics=["s-1"])
+    with Broker.open(tmp_path, settings, clock=clock, index_opener=memory) as broker:
+        assert [m.body for m in broker.read("chatbot/s-1")] == [b"x", b"y"]
+        clock.advance(5)
+        assert broker.expire().expired_queues == 2
+    for column in Column:  # forget everything but the log: a full replay
+        backing.columns[column].clear()
+    with Broker.open(tmp_path, settings, clock=clock, index_opener=memory) as broker:
+        assert [m.body for m in broker.read("chatbot/s-1")] == [b"x", b"y"]
