@@ -9,7 +9,9 @@ Hierarchy::
     ├── FailedPrecondition     the call is valid but not in the current state
     │   └── StoreClosed        the store was closed
     ├── LimitExceeded          a quota or capacity limit refuses the call
-    └── CorruptLog             a record in the middle of the log fails its checks
+    ├── CorruptLog             a record in the middle of the log fails its checks
+    ├── Unauthenticated        no API key, or one no tenant holds (the gRPC layer)
+    └── PermissionDenied       a valid key used beyond its tenant (the gRPC layer)
 
 Every message names the offending value and the rule it broke. The gRPC layer
 maps these classes to status codes in one table; nothing else translates them.
@@ -27,7 +29,9 @@ __all__ = [
     "LimitExceeded",
     "MessageTooLarge",
     "NotFound",
+    "PermissionDenied",
     "StoreClosed",
+    "Unauthenticated",
 ]
 
 
@@ -82,3 +86,11 @@ class CorruptLog(BrokerError):
         self.path = path
         self.offset = offset
         self.reason = reason
+
+
+class Unauthenticated(BrokerError):  # noqa: N818 - named for the status it maps to
+    """The call carries no API key, or one that no tenant holds (never quoted back)."""
+
+
+class PermissionDenied(BrokerError):  # noqa: N818 - named for the status it maps to
+    """The caller's key is valid but the call reaches beyond its tenant."""

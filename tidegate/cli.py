@@ -48,6 +48,73 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    from pathlib import Path
+
+    from broker import Broker, BrokerSettings
+    from broker.server import BrokerServer, ServerOptions, TlsFiles, serve_until_signalled
+    from broker.tenancy import KeyRing, Quotas, TenantLimits
+    from scheduler.settings import broker_options, load_settings, tenant_api_keys
+
+    settings = load_settings(args.config)
+    keys = tenant_api_keys(settings)
+    ring = KeyRing.from_keys({name: key.get_secret_value() for name, key in keys.items()})
+    quotas = Quotas(
+        {
+            name: TenantLimits(t.max_lite_topics, t.max_subscriptions)
+            for name, t in settings.tenants.items()
+        }
+    )
+    server_settings = settings.server
+    listen = args.listen or server_settings.listen or "127.0.0.1:7400"
+    data_dir = Path(args.data_dir or server_settings.data_dir or "tidegate-data")
+    metrics_port = args.metrics_port
+    if metrics_port is None:
+        metrics_port = server_settings.metrics_port
+    tls = None
+    if server_settings.tls_cert_file is not None and server_settings.tls_key_file is not None:
+        try:
+            ca = server_settings.tls_client_ca_file
+            tls = TlsFiles(
+                server_settings.tls_cert_file.read_bytes(),
+                server_settings.tls_key_file.read_bytes(),
+                ca.read_bytes() if ca is not None else None,
+            )
+        except OSError as exc:
+            raise UsageError(f"server.tls_*: cannot read {exc.filename}: {exc.strerror}") from None
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log = logging.getLogger("tidegate.serve")
+    if not ring:
+        log.warning("no tenant has an API key (api_key_env / api_key_file): every call is refused")
+    broker_settings = BrokerSettings(**broker_options(settings))
+
+    def announce(port: int) -> None:
+        host = listen.rpartition(":")[0]
+        tenants = ", ".join(ring.tenants) or "none"
+        print(
+            f"tidegate serve: listening on {host}:{port} "
+            f"(data {data_dir}, fsync {broker_settings.fsync.value}, tenants: {tenants})",
+            flush=True,
+        )
+
+    with Broker.open(data_dir, broker_settings) as store:
+        options = ServerOptions(listen=listen, tls=tls)
+
+        def make() -> BrokerServer:
+            return BrokerServer(store, ring, quotas, options)
+
+        try:
+            asyncio.run(serve_until_signalled(make, announce, metrics_port=metrics_port))
+        except OSError as exc:
+            raise UsageError(f"--listen {listen}: {exc}") from None
+    print("tidegate serve: stopped", flush=True)
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import json
 
@@ -162,6 +229,30 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=_cmd_bench)
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port in [0, 65535]")
+    return value
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the broker over gRPC (health, reflection, /metrics)",
+        description="Serve the broker over gRPC (CONTRACTS.md section 5) until SIGTERM, "
+        "which drains calls under way and exits 0.",
+    )
+    p.add_argument("--config", required=True, help="YAML with tenants: (and broker:, server:)")
+    p.add_argument("--data-dir", help="where the store lives (default: server.data_dir)")
+    p.add_argument("--listen", help="HOST:PORT to serve gRPC on (default 127.0.0.1:7400)")
+    p.add_argument("--metrics-port", type=_port, help="serve Prometheus /metrics on this port")
+    p.set_defaults(handler=_cmd_serve)
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the embedded demo (what `make demo` runs)")
     p.set_defaults(handler=_cmd_demo)
@@ -248,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_bench,
     _add_demo,
+    _add_serve,
     _add_simulate,
 ]
 

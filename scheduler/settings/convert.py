@@ -28,7 +28,10 @@ def to_scheduler_config(settings: Settings) -> SchedulerConfig:
     """The frozen config the policy takes; reload passes a new one to update_config."""
     tenants: dict[str, TenantConfig] = {}
     for name, body in settings.tenants.items():
-        fields = _set_fields(body, skip=("rate", "api_key_env", "api_key_file"))
+        fields = _set_fields(
+            body,
+            skip=("rate", "api_key_env", "api_key_file", "max_lite_topics", "max_subscriptions"),
+        )
         rate = None
         if body.rate is not None:
             rate = RateLimit(**_set_fields(body.rate))

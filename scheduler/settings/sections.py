@@ -83,6 +83,9 @@ class TenantSettings(_Section):
     max_priority: int | None = None
     max_queued: Annotated[int, Field(ge=0)] | None = None
     rate: RateSettings | None = None
+    # Broker limits (the server refuses past them with RESOURCE_EXHAUSTED).
+    max_lite_topics: Annotated[int, Field(ge=0)] | None = None
+    max_subscriptions: Annotated[int, Field(ge=0)] | None = None
     api_key_env: Annotated[str, StringConstraints(pattern=_ENV_NAME_PATTERN)] | None = None
     api_key_file: Path | None = None
 
@@ -176,6 +179,18 @@ class ServerSettings(_Section):
     listen: str | None = None
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     data_dir: Path | None = None
+    # TLS: certificate chain and key (PEM files); a client CA makes it mutual TLS.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give tls_cert_file and tls_key_file together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
 
 
 class FleetModelSettings(_Section):

@@ -1,0 +1,247 @@
+"""The server's runtime around one Broker: threads, events, timers, tenants.
+
+The broker is synchronous and may block (fsync under ``always``, RocksDB),
+so every call to it runs in a thread pool, never on the event loop. The
+event-driven pull engine lives on the event loop; the broker's publish
+listener hands it each append's end offsets with ``call_soon_threadsafe``
+(one hop per publish batch, not per message).
+
+Also here: idempotent producers (:mod:`broker.producers`) and tenant quotas
+(:mod:`broker.tenancy`) around publishing, the lease-deadline timer that
+makes expired leases redeliverable, and the periodic ``expire()`` pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from broker.errors import BrokerError, NotFound
+from broker.producers import ProducerState, ProducerTable, decode_journal, journal_queue
+from broker.producers import journal_request as make_journal
+from broker.store import Broker
+from broker.subscriptions import Engine
+from broker.tenancy import Quotas
+from broker.types import PublishRequest, PublishResult, QueueName
+
+__all__ = ["Hub", "Stored"]
+
+log = logging.getLogger("tidegate.broker")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The outcome of one published message (``offsets`` empty: an unknown duplicate)."""
+
+    offsets: tuple[int, ...]
+    timestamp: float
+    duplicate: bool
+    sequence: int
+
+
+class Hub:
+    """Owns the engine and the broker's thread pool; shared by every RPC."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        quotas: Quotas,
+        clock: Callable[[], float] = time.time,
+        threads: int = 8,
+        expire_interval_s: float = 5.0,
+        lease_tick_s: float = 0.25,
+    ) -> None:
+        self.broker = broker
+        self.quotas = quotas
+        self.clock = clock
+        self.engine = Engine()
+        self.producers = ProducerTable()
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="broker")
+        self._expire_interval = expire_interval_s
+        self._lease_tick = lease_tick_s
+        self._wakers: dict[int, asyncio.Event] = {}
+        self._next_cid = 0
+        self._producer_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Count limited tenants' lite-topics, hook the broker, start the timers."""
+        self._loop = asyncio.get_running_loop()
+        for tenant, limits in self.quotas.limits.items():
+            if limits.max_lite_topics is not None:
+                count = await self.run(self.broker.lite_topic_count, tenant)
+                self.quotas.set_lite_topics(tenant, count)
+        self.broker.add_publish_listener(self._on_publish)
+        self._tasks = [
+            asyncio.create_task(self._lease_timer(), name="lease-timer"),
+            asyncio.create_task(self._expirer(), name="expirer"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the timers and the thread pool (waiting for calls under way)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._executor.shutdown(wait=True)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a (blocking) broker call in the pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    # -------------------------------------------------------------- events
+
+    def _on_publish(self, ends: Mapping[bytes, int]) -> None:
+        """Broker thread, under its lock: hand the ends to the loop, nothing more."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._appended, dict(ends))
+
+    def _appended(self, ends: Mapping[bytes, int]) -> None:
+        self.wake(self.engine.appended(ends))
+
+    def wake(self, cids: Sequence[int]) -> None:
+        wakers = self._wakers
+        for cid in cids:
+            event = wakers.get(cid)
+            if event is not None:
+                event.set()
+
+    def wake_all(self) -> None:
+        for event in self._wakers.values():
+            event.set()
+
+    def open_consumer(self, *, grouped: bool) -> tuple[int, asyncio.Event]:
+        self._next_cid += 1
+        cid = self._next_cid
+        self.engine.open(cid, grouped=grouped)
+        event = asyncio.Event()
+        self._wakers[cid] = event
+        return cid, event
+
+    def close_consumer(self, cid: int) -> list[bytes]:
+        self._wakers.pop(cid, None)
+        return self.engine.close(cid)
+
+    async def _lease_timer(self) -> None:
+        while True:
+            deadline = self.engine.next_deadline()
+            now = self.clock()
+            if deadline is not None and deadline <= now:
+                self.wake(self.engine.due(now))
+                continue
+            wait = self._lease_tick if deadline is None else min(self._lease_tick, deadline - now)
+            await asyncio.sleep(max(wait, 0.001))
+
+    async def _expirer(self) -> None:
+        while True:
+            await asyncio.sleep(self._expire_interval)
+            try:
+                report = await self.run(self.broker.expire)
+                if report.expired_queues:
+                    for tenant in self.quotas.limits:
+                        if self.quotas.counts_lite_topics(tenant):
+                            count = await self.run(self.broker.lite_topic_count, tenant)
+                            self.quotas.set_lite_topics(tenant, count)
+            except BrokerError as exc:
+                log.warning("expiry pass failed: %s", exc)
+
+    # ------------------------------------------------------------- publish
+
+    async def publish(
+        self,
+        tenant: str,
+        requests: Sequence[PublishRequest],
+        *,
+        producer: str = "",
+        first: int = 0,
+    ) -> list[Stored]:
+        """Publish for ``tenant`` (its namespace is already in each request).
+
+        With ``producer``, messages at or below the producer's highest stored
+        sequence are duplicates: not stored, answered with what is known.
+        """
+        if not producer:
+            results = await self.run(self._store, tenant, requests, None)
+            return [Stored(r.offsets, r.timestamp, False, 0) for r in results]
+        key = (tenant, producer)
+        lock = self._producer_locks.get(key)
+        if lock is None:
+            lock = self._producer_locks[key] = asyncio.Lock()
+        async with lock:
+            state = self.producers.get(tenant, producer)
+            if state is None:
+                state = await self.run(self._load_producer, tenant, producer)
+                self.producers.put(tenant, producer, state)
+            skip = min(len(requests), max(0, state.last - first + 1))
+            stored: list[Stored] = []
+            for i in range(skip):
+                known = state.known(first + i)
+                if known is None:
+                    stored.append(Stored((), 0.0, True, first + i))
+                else:
+                    stored.append(Stored(known[0], known[1], True, first + i))
+            fresh = requests[skip:]
+            if fresh:
+                last = first + len(requests) - 1
+                results = await self.run(
+                    self._store, tenant, fresh, make_journal(tenant, producer, last)
+                )
+                start = first + skip
+                state.record(start, [(r.offsets, r.timestamp, 0) for r in results])
+                stored += [
+                    Stored(r.offsets, r.timestamp, False, start + i) for i, r in enumerate(results)
+                ]
+            return stored
+
+    def _load_producer(self, tenant: str, producer: str) -> ProducerState:
+        queue = journal_queue(tenant, producer)
+        try:
+            info = self.broker.queue_info(queue)
+        except NotFound:
+            return ProducerState()
+        if info.next_offset == 0:
+            return ProducerState()
+        found = self.broker.read(queue, info.next_offset - 1, 1)
+        return decode_journal(found[0].body) if found else ProducerState()
+
+    def _store(
+        self, tenant: str, requests: Sequence[PublishRequest], journal: PublishRequest | None
+    ) -> list[PublishResult]:
+        """Thread: reserve new lite-topics against the tenant's limit, then publish."""
+        new = self.new_lite_topics(tenant, requests)
+        self.quotas.reserve_lite_topics(tenant, new)
+        batch = list(requests) if journal is None else [*requests, journal]
+        try:
+            results = self.broker.publish_batch(batch)
+        except BaseException:
+            self.quotas.release_lite_topics(tenant, new)
+            raise
+        return results[: len(requests)]
+
+    def new_lite_topics(self, tenant: str, requests: Sequence[PublishRequest]) -> int:
+        """Thread: how many lite-topics of ``requests`` do not exist yet (limited tenants only)."""
+        if not self.quotas.counts_lite_topics(tenant):
+            return 0
+        names = {QueueName(tenant, r.topic, lite) for r in requests for lite in r.lite_topics}
+        return sum(1 for name in names if not self.broker.exists(name))

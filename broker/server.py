@@ -1,0 +1,162 @@
+"""Server assembly: a grpc.aio server hosting the broker service.
+
+Beside ``tidegate.v1.Broker`` it serves the standard ``grpc.health.v1.Health``
+(SERVING while up, NOT_SERVING while draining) and server reflection. Both
+need no API key. Message limits: a frame may be up to ``max_frame_bytes``
+(16 MiB); larger bodies (up to the store's ``max_message_bytes``, 256 MiB by
+default) travel in pieces through PublishStream and come back in
+``body_chunk`` frames.
+
+TLS is optional: a certificate and key make the server speak TLS; a client
+CA on top makes it require and check client certificates (mutual TLS).
+
+Stopping (:meth:`BrokerServer.stop`): health goes NOT_SERVING, new calls are
+refused with UNAVAILABLE, calls under way get ``grace_s`` to finish, then the
+hub's threads finish their broker calls; the caller closes the broker. Every
+publish that was acknowledged is in the log by then (the broker acknowledges
+only after its append), so a restart on the same directory loses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker.hub import Hub
+from broker.proto import broker_pb2 as pb
+from broker.proto import broker_pb2_grpc as pb_grpc
+from broker.service import BrokerService
+from broker.store import Broker
+from broker.tenancy import KeyRing, Quotas
+
+__all__ = ["BrokerServer", "ServerOptions", "TlsFiles", "serve_until_signalled"]
+
+log = logging.getLogger("tidegate.broker")
+
+MiB = 1024 * 1024
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Broker"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM contents (not paths): the server's certificate chain and key, and
+    optionally the CA that client certificates must chain to (mutual TLS)."""
+
+    cert_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"TlsFiles(mutual={self.client_ca is not None})"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    listen: str = "127.0.0.1:7400"
+    tls: TlsFiles | None = None
+    max_frame_bytes: int = 16 * MiB
+    grace_s: float = 10.0
+    threads: int = 8
+    expire_interval_s: float = 5.0
+    version: str = "0"
+
+
+class BrokerServer:
+    """The gRPC server around one open broker."""
+
+    def __init__(
+        self, broker: Broker, keys: KeyRing, quotas: Quotas, options: ServerOptions
+    ) -> None:
+        self.options = options
+        self.hub = Hub(
+            broker,
+            quotas=quotas,
+            threads=options.threads,
+            expire_interval_s=options.expire_interval_s,
+        )
+        self.service = BrokerService(self.hub, keys, version=options.version)
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped re-export
+        limit = options.max_frame_bytes
+        self._server = aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=None,
+        )
+        pb_grpc.add_BrokerServicer_to_server(self.service, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind, start the hub and the server; returns the bound port."""
+        tls = self.options.tls
+        if tls is None:
+            self.port = self._server.add_insecure_port(self.options.listen)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.private_key, tls.cert_chain)],
+                root_certificates=tls.client_ca,
+                require_client_auth=tls.client_ca is not None,
+            )
+            self.port = self._server.add_secure_port(self.options.listen, credentials)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.options.listen}")
+        await self.hub.start()
+        await self._server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self) -> None:
+        """Drain: refuse new calls, let running ones finish for grace_s, stop the hub."""
+        self.service.stopping = True
+        self.hub.wake_all()  # subscribe streams end with UNAVAILABLE instead of waiting out grace
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.stop(self.options.grace_s)
+        await self.hub.stop()
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def serve_until_signalled(
+    make: Callable[[], BrokerServer],
+    announce: Callable[[int], None],
+    *,
+    metrics_port: int | None = None,
+) -> None:
+    """Make the server (on this loop), start it, announce the port, serve until
+    SIGTERM or SIGINT, then drain and stop."""
+    server = make()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    port = await server.start()
+    if metrics_port is not None:
+        from broker.metrics import start_metrics  # noqa: PLC0415 - only with --metrics-port
+
+        start_metrics(metrics_port, server.hub)
+    announce(port)
+    await stop.wait()
+    log.info("stopping: draining calls for up to %.1f s", server.options.grace_s)
+    await server.stop()

@@ -1,0 +1,319 @@
+"""One consumer's Subscribe stream, in values (the servicer does the protobuf).
+
+The client's requests arrive as :class:`Change` values and are applied in
+order by :meth:`Session.apply`; the stream's writer loop waits on
+:attr:`Session.wake`, sends what :meth:`Session.outbox` holds (change
+confirmations and notices, in order) and then :meth:`Session.pull`\\ s the
+ready queues within the credits. Reads and leases run in the hub's thread
+pool.
+
+Starting a subscription (all in one pool call per request): the broker
+counts a subscriber on the queue (creating it; a subscribed lite-topic never
+expires), the start is resolved to an offset, and, for a group without a
+committed position, the group is placed there. The queue's end is read once
+more after the engine holds the subscription, so an append that raced the
+subscription cannot be missed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
+from broker.hub import Hub
+from broker.store import Broker
+from broker.subscriptions import Pull
+from broker.types import Message, QueueName
+
+__all__ = ["Batch", "Change", "Changed", "Notice", "Session", "Start", "StartKind"]
+
+
+class StartKind(enum.IntEnum):  # the numbers of StartPosition.Kind in the .proto
+    DEFAULT = 0
+    EARLIEST = 1
+    LATEST = 2
+    OFFSET = 3
+    TIMESTAMP = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    kind: StartKind = StartKind.DEFAULT
+    offset: int = 0
+    timestamp: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One validated client request."""
+
+    add: tuple[tuple[QueueName, Start], ...] = ()
+    remove: tuple[QueueName, ...] = ()
+    credits: int = 0
+    ack: tuple[tuple[QueueName, tuple[int, ...]], ...] = ()
+    nack: tuple[tuple[QueueName, tuple[int, ...]], ...] = ()
+    extend: tuple[tuple[QueueName, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    started: tuple[tuple[QueueName, int], ...]
+    removed: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A per-item failure that does not end the stream."""
+
+    error: BrokerError
+    queue: QueueName | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    messages: list[Message]
+    deadlines: dict[QueueName, float]  # groups: lease deadline per queue
+    credits_left: int
+
+
+Outbound = Changed | Notice
+
+
+def first_at_or_after(broker: Broker, queue: QueueName, timestamp: float) -> int:
+    """First offset stored at or after ``timestamp`` (binary search: log2(n) reads)."""
+    info = broker.queue_info(queue)
+    lo, hi = info.min_offset, info.next_offset
+    while lo < hi:
+        mid = (lo + hi) // 2
+        found = broker.read(queue, mid, 1)
+        if not found:
+            hi = mid
+            continue
+        if found[0].timestamp < timestamp:
+            lo = found[0].offset + 1
+        else:
+            hi = mid
+    return lo
+
+
+class Session:
+    """State of one Subscribe stream; every method runs on the event loop."""
+
+    def __init__(
+        self, hub: Hub, tenant: str, *, group: str, lease_s: float, max_batch: int
+    ) -> None:
+        self.hub = hub
+        self.tenant = tenant
+        self.group = group
+        self.lease_s = lease_s
+        self.max_batch = max_batch
+        self.cid, self.wake = hub.open_consumer(grouped=bool(group))
+        self._names: dict[bytes, QueueName] = {}
+        self._outbox: deque[Outbound] = deque()
+        self._started: dict[bytes, int] = {}
+        self._closed = False
+
+    @property
+    def engine_ready(self) -> bool:
+        return self.hub.engine.wants(self.cid)
+
+    def outbox(self) -> list[Outbound]:
+        items = list(self._outbox)
+        self._outbox.clear()
+        return items
+
+    def _post(self, item: Outbound) -> None:
+        self._outbox.append(item)
+        self.wake.set()
+
+    # -------------------------------------------------------------- changes
+
+    async def apply(self, change: Change) -> None:
+        """Apply one request: removals, additions, credits, settlements (in that order)."""
+        hub, engine, cid = self.hub, self.hub.engine, self.cid
+        removed = 0
+        if change.remove:
+            gone = [q for q in change.remove if engine.remove(cid, q.key)]
+            removed = len(gone)
+            for q in gone:
+                self._names.pop(q.key, None)
+            if gone:
+                self.hub.quotas.release_subscriptions(self.tenant, len(gone))
+                await hub.run(_unsubscribe, hub.broker, gone)
+        if change.add:
+            await self._add(change.add)
+        if change.add or change.remove:
+            self._post(
+                Changed(
+                    tuple((q, self._started.pop(q.key, 0)) for q, _ in change.add),
+                    removed,
+                    engine.subscriptions(cid),
+                )
+            )
+        if change.credits and engine.grant(cid, change.credits):
+            self.wake.set()
+        for verb, items in (("ack", change.ack), ("nack", change.nack)):
+            if items:
+                await self._settle(verb, items)
+        for queue, lease_s in change.extend:
+            try:
+                deadline = await hub.run(hub.broker.extend, self.group, queue, lease_s)
+                engine.leased(queue.key, deadline)
+            except (FailedPrecondition, NotFound, InvalidArgument) as exc:
+                self._post(Notice(exc, queue))
+
+    async def _add(self, adds: Sequence[tuple[QueueName, Start]]) -> None:
+        hub, engine, cid = self.hub, self.hub.engine, self.cid
+        unique: dict[bytes, tuple[QueueName, Start]] = {q.key: (q, s) for q, s in adds}
+        fresh = sum(1 for key in unique if not engine.subscribed(cid, key))
+        hub.quotas.reserve_subscriptions(self.tenant, fresh)
+        try:
+            placed = await hub.run(self._subscribe_all, list(unique.values()))
+        except BaseException:
+            hub.quotas.release_subscriptions(self.tenant, fresh)
+            raise
+        self._started = {}
+        grouped = bool(self.group)
+        for queue, start, end in placed:
+            if not engine.add(cid, queue.key, cursor=None if grouped else start, end=end):
+                await hub.run(hub.broker.unsubscribe, queue)  # held already: one count only
+            self._names[queue.key] = queue
+            self._started[queue.key] = start
+        # Appends between the reads above and engine.add() were not matched to
+        # this consumer: read the ends again now that the engine holds them.
+        ends = await hub.run(_ends, hub.broker, [q for q, _, _ in placed])
+        hub.wake(engine.appended(ends))
+        if grouped:
+            self.wake.set()
+
+    def _subscribe_all(
+        self, adds: list[tuple[QueueName, Start]]
+    ) -> list[tuple[QueueName, int, int]]:
+        """Thread: count subscribers, check the tenant's limit, resolve the starts."""
+        hub, broker = self.hub, self.hub.broker
+        new = 0
+        if hub.quotas.counts_lite_topics(self.tenant):
+            new = sum(1 for q, _ in adds if q.is_lite and not broker.exists(q))
+        hub.quotas.reserve_lite_topics(self.tenant, new)
+        placed: list[tuple[QueueName, int, int]] = []
+        try:
+            for queue, start in adds:
+                info = broker.subscribe(queue)
+                try:
+                    offset = self._resolve(broker, queue, start, info.min_offset, info.next_offset)
+                except BaseException:
+                    broker.unsubscribe(queue)
+                    raise
+                placed.append((queue, offset, info.next_offset))
+        except BaseException:
+            for queue, _, _ in placed:
+                broker.unsubscribe(queue)
+            raise
+        return placed
+
+    def _resolve(self, broker: Broker, queue: QueueName, start: Start, low: int, end: int) -> int:
+        if self.group:
+            committed = broker.committed_offset(self.group, queue)
+            if committed is not None:
+                return committed
+        kind = start.kind
+        if kind is StartKind.DEFAULT:
+            kind = StartKind.EARLIEST if self.group else StartKind.LATEST
+        if kind is StartKind.EARLIEST:
+            offset = low
+        elif kind is StartKind.LATEST:
+            offset = end
+        elif kind is StartKind.OFFSET:
+            offset = max(start.offset, low)
+        else:
+            offset = first_at_or_after(broker, queue, start.timestamp)
+        if self.group and offset != low:
+            broker.commit_offset(self.group, queue, min(offset, end))
+        return offset
+
+    async def _settle(self, verb: str, items: Sequence[tuple[QueueName, tuple[int, ...]]]) -> None:
+        if not self.group:
+            return  # a plain stream keeps no state: nothing to settle
+        hub = self.hub
+        method = hub.broker.ack if verb == "ack" else hub.broker.nack
+        for queue, offsets in items:
+            try:
+                await hub.run(method, self.group, queue, offsets)
+            except (FailedPrecondition, NotFound) as exc:
+                self._post(Notice(exc, queue))
+                continue
+            hub.wake(hub.engine.changed(queue.key))
+
+    # ---------------------------------------------------------------- pulls
+
+    async def pull(self) -> Batch:
+        """One round of reads over the ready queues, within the credits."""
+        engine = self.hub.engine
+        pulls = engine.take(self.cid, max_messages=self.max_batch)
+        named = [(p, self._names[p.key]) for p in pulls if p.key in self._names]
+        results = await self.hub.run(self._read, named)
+        messages: list[Message] = []
+        deadlines: dict[QueueName, float] = {}
+        now = self.hub.clock()
+        for pull, name, found, deadline in results:
+            next_cursor = None
+            if pull.cursor is not None:
+                next_cursor = found[-1].offset + 1 if found else pull.cursor + pull.count
+            engine.delivered(self.cid, pull, sent=len(found), next_cursor=next_cursor)
+            if deadline is not None and deadline > now:
+                engine.leased(pull.key, deadline)
+                if found:
+                    deadlines[name] = deadline
+            messages += found
+        for pull in pulls:
+            if pull.key not in self._names:
+                engine.delivered(self.cid, pull, sent=0, next_cursor=None)
+        return Batch(messages, deadlines, engine.credits(self.cid))
+
+    def _read(
+        self, named: list[tuple[Pull, QueueName]]
+    ) -> list[tuple[Pull, QueueName, list[Message], float | None]]:
+        broker = self.hub.broker
+        out: list[tuple[Pull, QueueName, list[Message], float | None]] = []
+        for pull, name in named:
+            try:
+                if pull.cursor is None:
+                    lease = broker.lease(self.group, name, pull.count, self.lease_s)
+                    out.append((pull, name, list(lease.messages), lease.deadline))
+                else:
+                    out.append((pull, name, broker.read(name, pull.cursor, pull.count), None))
+            except NotFound:
+                out.append((pull, name, [], None))
+        return out
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        keys = self.hub.close_consumer(self.cid)
+        self.hub.quotas.release_subscriptions(self.tenant, len(keys))
+        names = [self._names[k] for k in keys if k in self._names]
+        if names:
+            await self.hub.run(_unsubscribe, self.hub.broker, names)
+
+
+def _unsubscribe(broker: Broker, queues: Sequence[QueueName]) -> None:
+    for queue in queues:
+        try:
+            broker.unsubscribe(queue)
+        except (FailedPrecondition, NotFound):
+            continue
+
+
+def _ends(broker: Broker, queues: Sequence[QueueName]) -> dict[bytes, int]:
+    ends: dict[bytes, int] = {}
+    for queue in queues:
+        try:
+            ends[queue.key] = broker.queue_info(queue).next_offset
+        except NotFound:
+            continue
+    return ends

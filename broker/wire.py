@@ -1,0 +1,129 @@
+"""Protobuf <-> broker values for the servicer (only :mod:`broker.service` and
+:mod:`broker.publishing_stream` use it; protobuf goes no further).
+
+Validation happens here, once per field, with the field's path in the
+message (``messages[3].lite_topics[0]: ...``), so a client can tell which
+part of a batch broke which rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from broker.errors import InvalidArgument, MessageTooLarge
+from broker.proto import broker_pb2 as pb
+from broker.session import Batch
+from broker.types import LITE_PATTERN, Message, PublishRequest, QueueName, parent_prefix
+
+__all__ = [
+    "FRAME_BYTES",
+    "PIECE_BYTES",
+    "REPLY_TO",
+    "RESERVED_PREFIX",
+    "delivery",
+    "frames",
+    "outbound",
+    "queue_of",
+]
+
+RESERVED_PREFIX = "tidegate."
+REPLY_TO = "tidegate.reply_to"
+FRAME_BYTES = 2 * 1024 * 1024  # bodies per Subscribe/Read frame (clients take 4 MiB by default)
+PIECE_BYTES = 1024 * 1024  # one BodyChunk
+
+
+def _at(where: str, exc: Exception) -> InvalidArgument:
+    return InvalidArgument(f"{where}: {exc}" if where else str(exc))
+
+
+def queue_of(tenant: str, topic: str, lite: str, where: str) -> QueueName:
+    """The queue ``topic[/lite]`` in ``tenant``'s namespace; ``where`` prefixes errors."""
+    try:
+        return QueueName(tenant, topic, lite)
+    except InvalidArgument as exc:
+        raise _at(where, exc) from None
+
+
+def outbound(tenant: str, index: int, message: pb.OutboundMessage, limit: int) -> PublishRequest:
+    """A validated publish request from ``messages[index]`` (kept lean: it runs per message)."""
+    topic = message.topic
+    try:
+        parent_prefix(tenant, topic)
+    except InvalidArgument as exc:
+        raise _at(f"messages[{index}]", exc) from None
+    lites = tuple(message.lite_topics)
+    for j, lite in enumerate(lites):
+        if LITE_PATTERN.fullmatch(lite) is None:
+            raise InvalidArgument(
+                f"messages[{index}].lite_topics[{j}] {lite!r} breaks the lite-topic name rule "
+                "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
+            )
+    if len(lites) > 1 and len(set(lites)) != len(lites):
+        twice = next(lite for i, lite in enumerate(lites) if lite in lites[:i])
+        raise InvalidArgument(f"messages[{index}].lite_topics lists {twice!r} more than once")
+    body = message.body
+    if len(body) > limit:
+        error = MessageTooLarge(len(body), limit)
+        error.args = (f"messages[{index}].body: {error}",)
+        raise error
+    properties: Mapping[str, str] = {}
+    if message.properties or message.reply_to:
+        properties = dict(message.properties)
+        for key in properties:
+            if key.startswith(RESERVED_PREFIX):
+                raise InvalidArgument(
+                    f"messages[{index}].properties[{key!r}]: keys starting with "
+                    f"{RESERVED_PREFIX!r} are reserved for the server"
+                )
+        if message.reply_to:
+            try:
+                QueueName.parse(message.reply_to, tenant)
+            except InvalidArgument as exc:
+                raise _at(f"messages[{index}].reply_to", exc) from None
+            properties[REPLY_TO] = message.reply_to
+    return PublishRequest(topic, body, lites, properties, tenant)
+
+
+def delivery(message: Message, deadline: float | None) -> pb.Delivery:
+    queue = message.queue
+    out = pb.Delivery(
+        topic=queue.topic,
+        lite_topic=queue.lite,
+        offset=message.offset,
+        attempt=message.attempt,
+        timestamp=message.timestamp,
+        body=message.body,
+        chunked=message.chunked,
+        size=message.size,
+    )
+    properties = message.properties
+    if properties:
+        for key, value in properties.items():
+            if key == REPLY_TO:
+                out.reply_to = value
+            else:
+                out.properties[key] = value
+    if deadline is not None:
+        out.lease_deadline = deadline
+    return out
+
+
+def frames(batch: Batch) -> Iterator[tuple[pb.SubscribeResponse, Message | None]]:
+    """Subscribe frames of ``batch``: each with the chunked message it ends with, if any."""
+    frame = pb.SubscribeResponse(credits_left=batch.credits_left)
+    size = 0
+    deadlines = batch.deadlines
+    for message in batch.messages:
+        frame.messages.append(delivery(message, deadlines.get(message.queue)))
+        if message.chunked:
+            yield frame, message
+            frame = pb.SubscribeResponse(credits_left=batch.credits_left)
+            size = 0
+            continue
+        size += message.size
+        if size >= FRAME_BYTES:
+            yield frame, None
+            frame = pb.SubscribeResponse(credits_left=batch.credits_left)
+            size = 0
+    if frame.messages:
+        yield frame, None
