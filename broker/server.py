@@ -32,10 +32,10 @@ from grpc_reflection.v1alpha import reflection
 
 from broker.hub import Hub
 from broker.proto import broker_pb2 as pb
-from broker.proto import broker_pb2_grpc as pb_grpc
 from broker.service import BrokerService
 from broker.store import Broker
 from broker.tenancy import KeyRing, Quotas
+from broker.wire import parse_or_mark
 
 __all__ = ["BrokerServer", "ServerOptions", "TlsFiles", "serve_until_signalled"]
 
@@ -93,7 +93,7 @@ class BrokerServer:
             ],
             maximum_concurrent_rpcs=None,
         )
-        pb_grpc.add_BrokerServicer_to_server(self.service, self._server)
+        _add_service(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (
@@ -136,6 +136,49 @@ class BrokerServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+
+def _add_service(service: BrokerService, server: aio.Server) -> None:
+    """Register the servicer like the generated code does, but with decoders that
+    mark undecodable requests (answered INVALID_ARGUMENT) instead of raising."""
+    handlers = {
+        "Publish": grpc.unary_unary_rpc_method_handler(
+            service.Publish,
+            request_deserializer=parse_or_mark(pb.PublishRequest),
+            response_serializer=pb.PublishResponse.SerializeToString,
+        ),
+        "PublishStream": grpc.stream_unary_rpc_method_handler(
+            service.PublishStream,
+            request_deserializer=parse_or_mark(pb.PublishFrame),
+            response_serializer=pb.PublishResponse.SerializeToString,
+        ),
+        "Subscribe": grpc.stream_stream_rpc_method_handler(
+            service.Subscribe,
+            request_deserializer=parse_or_mark(pb.SubscribeRequest),
+            response_serializer=pb.SubscribeResponse.SerializeToString,
+        ),
+        "Read": grpc.unary_unary_rpc_method_handler(
+            service.Read,
+            request_deserializer=parse_or_mark(pb.ReadRequest),
+            response_serializer=pb.ReadResponse.SerializeToString,
+        ),
+        "ReadBody": grpc.unary_stream_rpc_method_handler(
+            service.ReadBody,
+            request_deserializer=parse_or_mark(pb.ReadBodyRequest),
+            response_serializer=pb.BodyChunk.SerializeToString,
+        ),
+        "QueueInfo": grpc.unary_unary_rpc_method_handler(
+            service.QueueInfo,
+            request_deserializer=parse_or_mark(pb.QueueInfoRequest),
+            response_serializer=pb.QueueInfoResponse.SerializeToString,
+        ),
+        "Status": grpc.unary_unary_rpc_method_handler(
+            service.Status,
+            request_deserializer=parse_or_mark(pb.StatusRequest),
+            response_serializer=pb.StatusResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
 async def serve_until_signalled(

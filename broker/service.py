@@ -42,7 +42,15 @@ from broker.session import Batch, Change, Changed, Notice, Session, Start, Start
 from broker.store import Broker
 from broker.tenancy import KeyRing
 from broker.types import Message, PublishRequest, QueueName, check_group
-from broker.wire import FRAME_BYTES, PIECE_BYTES, delivery, frames, outbound, queue_of
+from broker.wire import (
+    FRAME_BYTES,
+    PIECE_BYTES,
+    delivery,
+    frames,
+    outbound,
+    queue_of,
+    well_formed,
+)
 
 __all__ = ["STATUS_TABLE", "BrokerService", "status_of"]
 
@@ -138,6 +146,7 @@ class BrokerService(pb_grpc.BrokerServicer):
         self, request: pb.PublishRequest, context: aio.ServicerContext[object, object]
     ) -> pb.PublishResponse:
         async def body(tenant: str) -> pb.PublishResponse:
+            well_formed(request)
             count = len(request.messages)
             if not 1 <= count <= MAX_PUBLISH_MESSAGES:
                 raise InvalidArgument(
@@ -162,7 +171,7 @@ class BrokerService(pb_grpc.BrokerServicer):
             publisher = StreamPublisher(self.hub, tenant)
             try:
                 async for frame in request_iterator:
-                    await publisher.feed(frame)
+                    await publisher.feed(well_formed(frame))
                 requests, stored = await publisher.finish()
             except BaseException:
                 publisher.abort()
@@ -177,6 +186,7 @@ class BrokerService(pb_grpc.BrokerServicer):
         self, request: pb.ReadRequest, context: aio.ServicerContext[object, object]
     ) -> pb.ReadResponse:
         async def body(tenant: str) -> pb.ReadResponse:
+            well_formed(request)
             queue = queue_of(tenant, request.topic, request.lite_topic, "")
             limit = self.hub.broker.settings.max_read_messages
             count = request.max_messages or DEFAULT_READ
@@ -200,6 +210,7 @@ class BrokerService(pb_grpc.BrokerServicer):
     ) -> AsyncIterator[pb.BodyChunk]:
         try:
             tenant = self.tenant(context)
+            well_formed(request)
             queue = queue_of(tenant, request.topic, request.lite_topic, "")
             found = await self.hub.run(_exact, self.hub.broker, queue, request.offset)
             async for piece in self.body_pieces(found):
@@ -229,6 +240,7 @@ class BrokerService(pb_grpc.BrokerServicer):
         self, request: pb.QueueInfoRequest, context: aio.ServicerContext[object, object]
     ) -> pb.QueueInfoResponse:
         async def body(tenant: str) -> pb.QueueInfoResponse:
+            well_formed(request)
             queue = queue_of(tenant, request.topic, request.lite_topic, "")
             info = await self.hub.run(self.hub.broker.queue_info, queue)
             response = pb.QueueInfoResponse(
@@ -257,6 +269,7 @@ class BrokerService(pb_grpc.BrokerServicer):
         self, request: pb.StatusRequest, context: aio.ServicerContext[object, object]
     ) -> pb.StatusResponse:
         async def body(tenant: str) -> pb.StatusResponse:
+            well_formed(request)
             settings = self.hub.broker.settings
             quotas = self.hub.quotas
             limits = quotas.limit(tenant)
@@ -290,6 +303,7 @@ class BrokerService(pb_grpc.BrokerServicer):
             first = await anext(aiter(request_iterator), None)
             if first is None:
                 return
+            well_formed(first)
             group, lease_s, max_batch = _open(first.open if first.HasField("open") else None)
             session = Session(self.hub, tenant, group=group, lease_s=lease_s, max_batch=max_batch)
             await session.apply(_change(tenant, first))
@@ -332,6 +346,7 @@ async def _read_requests(
 ) -> None:
     try:
         async for request in requests:
+            well_formed(request)
             if request.HasField("open"):
                 raise FailedPrecondition(
                     "open: only the first request of a Subscribe stream may carry it"

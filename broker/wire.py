@@ -8,7 +8,11 @@ part of a batch broke which rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 
 from broker.errors import InvalidArgument, MessageTooLarge
 from broker.proto import broker_pb2 as pb
@@ -20,16 +24,53 @@ __all__ = [
     "PIECE_BYTES",
     "REPLY_TO",
     "RESERVED_PREFIX",
+    "Malformed",
     "delivery",
     "frames",
     "outbound",
+    "parse_or_mark",
     "queue_of",
+    "well_formed",
 ]
 
 RESERVED_PREFIX = "tidegate."
 REPLY_TO = "tidegate.reply_to"
 FRAME_BYTES = 2 * 1024 * 1024  # bodies per Subscribe/Read frame (clients take 4 MiB by default)
 PIECE_BYTES = 1024 * 1024  # one BodyChunk
+
+
+M = TypeVar("M", bound=ProtoMessage)
+
+
+class Malformed:
+    """Stands for a request whose bytes do not decode, so the servicer can answer
+    INVALID_ARGUMENT (a deserializer that raises would make gRPC say INTERNAL)."""
+
+    __slots__ = ("reason", "type_name")
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.type_name = type_name
+        self.reason = reason
+
+
+def parse_or_mark(cls: type[M]) -> Callable[[bytes], M | Malformed]:
+    name = cls.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> M | Malformed:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Malformed(name, str(exc) or "undecodable bytes")
+
+    return parse
+
+
+def well_formed(request: M | Malformed) -> M:
+    if isinstance(request, Malformed):
+        raise InvalidArgument(
+            f"request: not a valid {request.type_name} message ({request.reason})"
+        )
+    return request
 
 
 def _at(where: str, exc: Exception) -> InvalidArgument:

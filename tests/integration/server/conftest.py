@@ -61,24 +61,25 @@ class Server:
         config.write_text(CONFIG.format(fsync=self.fsync))
         (self.directory / "tiny.key").write_text(KEYS["tiny"] + "\n")
         env = {**os.environ, "TG_TEST_ACME": KEYS["acme"], "TG_TEST_BETA": KEYS["beta"]}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tidegate",
-                "serve",
-                "--config",
-                str(config),
-                "--data-dir",
-                str(self.directory / "data"),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=open(self.directory / "server.log", "a"),  # noqa: SIM115
-            text=True,
-            env=env,
-        )
+        with open(self.directory / "server.log", "a") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tidegate",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--data-dir",
+                    str(self.directory / "data"),
+                    "--listen",
+                    "127.0.0.1:0",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "listening on" not in line:
