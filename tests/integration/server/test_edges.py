@@ -1,0 +1,246 @@
+"""Tenants, auth, limits, validation and fuzz through a real server."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from broker.proto import broker_pb2 as pb
+from tests.integration.server.conftest import KEYS, Server
+from tests.integration.server.streams import EARLIEST, Stream
+
+pytestmark = pytest.mark.integration
+S = grpc.StatusCode
+
+
+def code_of(call: object, *args: object, **kwargs: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args, **kwargs)  # type: ignore[operator]
+    error = info.value
+    return error.code(), error.details()  # type: ignore[attr-defined]
+
+
+def one(topic: str = "chat", lite: str = "s-1", body: bytes = b"x") -> pb.PublishRequest:
+    return pb.PublishRequest(
+        messages=[pb.OutboundMessage(topic=topic, lite_topics=[lite], body=body)]
+    )
+
+
+def test_every_call_needs_a_valid_key(server: Server) -> None:
+    anonymous = server.stub(None)
+    assert code_of(anonymous.Publish, one())[0] is S.UNAUTHENTICATED
+    wrong = server.stub("acme")
+    wrong.metadata = (("authorization", "Bearer not-a-key"),)
+    code, details = code_of(wrong.Status, pb.StatusRequest())
+    assert code is S.UNAUTHENTICATED
+    assert "not-a-key" not in details
+    bearer = server.stub("acme")
+    bearer.metadata = (("authorization", f"Bearer {KEYS['beta']}"),)
+    assert bearer.Status(pb.StatusRequest()).tenant == "beta"
+    claims = server.stub("acme")
+    claims.metadata = (("x-api-key", KEYS["acme"]), ("x-tidegate-tenant", "beta"))
+    assert code_of(claims.Read, pb.ReadRequest(topic="chat"))[0] is S.PERMISSION_DENIED
+    assert KEYS["acme"] not in server.log()
+
+
+def test_health_and_reflection_need_no_key(server: Server) -> None:
+    channel = grpc.insecure_channel(server.address)
+    server.channels.append(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service="tidegate.v1.Broker"), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_tenants_never_meet(server: Server) -> None:
+    acme, beta = server.stub("acme"), server.stub("beta")
+    acme.Publish(one(body=b"acme's"))
+    assert code_of(beta.Read, pb.ReadRequest(topic="chat", lite_topic="s-1"))[0] is S.NOT_FOUND
+    result = beta.Publish(one(body=b"beta's")).results[0]
+    assert list(result.offsets) == [0]
+    read = beta.Read(pb.ReadRequest(topic="chat", lite_topic="s-1"))
+    assert [m.body for m in read.messages] == [b"beta's"]
+
+
+def test_tenant_limits_are_refused_naming_the_limit(server: Server) -> None:
+    tiny = server.stub("tiny")
+    for i in range(3):
+        tiny.Publish(one(lite=f"l-{i}"))
+    tiny.Publish(one(lite="l-0"))  # an existing one is fine
+    code, details = code_of(tiny.Publish, one(lite="l-3"))
+    assert code is S.RESOURCE_EXHAUSTED
+    assert "max_lite_topics=3" in details
+    stream = Stream(
+        tiny,
+        pb.SubscribeRequest(
+            add=[pb.Subscription(topic="chat", lite_topic=f"l-{i}") for i in range(3)]
+        ),
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stream.changed()
+    assert info.value.code() is S.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert "max_subscriptions=2" in info.value.details()  # type: ignore[attr-defined]
+    stream.close()
+    status = tiny.Status(pb.StatusRequest())
+    assert (status.lite_topics, status.max_tenant_lite_topics) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (one(topic="bad topic"), "messages[0]: topic"),
+        (one(lite="a/b"), "messages[0].lite_topics[0]"),
+        (pb.PublishRequest(), "messages holds 0"),
+        (
+            pb.PublishRequest(
+                messages=[pb.OutboundMessage(topic="t", properties={"tidegate.x": "1"})]
+            ),
+            "messages[0].properties",
+        ),
+        (
+            pb.PublishRequest(messages=[pb.OutboundMessage(topic="t", reply_to="a/b/c")]),
+            "messages[0].reply_to",
+        ),
+        (pb.PublishRequest(messages=[pb.OutboundMessage(topic="t")], sequence=3), "producer_id"),
+        (
+            pb.PublishRequest(messages=[pb.OutboundMessage(topic="t")], producer_id="no spaces"),
+            "producer_id",
+        ),
+    ],
+)
+def test_bad_publishes_name_the_field(
+    server: Server, request_: pb.PublishRequest, field: str
+) -> None:
+    code, details = code_of(server.stub("acme").Publish, request_)
+    assert code is S.INVALID_ARGUMENT
+    assert field in details
+
+
+def test_bad_reads_and_subscriptions_name_the_field(server: Server) -> None:
+    acme = server.stub("acme")
+    code, details = code_of(acme.Read, pb.ReadRequest(topic="t", max_messages=10**6))
+    assert (code, "max_messages" in details) == (S.INVALID_ARGUMENT, True)
+    code, details = code_of(lambda r: list(acme.ReadBody(r)), pb.ReadBodyRequest(topic="nope"))
+    assert (code, "nope" in details) == (S.NOT_FOUND, True)
+    stream = Stream(acme, pb.SubscribeRequest(add=[pb.Subscription(topic="t", lite_topic="")]))
+    stream.changed()
+    stream.send(pb.SubscribeRequest(add=[pb.Subscription(topic="t", lite_topic="x" * 200)]))
+    with pytest.raises(grpc.RpcError) as info:
+        stream.changed()
+    assert info.value.code() is S.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "add[0]" in info.value.details()  # type: ignore[attr-defined]
+    stream.close()
+    bad_open = Stream(acme, pb.SubscribeRequest(open=pb.SubscribeOpen(lease_s=-1)))
+    with pytest.raises(grpc.RpcError) as info:
+        bad_open.next()
+    assert "open.lease_s" in info.value.details()  # type: ignore[attr-defined]
+    bad_open.close()
+
+
+ALLOWED = {
+    S.OK,
+    S.INVALID_ARGUMENT,
+    S.NOT_FOUND,
+    S.FAILED_PRECONDITION,
+    S.RESOURCE_EXHAUSTED,
+    S.PERMISSION_DENIED,
+    S.UNAUTHENTICATED,
+}
+
+
+def _random_message(rng: random.Random) -> bytes:
+    """Garbage, truncated real messages, or real messages with wild field values."""
+    choice = rng.randrange(3)
+    if choice == 0:
+        return rng.randbytes(rng.randrange(0, 200))
+    names = ["", "t", "a/b", "x" * 300, "%DLQ%g", "ok-topic", "\x00", "é", "s-1"]
+    real = pb.PublishRequest(
+        messages=[
+            pb.OutboundMessage(
+                topic=rng.choice(names),
+                lite_topics=[rng.choice(names) for _ in range(rng.randrange(3))],
+                body=rng.randbytes(rng.randrange(50)),
+                properties={rng.choice(names): rng.choice(names)} if rng.random() < 0.3 else {},
+                reply_to=rng.choice(names) if rng.random() < 0.3 else "",
+            )
+            for _ in range(rng.randrange(4))
+        ],
+        producer_id=rng.choice(["", "p", "bad id"]),
+        sequence=rng.randrange(3),
+    ).SerializeToString()
+    if choice == 1 and real:
+        return real[: rng.randrange(len(real))]
+    return real
+
+
+def test_fuzz_every_request_gets_a_proper_status_and_the_server_stays_up(server: Server) -> None:
+    rng = random.Random(1234)
+    channel = grpc.insecure_channel(server.address)
+    server.channels.append(channel)
+    metadata = (("x-api-key", KEYS["acme"]),)
+    methods = ["Publish", "Read", "QueueInfo", "Status"]
+    calls = {name: channel.unary_unary(f"/tidegate.v1.Broker/{name}") for name in methods}
+    seen: set[grpc.StatusCode] = set()
+    for _ in range(300):
+        name = rng.choice(methods)
+        try:
+            calls[name](_random_message(rng), metadata=metadata, timeout=10)
+            seen.add(S.OK)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            assert code in ALLOWED, (name, code, exc.details())  # type: ignore[attr-defined]
+            seen.add(code)
+    stream_call = channel.stream_stream("/tidegate.v1.Broker/Subscribe")
+    for _ in range(20):
+        frames = [rng.randbytes(rng.randrange(1, 40)) for _ in range(rng.randrange(1, 4))]
+        try:
+            for _ in stream_call(iter(frames), metadata=metadata, timeout=5):
+                pass
+        except grpc.RpcError as exc:
+            assert exc.code() in ALLOWED | {S.DEADLINE_EXCEEDED}  # type: ignore[attr-defined]
+    assert S.INVALID_ARGUMENT in seen
+    assert server.stub("acme").Status(pb.StatusRequest()).tenant == "acme"
+    assert server.proc is not None and server.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_a_64_mib_message_end_to_end_in_chunks(server: Server) -> None:
+    acme = server.stub("acme")
+    size = 64 * 1024 * 1024
+    piece = 1024 * 1024
+    rng = random.Random(7)
+    block = rng.randbytes(piece)
+    digest = hashlib.sha256()
+
+    def frames():  # type: ignore[no-untyped-def]
+        yield pb.PublishFrame(open=pb.PublishOpen(producer_id="big", sequence=1))
+        yield pb.PublishFrame(message=pb.OutboundMessage(topic="big", lite_topics=["one"]))
+        for i in range(size // piece):
+            data = bytes([i % 251]) + block[1:]
+            digest.update(data)
+            yield pb.PublishFrame(body=data)
+
+    result = acme.PublishStream(frames(), timeout=120).results[0]
+    assert (list(result.offsets), result.size) == ([0], size)
+    stream = Stream(
+        acme,
+        pb.SubscribeRequest(
+            add=[pb.Subscription(topic="big", lite_topic="one", start=EARLIEST)], credits=1
+        ),
+    )
+    stream.changed()
+    (head,) = stream.next(30).messages
+    assert (head.chunked, head.size) == (True, size)
+    got = hashlib.sha256()
+    received = 0
+    while True:
+        chunk = stream.next(30).body_chunk
+        got.update(chunk.data)
+        received += len(chunk.data)
+        if chunk.last:
+            break
+    stream.close()
+    assert (received, got.hexdigest()) == (size, digest.hexdigest())
