@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import grpc
 import pytest
@@ -17,11 +19,15 @@ pytestmark = pytest.mark.integration
 S = grpc.StatusCode
 
 
-def code_of(call: object, *args: object, **kwargs: object) -> tuple[grpc.StatusCode, str]:
+def status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    call = cast(grpc.Call, exc)
+    return call.code(), call.details() or ""
+
+
+def code_of(call: Callable[..., object], *args: object) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
-        call(*args, **kwargs)  # type: ignore[operator]
-    error = info.value
-    return error.code(), error.details()  # type: ignore[attr-defined]
+        call(*args)
+    return status(info.value)
 
 
 def one(topic: str = "chat", lite: str = "s-1", body: bytes = b"x") -> pb.PublishRequest:
@@ -81,11 +87,12 @@ def test_tenant_limits_are_refused_naming_the_limit(server: Server) -> None:
     )
     with pytest.raises(grpc.RpcError) as info:
         stream.changed()
-    assert info.value.code() is S.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-    assert "max_subscriptions=2" in info.value.details()  # type: ignore[attr-defined]
+    code, details = status(info.value)
+    assert code is S.RESOURCE_EXHAUSTED
+    assert "max_subscriptions=2" in details
     stream.close()
-    status = tiny.Status(pb.StatusRequest())
-    assert (status.lite_topics, status.max_tenant_lite_topics) == (3, 3)
+    held = tiny.Status(pb.StatusRequest())
+    assert (held.lite_topics, held.max_tenant_lite_topics) == (3, 3)
 
 
 @pytest.mark.parametrize(
@@ -130,13 +137,13 @@ def test_bad_reads_and_subscriptions_name_the_field(server: Server) -> None:
     stream.send(pb.SubscribeRequest(add=[pb.Subscription(topic="t", lite_topic="x" * 200)]))
     with pytest.raises(grpc.RpcError) as info:
         stream.changed()
-    assert info.value.code() is S.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "add[0]" in info.value.details()  # type: ignore[attr-defined]
+    assert status(info.value)[0] is S.INVALID_ARGUMENT
+    assert "add[0]" in status(info.value)[1]
     stream.close()
     bad_open = Stream(acme, pb.SubscribeRequest(open=pb.SubscribeOpen(lease_s=-1)))
     with pytest.raises(grpc.RpcError) as info:
         bad_open.next()
-    assert "open.lease_s" in info.value.details()  # type: ignore[attr-defined]
+    assert "open.lease_s" in status(info.value)[1]
     bad_open.close()
 
 
@@ -182,28 +189,33 @@ def test_fuzz_every_request_gets_a_proper_status_and_the_server_stays_up(server:
     server.channels.append(channel)
     metadata = (("x-api-key", KEYS["acme"]),)
     methods = ["Publish", "Read", "QueueInfo", "Status"]
-    calls = {name: channel.unary_unary(f"/tidegate.v1.Broker/{name}") for name in methods}
-    seen: set[grpc.StatusCode] = set()
+    calls = {
+        name: channel.unary_unary(f"/tidegate.v1.Broker/{name}", None, None) for name in methods
+    }
+    seen: dict[grpc.StatusCode, str] = {}
     for _ in range(300):
         name = rng.choice(methods)
+        code, details = S.OK, ""
         try:
             calls[name](_random_message(rng), metadata=metadata, timeout=10)
-            seen.add(S.OK)
         except grpc.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
-            assert code in ALLOWED, (name, code, exc.details())  # type: ignore[attr-defined]
-            seen.add(code)
-    stream_call = channel.stream_stream("/tidegate.v1.Broker/Subscribe")
+            code, details = status(exc)
+        seen[code] = f"{name}: {details}"
+    stream_call = channel.stream_stream("/tidegate.v1.Broker/Subscribe", None, None)
     for _ in range(20):
         frames = [rng.randbytes(rng.randrange(1, 40)) for _ in range(rng.randrange(1, 4))]
+        code, details = S.OK, ""
         try:
             for _ in stream_call(iter(frames), metadata=metadata, timeout=5):
                 pass
         except grpc.RpcError as exc:
-            assert exc.code() in ALLOWED | {S.DEADLINE_EXCEEDED}  # type: ignore[attr-defined]
+            code, details = status(exc)
+        seen[code] = f"Subscribe: {details}"
+    assert set(seen) <= ALLOWED | {S.DEADLINE_EXCEEDED}, seen
     assert S.INVALID_ARGUMENT in seen
     assert server.stub("acme").Status(pb.StatusRequest()).tenant == "acme"
-    assert server.proc is not None and server.proc.poll() is None
+    assert server.proc is not None
+    assert server.proc.poll() is None
 
 
 @pytest.mark.slow
@@ -215,7 +227,7 @@ def test_a_64_mib_message_end_to_end_in_chunks(server: Server) -> None:
     block = rng.randbytes(piece)
     digest = hashlib.sha256()
 
-    def frames():  # type: ignore[no-untyped-def]
+    def frames() -> Iterator[pb.PublishFrame]:
         yield pb.PublishFrame(open=pb.PublishOpen(producer_id="big", sequence=1))
         yield pb.PublishFrame(message=pb.OutboundMessage(topic="big", lite_topics=["one"]))
         for i in range(size // piece):
