@@ -50,7 +50,7 @@ def produce(server: Server, count: int, threads: int = 4) -> dict[str, float]:
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
-    return {"msgs_per_s": round(per * threads * 100 / elapsed)}
+    return {"msgs_per_s": round(per * threads * 100 / elapsed), "count": per * threads * 100}
 
 
 def consume(server: Server, count: int) -> dict[str, float]:
@@ -138,8 +138,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp), "interval").start()
         try:
-            print(json.dumps({"produce": produce(server, args.count)}), flush=True)
-            print(json.dumps({"consume": consume(server, args.count)}), flush=True)
+            produced = produce(server, args.count)
+            print(json.dumps({"produce": produced}), flush=True)
+            print(json.dumps({"consume": consume(server, int(produced["count"]))}), flush=True)
             for n in (int(x) for x in args.fanin.split(",")):
                 print(json.dumps({"fanin": fanin(server, n)}), flush=True)
         finally:

@@ -24,7 +24,7 @@ class Stream:
         self._out: queue.Queue[pb.SubscribeRequest | None] = queue.Queue()
         self.frames: queue.Queue[pb.SubscribeResponse | BaseException | None] = queue.Queue()
         self._out.put(first)
-        self.call = client.Subscribe(self._requests())
+        self.call = client.Subscribe(self._requests(), timeout=600)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
