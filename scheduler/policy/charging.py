@@ -2,8 +2,9 @@
 
 The cost of a request is ``input_w x input + output_w x output`` tokens.
 The estimate is booked at dispatch; a preemption re-books it to the work
-done (the input, plus the output made so far) and a resume adds an estimate
-for the remaining output only; completion re-books it to the real usage.
+done (the prompt tokens processed, plus the output made so far) and a resume
+adds an estimate for the remaining prompt and output only; completion
+re-books it to the real usage.
 So a tenant's charge ends equal to what it was served, however often its
 requests were stopped, and it is never charged for work a preemption threw
 away. A lost lease, a removed worker, a drop or a cancel of a queued
@@ -32,11 +33,10 @@ class Ledger:
     def estimate(self, entry: Entry) -> float:
         """Book the dispatch-time estimate (the discipline's ``cost`` callback)."""
         request = entry.request
-        if entry.input_served:
-            # A resume: the input is booked already; add the remaining output.
-            cost = self.output_w * max(request.output_tokens - entry.done_output_tokens, 0)
-        else:
-            cost = self.input_w * request.input_tokens + self.output_w * request.output_tokens
+        # A resume books only what is left: work done is booked already.
+        input_left = max(request.input_tokens - entry.input_done, 0)
+        output_left = max(request.output_tokens - entry.done_output_tokens, 0)
+        cost = self.input_w * input_left + self.output_w * output_left
         entry.charged += cost
         entry.tenant.charged += cost
         return cost
@@ -50,12 +50,12 @@ class Ledger:
             self._discipline.charge(entry, delta)
 
     def settle_done(self, entry: Entry) -> None:
-        """Re-book to the work known done: the input once it was processed, plus
-        the output reported by preemptions. Zero for a request lost or dropped
+        """Re-book to the work known done: the prompt tokens processed, plus the
+        output reported by preemptions. Zero for a request lost or dropped
         before its prompt ever ran: its tenant was served nothing."""
-        request = entry.request
-        input_cost = self.input_w * request.input_tokens if entry.input_served else 0.0
-        self.settle(entry, input_cost + self.output_w * entry.done_output_tokens)
+        self.settle(
+            entry, self.input_w * entry.input_done + self.output_w * entry.done_output_tokens
+        )
 
     def settle_usage(self, entry: Entry, input_tokens: int, output_tokens: int) -> None:
         self.settle(entry, self.input_w * input_tokens + self.output_w * output_tokens)

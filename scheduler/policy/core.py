@@ -166,9 +166,10 @@ class Scheduler:
         entry.worker_id = worker.worker_id
         self._dispatch_no += 1
         entry.dispatch_no = self._dispatch_no
-        worker.running[rid] = entry
         worker.dispatched += 1
         entry.worker_index = worker.dispatched
+        worker.take(worker.dispatched)
+        worker.running[rid] = entry
         worker.load_tokens += entry.request.input_tokens + entry.request.output_tokens
         running = self._running_by_band.get(entry.band)
         if running is None:
@@ -221,10 +222,14 @@ class Scheduler:
             raise UnknownRequestError(f"{what}({request_id!r}): the request is {state}")
         return entry
 
-    def _release(self, entry: Entry, worker: WorkerState) -> None:
-        """Take a running entry off its worker (the caller re-ranks the worker)."""
+    def _release(self, entry: Entry, worker: WorkerState, *, swap: bool = False) -> None:
+        """Take a running entry off its worker (the caller re-ranks the worker).
+
+        ``swap``: it was stopped because the policy asked, for a waiting
+        higher-band request (``WorkerState.release``)."""
         rid = entry.request.request_id
         del worker.running[rid]
+        worker.release(swap=swap and entry.preempting)
         worker.load_tokens -= entry.request.input_tokens + entry.request.output_tokens
         if entry.preempting:
             entry.preempting = False
@@ -235,10 +240,10 @@ class Scheduler:
         self._in_flight -= 1
         entry.worker_id = None
 
-    def _release_running(self, entry: Entry) -> None:
+    def _release_running(self, entry: Entry, *, swap: bool = False) -> None:
         assert entry.worker_id is not None
         worker = self._pool.workers[entry.worker_id]
-        self._release(entry, worker)
+        self._release(entry, worker, swap=swap)
         self._pool.changed(worker)
 
     def _requeue(self, entry: Entry) -> None:
@@ -253,7 +258,7 @@ class Scheduler:
     def first_token(self, request_id: str, now: float) -> None:
         entry = self._running(request_id, "first_token")
         self._heard_from(entry)
-        entry.input_served = True
+        entry.input_done = entry.request.input_tokens  # the whole prompt was processed
         if entry.first_token_s is None:
             entry.first_token_s = now
 
@@ -275,16 +280,27 @@ class Scheduler:
         tenant.served_output_tokens += output_tokens
         self._counts["completed"] += 1
 
-    def preempted(self, request_id: str, done_output_tokens: int, now: float) -> None:
-        if done_output_tokens < 0:
+    def preempted(
+        self,
+        request_id: str,
+        done_output_tokens: int,
+        now: float,
+        *,
+        input_processed: int | None = None,
+    ) -> None:
+        if done_output_tokens < 0 or (input_processed is not None and input_processed < 0):
             raise InvalidRequestError(
-                f"preempted({request_id!r}): done_output_tokens {done_output_tokens} must be >= 0"
+                f"preempted({request_id!r}): done_output_tokens {done_output_tokens} and "
+                f"input_processed {input_processed} must be >= 0"
             )
         entry = self._running(request_id, "preempted")
-        self._release_running(entry)
-        # Counts are cumulative; a smaller report cannot undo output already streamed.
+        self._release_running(entry, swap=True)
+        # Counts are cumulative; a smaller report cannot undo work already done.
         entry.done_output_tokens = max(entry.done_output_tokens, done_output_tokens)
-        entry.input_served = True
+        input_tokens = entry.request.input_tokens
+        # Unknown: assume the prompt ran (the runtime stopped it while running).
+        done_input = input_tokens if input_processed is None else min(input_processed, input_tokens)
+        entry.input_done = max(entry.input_done, done_input)
         self._ledger.settle_done(entry)
         entry.tenant.preempted += 1
         self._counts["preemptions"] += 1
@@ -374,7 +390,7 @@ class Scheduler:
             else:
                 state.reconfigure(tenant_config, now)
         for worker in self._pool.workers.values():
-            worker.window.reconfigure(config.window)
+            worker.window.reconfigure(config.window, len(worker.running))
             self._pool.changed(worker)
 
     def queued(self) -> int:

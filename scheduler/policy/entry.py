@@ -32,7 +32,7 @@ class Entry:
         "dispatch_no",
         "done_output_tokens",
         "first_token_s",
-        "input_served",
+        "input_done",
         "preempting",
         "request",
         "seq",
@@ -55,10 +55,10 @@ class Entry:
         self.worker_index = 0  # it was its worker's n-th dispatch (window recovery)
         self.preempting = False  # a Preempt was issued and not yet answered
         self.first_token_s: float | None = None
-        # The prompt was processed at least once (first token seen, or stopped
-        # by a preemption), so its input cost is earned and a resume must not
-        # book it again.
-        self.input_served = False
+        # Prompt tokens processed so far, over all runs (all of them once a
+        # first token was seen; a preemption may report fewer). Their input
+        # cost is earned, and a resume must not book it again.
+        self.input_done = 0
 
 
 class SeqQueue:

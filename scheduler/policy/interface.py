@@ -61,9 +61,22 @@ class Policy(Protocol):
         """Requests to stop so waiting higher-band requests can run; empty while
         any window is free. Each running request is named at most once."""
 
-    def preempted(self, request_id: str, done_output_tokens: int, now: float) -> None:
+    def preempted(
+        self,
+        request_id: str,
+        done_output_tokens: int,
+        now: float,
+        *,
+        input_processed: int | None = None,
+    ) -> None:
         """The runtime stopped it after ``done_output_tokens`` output tokens in all:
-        requeue at its place; its next Dispatch carries that count."""
+        requeue at its place; its next Dispatch carries that count.
+
+        ``input_processed``: prompt tokens the engine processed, over all runs
+        (a request stopped while it still waited for, or was in, its prefill
+        processed fewer than all). The tenant is charged for those only, and a
+        resume books the rest. None: not known, taken as the whole prompt.
+        Counts are cumulative; a smaller report than an earlier one is ignored."""
 
     def lease_expired(self, request_id: str, now: float) -> None:
         """Its worker stopped answering: requeue at its place."""

@@ -6,8 +6,13 @@ its own (sheddable, negative bands are lowest of all), and inside that band
 the one dispatched last, because it has done the least work that a resume
 must redo. Preempts already issued and not yet answered will free slots
 for the highest waiting requests, so those requests claim no new victim.
-A victim counts only if stopping it frees a slot: on a worker whose window
-shrank below its running count, it would not.
+Victims whose stop frees a slot inside their worker's window come first. On
+a worker still holding more than a window that was just cut, a stop frees no
+such slot; it yields a *swap* instead (the next dispatch there replaces the
+stopped request one for one, see ``WorkerState``). Such victims are taken
+only after the others in their band: when every worker has just cut its
+window at once, they are all there is, and a top-band request must not
+wait for the fleet to drain.
 """
 
 from __future__ import annotations
@@ -21,14 +26,20 @@ __all__ = ["choose_victims"]
 
 
 def _candidates(band: dict[str, Entry], workers: Mapping[str, WorkerState]) -> Iterator[Entry]:
+    """Latest dispatched first; those on workers over their window after all others."""
+    swaps: list[Entry] = []
     for entry in reversed(band.values()):
         if entry.preempting:
             continue
         assert entry.worker_id is not None
         worker = workers[entry.worker_id]
         if len(worker.running) - worker.preempting > worker.window.limit:
+            swaps.append(entry)
             continue
         yield entry
+    for entry in swaps:
+        if not entry.preempting:
+            yield entry
 
 
 def choose_victims(

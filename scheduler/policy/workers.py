@@ -7,6 +7,16 @@ worker dirty; the next :meth:`WorkerPool.best` pushes a fresh item for each
 dirty worker and recognises older items as stale by their token (lazy
 deletion). Workers that pull for themselves never ask for ``best``, so their
 changes cost a dict insert and never a heap operation.
+
+A worker's free room is its window's (``AimdWindow.room``: the free window,
+or the slots earned while it drains down to a cut) plus any *swap* slots.
+A swap is what a preemption on a worker over its window yields: stopping
+the request frees no slot inside the window, so without it a draining
+worker could not take the higher-band request it was stopped for, and
+preemption would be useless exactly when every worker has just cut its
+window. The swap lets the next dispatch to that worker replace the stopped
+request one for one — the worker never holds more than it did — and it
+lapses as soon as the window itself has room again.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ class WorkerState:
         "load_tokens",
         "preempting",
         "running",
+        "swaps",
         "token",
         "window",
         "worker_id",
@@ -42,11 +53,41 @@ class WorkerState:
         self.load_tokens = 0
         self.dispatched = 0
         self.preempting = 0  # Preempts issued here and not answered yet
+        self.swaps = 0  # slots owed to the requests preemptions here were for
         self.token = _GONE
 
     @property
     def free(self) -> int:
-        return self.window.limit - len(self.running)
+        """How many more requests it may take now (<= 0: none)."""
+        window = self.window
+        running = len(self.running)
+        base = window.limit - running
+        if base > 0 or not self.swaps:
+            return window.room(running)
+        return max(window.room(running), 0) + self.swaps
+
+    def take(self, dispatch_index: int) -> None:
+        """Book a dispatch, before it joins ``running``."""
+        window = self.window
+        running = len(self.running)
+        if window.limit - running > 0:
+            self.swaps = 0  # the window has room of its own again
+            window.took(running, dispatch_index)
+        elif self.swaps:
+            self.swaps -= 1
+            window.took(running, dispatch_index, earned=False)
+        else:
+            window.took(running, dispatch_index)
+
+    def release(self, *, swap: bool = False) -> None:
+        """Book a request's leaving, after it left ``running``. ``swap``: it was
+        stopped for a waiting higher-band request; if that frees no slot inside
+        the window, the worker owes that request one."""
+        running = len(self.running)
+        if swap and self.window.limit - running <= 0:
+            self.swaps += 1
+        else:
+            self.window.released(running)
 
 
 class WorkerPool:

@@ -254,7 +254,7 @@ class Simulation:
         done_cost = self.recorder.cost(served_input, made)
         self.recorder.charge(row.tenant, done_cost - track.charged, now)
         track.charged = done_cost
-        self.policy.preempted(request_id, made, now)
+        self.policy.preempted(request_id, made, now, input_processed=served_input)
         self.recorder.queued(row.tenant, +1, now)
 
     def _row(self, track: _Track) -> EventRow:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from scheduler.errors import UnknownRequestError
+from scheduler.errors import InvalidRequestError, UnknownRequestError
 from scheduler.policy import create_policy
 from scheduler.types import Preempt, WindowConfig, WorkerFeedback
 
@@ -186,3 +186,78 @@ def test_with_band_shares_a_band_ahead_of_its_share_does_not_preempt() -> None:
     admit(p, req("h2", "a", 2))
     # ... and then the waiting band 2 is behind and may stop it.
     assert p.preemptions(0.0) == [Preempt("l2", "w0")]
+
+
+def test_when_every_worker_just_cut_its_window_a_top_band_request_still_gets_a_swap() -> None:
+    window = WindowConfig(initial=4, minimum=1, maximum=4, decrease=0.5, adjust_interval_s=0.0)
+    p = create_policy("tidegate", config(tenant("a"), tenant("b"), window=window), random.Random(0))
+    p.add_worker("w0", 0.0)
+    p.add_worker("w1", 0.0)
+    admit(p, *(req(f"l{i}", "a", 0) for i in range(10)))
+    low = p.dispatch(0.0)
+    assert len(low) == 8
+    for worker in ("w0", "w1"):
+        p.feedback(worker, WorkerFeedback(ttft_s=5.0), 1.0)  # window 4 -> 2, holding 4
+    admit(p, req("h1", "b", 2), now=1.0)
+    assert p.dispatch(1.0) == []
+    # Both workers drain; stopping a request there frees no slot in the window,
+    # but it may still be swapped for the top-band request.
+    [victim] = p.preemptions(1.0)
+    assert victim.request_id == low[-1].request.request_id  # dispatched last
+    p.preempted(victim.request_id, 0, 1.5)
+    [swapped_in] = p.dispatch(1.5)
+    assert (swapped_in.request.request_id, swapped_in.worker_id) == ("h1", victim.worker_id)
+    # One for one: the worker holds what it held, no more; nothing else goes in.
+    assert p.stats().workers[victim.worker_id].in_flight == 4
+    assert p.dispatch(1.5) == []
+
+
+def test_a_swap_lapses_once_the_window_has_room_of_its_own() -> None:
+    window = WindowConfig(initial=2, minimum=1, maximum=2, decrease=0.5, adjust_interval_s=0.0)
+    p = create_policy("tidegate", config(tenant("a"), tenant("b"), window=window), random.Random(0))
+    p.add_worker("w0", 0.0)
+    admit(p, req("l0", "a", 0), req("l1", "a", 0))
+    p.dispatch(0.0)
+    p.feedback("w0", WorkerFeedback(ttft_s=5.0), 1.0)  # window 1, holding 2
+    admit(p, req("h1", "b", 2), now=1.0)
+    [victim] = p.preemptions(1.0)
+    assert victim.request_id == "l1"
+    p.preempted("l1", 0, 1.0)
+    p.complete("l0", 10, 10, 1.0)  # before the swap is used, the window frees itself
+    assert ids(p.dispatch(1.0)) == ["h1"]
+    assert p.stats().workers["w0"].in_flight == 1  # the window's slot, not window + swap
+
+
+def test_preempted_before_its_prompt_ran_is_charged_only_the_prompt_processed() -> None:
+    p = policy("tidegate", workers=1, window=1)
+    admit(p, req("a1", "a", 0, input_tokens=100, output_tokens=50))
+    p.dispatch(0.0)
+    admit(p, req("h", "b", 2))
+    [pre] = p.preemptions(0.0)
+    # Stopped in the middle of its prefill: 40 prompt tokens processed, no output.
+    p.preempted(pre.request_id, 0, 1.0, input_processed=40)
+    assert p.stats().tenants["a"].charged == 40.0
+    p.dispatch(1.0)
+    p.complete("h", 10, 10, 1.5)
+    [resumed] = p.dispatch(1.5)
+    assert resumed.request.request_id == "a1"
+    # The resume books the rest of the prompt and all of the output.
+    assert p.stats().tenants["a"].charged == 40.0 + 60.0 + 2 * 50.0
+    # Stopped again, before the engine even reached it this time: a smaller
+    # report cannot undo the prompt tokens already processed.
+    admit(p, req("h2", "b", 2))
+    [again] = p.preemptions(1.5)
+    p.preempted(again.request_id, 0, 2.0, input_processed=0)
+    assert p.stats().tenants["a"].charged == 40.0
+
+
+def test_preempted_with_no_prompt_processed_charges_nothing() -> None:
+    p = policy("tidegate", workers=1, window=1)
+    admit(p, req("a1", "a", 0, input_tokens=100, output_tokens=50))
+    p.dispatch(0.0)
+    admit(p, req("h", "b", 2))
+    [pre] = p.preemptions(0.0)
+    p.preempted(pre.request_id, 0, 0.5, input_processed=0)
+    assert p.stats().tenants["a"].charged == 0.0
+    with pytest.raises(InvalidRequestError, match="input_processed -1"):
+        p.preempted("h", 0, 0.5, input_processed=-1)

@@ -187,3 +187,58 @@ def test_only_requests_started_after_a_cut_end_its_recovery() -> None:
     p.complete(after_cut.request.request_id, 10, 10, 3.0)  # no first_token report: completion does
     p.feedback("w0", hot, 3.0)
     assert p.stats().workers["w0"].window == 2
+
+
+# ---------------------------------------------------------------- delay-based cuts
+
+DEFAULTS = WindowConfig(initial=68, adjust_interval_s=0.0)  # decrease 0.7, max_queue_depth 4
+
+
+def test_engine_queueing_cuts_to_what_the_engine_runs_not_by_a_factor() -> None:
+    # A full batch of 64 plus 5 waiting in the engine: the 5 buy nothing.
+    window = AimdWindow(DEFAULTS)
+    assert window.observe(WorkerFeedback(queue_depth=5), in_flight=69, dispatched=69, now=0.0)
+    assert (window.limit, window.decreases) == (64, 1)  # not 0.7 x 68 = 47
+
+
+def test_late_first_tokens_behind_an_engine_queue_cut_the_queue_only() -> None:
+    window = AimdWindow(DEFAULTS)
+    late = WorkerFeedback(ttft_s=1.5, queue_depth=4, gpu_util=1.0)
+    window.observe(late, in_flight=68, dispatched=68, now=0.0)
+    assert window.limit == 64
+    # Still late once the engine queue is gone: now the batch itself shrinks.
+    window.heard_from(69)
+    window.observe(WorkerFeedback(ttft_s=1.5, queue_depth=0), in_flight=64, dispatched=70, now=1.0)
+    assert window.limit == 44  # 0.7 x 64
+
+
+def test_a_too_big_batch_is_cut_multiplicatively_whatever_the_queue() -> None:
+    for signal in (
+        WorkerFeedback(tpot_s=0.2, queue_depth=2),
+        WorkerFeedback(kv_usage=0.95, queue_depth=2),
+        WorkerFeedback(gpu_mem=0.99, queue_depth=2),
+    ):
+        window = AimdWindow(DEFAULTS)
+        window.observe(signal, in_flight=68, dispatched=68, now=0.0)
+        assert window.limit == 47, signal  # 0.7 x 68: these say the batch is too big
+
+
+def test_latency_cuts_are_relative_to_what_the_worker_holds() -> None:
+    window = AimdWindow(DEFAULTS)
+    # The window is 68 but only 60 are in flight: cutting 68 would barely bite.
+    window.observe(WorkerFeedback(ttft_s=2.0), in_flight=60, dispatched=60, now=0.0)
+    assert window.limit == 42  # 0.7 x 60
+    # A report that finds the worker nearly idle cuts at most two steps' worth.
+    window = AimdWindow(DEFAULTS)
+    window.observe(WorkerFeedback(ttft_s=2.0), in_flight=0, dispatched=60, now=0.0)
+    assert window.limit == 33  # 0.7 x 0.7 x 68 = 33.3, not the minimum
+
+
+def test_any_engine_queue_holds_the_window() -> None:
+    # Vegas: one request waiting in the engine is the ready spare; more is delay.
+    window = AimdWindow(DEFAULTS)
+    one_waiting = WorkerFeedback(ttft_s=0.2, queue_depth=1, gpu_util=1.0)
+    assert not window.observe(one_waiting, in_flight=68, dispatched=68, now=0.0)
+    none_waiting = WorkerFeedback(ttft_s=0.2, queue_depth=0, gpu_util=1.0)
+    assert window.observe(none_waiting, in_flight=68, dispatched=68, now=1.0)
+    assert window.limit == 69
