@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sim.scenarios import Scenario
+from tests.sim.scenarios import WINDOWS, Scenario
 
 SCENARIO = "sim-burst"
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_light_tenant_waits_under_a_second(scenario: Scenario, seed: int) -> None:
-    summary = scenario.run("tidegate", seed).summary
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_light_tenant_waits_under_a_second(scenario: Scenario, seed: int, window: str) -> None:
+    summary = scenario.run("tidegate", seed, window).summary
     light, bulk = summary["tenants"]["light"], summary["tenants"]["bulk"]
     assert light["wait_p99_s"] < 1.0
     assert bulk["wait_p99_s"] > 10.0  # the burst really did saturate the fleet

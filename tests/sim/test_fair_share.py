@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sim.scenarios import Scenario
+from tests.sim.scenarios import WINDOWS, Scenario
 
 SCENARIO = "sim-fair-124"
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_tidegate_shares_by_weight(scenario: Scenario, seed: int) -> None:
-    summary = scenario.run("tidegate", seed).summary
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_tidegate_shares_by_weight(scenario: Scenario, seed: int, window: str) -> None:
+    summary = scenario.run("tidegate", seed, window).summary
     assert summary["completed"] == summary["requests"]
     assert summary["jain_index"] >= 0.99
     assert summary["jain_index_dispatched"] >= 0.99

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sim.scenarios import Scenario
+from tests.sim.scenarios import WINDOWS, Scenario
 
 SCENARIO = "sim-priority"
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_top_band_p99_wait_under_a_second(scenario: Scenario, seed: int) -> None:
-    result = scenario.run("tidegate", seed)
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_top_band_p99_wait_under_a_second(scenario: Scenario, seed: int, window: str) -> None:
+    result = scenario.run("tidegate", seed, window)
     summary = result.summary
     urgent = summary["tenants"]["urgent"]
     assert urgent["wait_p99_s"] < 1.0
