@@ -10,6 +10,10 @@ log record. Dead-letter queues never expire; retention ends them.
 Under ``fsync=always`` these writes are synced: an ack or a commit that
 returned is on disk. Under ``interval`` a machine crash may undo recent ones,
 which only means redelivery (at-least-once).
+
+Group state (committed offsets, leases, dead-letter entries) lives only in
+the index, not in the log: an index rebuilt from the log has the messages
+and queues back but starts every group afresh at its queue's first offset.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from broker import delivery
 from broker.errors import FailedPrecondition, InvalidArgument
 from broker.index import keys as k
 from broker.index.store import Column, IndexStore, WriteOps
+from broker.reading import Reader
 from broker.settings import BrokerSettings
 from broker.topics import QueueEntry, Registry
-from broker.types import Lease, Message, QueueName, check_group
+from broker.types import Lease, QueueName, check_group
 
 __all__ = ["GroupHost", "Groups"]
 
@@ -51,12 +56,8 @@ class GroupHost(Protocol):
     def check(self) -> None: ...
     def fail(self, exc: BaseException) -> None: ...
     def entry(self, name: QueueName) -> QueueEntry: ...
-    def read_entry(
-        self, name: QueueName, entry: QueueEntry, from_offset: int, max_messages: int
-    ) -> list[Message]: ...
-    def messages_at(
-        self, name: QueueName, entry: QueueEntry, offsets: Iterable[int], log_start: int
-    ) -> list[Message]: ...
+    @property
+    def reader(self) -> Reader: ...
 
 
 class Groups:
@@ -148,7 +149,9 @@ class Groups:
                         )
                     if not again:
                         break
-                    found = host.messages_at(name, entry, [p.offset for p in again], host.log_start)
+                    found = host.reader.messages_at(
+                        name, entry, [p.offset for p in again], host.log_start
+                    )
                     kept = {m.offset for m in found}
                     lost = [p.offset for p in again if p.offset not in kept]
                     if lost:  # retention took them: nothing left to deliver
@@ -163,7 +166,7 @@ class Groups:
                 position = max(position, state.end)
                 batch.put(Column.OFFSETS, key, k.encode_u64(position))
                 batch.delete(Column.LEASES, key)
-            found = host.read_entry(name, entry, position, max_messages)
+            found = host.reader.read(name, entry, position, max_messages, batch)
             if found:
                 fresh = delivery.new_batch([m.offset for m in found], deadline)
                 batch.put(Column.LEASES, key, delivery.encode(fresh))

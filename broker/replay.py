@@ -10,22 +10,70 @@ it covers. Two things can leave them apart:
 - the machine died under ``fsync=interval`` and the log lost a tail that
   RocksDB had already recorded: the index is ahead. :func:`roll_back` drops
   entries at or past the log's end, queue by queue, before anything can be
-  appended at those positions again.
+  appended at those positions again. Dead-letter queues point at records
+  in any order, so theirs are checked entry by entry (the gaps left behind
+  are skipped by reads).
 """
 
 from __future__ import annotations
 
+import json
+
 from broker import envelope
-from broker.errors import CorruptLog
+from broker.errors import CorruptLog, FailedPrecondition
 from broker.index import keys as k
 from broker.index.store import Column, IndexStore, WriteOps
 from broker.log.commitlog import CommitLog
 from broker.log.record import HEADER_SIZE
+from broker.settings import BrokerSettings
 from broker.topics import QueueEntry, Registry
+from broker.types import DLQ_PREFIX
 
-__all__ = ["replay", "roll_back"]
+__all__ = ["catch_up", "check_layout", "replay", "roll_back", "ttl_fingerprint"]
 
 _RECORDS_PER_BATCH = 2000
+
+
+def check_layout(index: IndexStore) -> None:
+    """Stamp a new index with the layout version; refuse one of another version."""
+    raw = index.get(Column.META, k.META_VERSION)
+    if raw is None:
+        batch = index.batch()
+        batch.put(Column.META, k.META_VERSION, k.encode_u64(k.LAYOUT_VERSION))
+        index.write(batch, sync=True)
+    elif k.decode_u64(raw) != k.LAYOUT_VERSION:
+        raise FailedPrecondition(
+            f"index layout version {k.decode_u64(raw)} is not the {k.LAYOUT_VERSION} "
+            "this build reads; rebuild the index from the log (delete index/ and reopen)"
+        )
+
+
+def ttl_fingerprint(settings: BrokerSettings) -> bytes:
+    """What the expiry keys depend on: when it changes they are recomputed on open."""
+    return json.dumps(
+        [
+            settings.default_ttl_s,
+            sorted(settings.ttl_by_topic.items()),
+            settings.expiry_granularity_s,
+        ]
+    ).encode()
+
+
+def catch_up(
+    log: CommitLog, index: IndexStore, registry: Registry, covered: int, fingerprint: bytes
+) -> int:
+    """Everything open does to the index: step back, replay, re-arm expiry; new covered."""
+    end = log.end_position
+    if covered > end:
+        roll_back(index, registry, end)
+        covered = end
+    covered = replay(log, index, registry, covered)
+    if index.get(Column.META, k.META_TTL_SETTINGS) != fingerprint:
+        registry.rearm_all()
+        batch = index.batch()
+        batch.put(Column.META, k.META_TTL_SETTINGS, fingerprint)
+        index.write(batch, sync=True)
+    return covered
 
 
 def replay(log: CommitLog, index: IndexStore, registry: Registry, covered: int) -> int:
@@ -83,7 +131,10 @@ def roll_back(index: IndexStore, registry: Registry, end: int) -> int:
             del value
             entry = registry.lookup(key, cache=False)
             assert entry is not None
-            cut = _cut_tail(index, entry, end, batch)
+            if b"\x00" + DLQ_PREFIX.encode() in key:
+                cut = _cut_anywhere(index, entry, end, batch)
+            else:
+                cut = _cut_tail(index, entry, end, batch)
             if cut:
                 dropped += cut
                 changed[entry.qid] = entry.next_offset
@@ -112,6 +163,16 @@ def _cut_tail(index: IndexStore, entry: QueueEntry, end: int, batch: WriteOps) -
         entry.next_offset -= 1
         cut += 1
     return cut
+
+
+def _cut_anywhere(index: IndexStore, entry: QueueEntry, end: int, batch: WriteOps) -> int:
+    lo, hi = k.queue_range(entry.qid)
+    doomed = [
+        key for key, raw in index.scan(Column.INDEX, lo, hi) if k.decode_index(raw).position >= end
+    ]
+    for key in doomed:
+        batch.delete(Column.INDEX, key)
+    return len(doomed)
 
 
 def _clamp_groups(index: IndexStore, changed: dict[int, int]) -> None:

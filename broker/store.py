@@ -20,15 +20,14 @@ recovers from the log.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from broker import envelope
-from broker.bodies import ChunkedBody, read_chunks, write_body
+from broker.appending import Stored, append_batch
+from broker.bodies import write_body
 from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -40,9 +39,9 @@ from broker.index import keys as k
 from broker.index.rocks import RocksIndex, RocksTuning
 from broker.index.store import Column, IndexStore, WriteOps
 from broker.log.commitlog import CommitLog, FsyncPolicy
-from broker.log.record import HEADER_SIZE
 from broker.publishing import Prepared, Preparer
-from broker.replay import replay, roll_back
+from broker.reading import Reader
+from broker.replay import catch_up, check_layout, ttl_fingerprint
 from broker.settings import BrokerSettings
 from broker.topics import QueueEntry, Registry
 from broker.types import (
@@ -101,6 +100,7 @@ class Broker:
             hot_capacity=settings.hot_topics,
             ref_bucket=k.ref_bucket_width(settings.segment_bytes),
         )
+        self._reader = Reader(log, index, self._registry, self._write)
         self._groups = Groups(self)
         self._prepare = Preparer(
             max_lite_topics=settings.max_lite_topics,
@@ -138,7 +138,7 @@ class Broker:
             log.close()
             raise
         try:
-            _check_layout(index)
+            check_layout(index)
             broker = cls(log, index, settings, clock)
             broker._recover()
         except BaseException:
@@ -148,23 +148,9 @@ class Broker:
         return broker
 
     def _recover(self) -> None:
-        end = self._log.end_position
-        if self._covered > end:
-            roll_back(self._index, self._registry, end)
-            self._covered = end
-        self._covered = replay(self._log, self._index, self._registry, self._covered)
-        ttl_settings = json.dumps(
-            [
-                self.settings.default_ttl_s,
-                sorted(self.settings.ttl_by_topic.items()),
-                self.settings.expiry_granularity_s,
-            ]
-        ).encode()
-        if self._index.get(Column.META, k.META_TTL_SETTINGS) != ttl_settings:
-            self._registry.rearm_all()
-            batch = self._index.batch()
-            batch.put(Column.META, k.META_TTL_SETTINGS, ttl_settings)
-            self._index.write(batch, sync=True)
+        self._covered = catch_up(
+            self._log, self._index, self._registry, self._covered, ttl_fingerprint(self.settings)
+        )
 
     # ------------------------------------------------------------ plumbing
 
@@ -189,11 +175,9 @@ class Broker:
             raise NotFound(f"queue {name} does not exist (created on first publish or subscribe)")
         return entry
 
-    def _write(self, batch_fill: Callable[[WriteOps], None] | None = None) -> None:
-        """Stage the registry's working set (plus ``batch_fill``) and write it."""
-        batch = self._index.batch()
-        if batch_fill is not None:
-            batch_fill(batch)
+    def _write(self, batch: WriteOps | None = None) -> None:
+        """Stage the registry's working set into ``batch`` (or a new one) and write it."""
+        batch = self._index.batch() if batch is None else batch
         self._registry.stage(batch)
         self._index.write(batch, sync=self._sync_control)
 
@@ -224,7 +208,7 @@ class Broker:
         chunk_bytes = self.settings.chunk_bytes
         token = None
         try:
-            bodies: list[bytes | ChunkedBody] = []
+            bodies: list[Stored] = []
             for _, _, body in prepared:
                 if type(body) is bytes and len(body) <= chunk_bytes:
                     bodies.append(body)
@@ -275,7 +259,7 @@ class Broker:
             self._inflight[self._inflight_seq] = self._log.end_position
             return self._inflight_seq
 
-    def _store_body(self, body: Body) -> bytes | ChunkedBody:
+    def _store_body(self, body: Body) -> Stored:
         return write_body(
             self._log,
             body,
@@ -283,73 +267,17 @@ class Broker:
             limit=self.settings.max_message_bytes,
         )
 
-    def _append(
-        self, prepared: list[Prepared], bodies: list[bytes | ChunkedBody]
-    ) -> list[PublishResult]:
-        """Offsets, one log append, one index batch. Kept flat: it runs per message."""
-        now = self._clock()
-        registry = self._registry
-        by_key = registry.resolve([key for keys, _, _ in prepared for key in keys], now)
-        records: list[bytes] = []
-        assigned: list[tuple[tuple[QueueEntry, int], ...]] = []
-        head = envelope.single_head(now)
-        encode_single = envelope.encode_single
-        for (keys, properties, _), body in zip(prepared, bodies, strict=True):
-            if len(keys) == 1 and type(body) is bytes:
-                key = keys[0]
-                entry = by_key[key]
-                offset = entry.next_offset
-                entry.next_offset = offset + 1
-                assigned.append(((entry, offset),))
-                records.append(encode_single(head, key, offset, properties, body))
-                continue
-            slots = []
-            queues = []
-            for key in keys:
-                entry = by_key[key]
-                offset = entry.next_offset
-                entry.next_offset = offset + 1
-                slots.append((entry, offset))
-                queues.append((key, offset))
-            assigned.append(tuple(slots))
-            if type(body) is bytes:
-                records.append(envelope.encode_inline(now, queues, properties, body))
-            else:
-                assert isinstance(body, ChunkedBody)
-                records.append(
-                    envelope.encode_chunked(now, queues, properties, body.size, body.chunks)
-                )
-        positions = self._log.append(records)
-        batch = self._index.batch()
-        put = batch.put
-        index_column = Column.INDEX
-        offset_key = k.OFFSET_KEY.pack
-        encode_index = k.encode_index
-        results: list[PublishResult] = []
-        for position, body, placed in zip(positions, bodies, assigned, strict=True):
-            if type(body) is bytes:
-                value = encode_index(position, len(body))
-                low = position
-            else:
-                assert isinstance(body, ChunkedBody)
-                low = min(body.chunks)
-                value = encode_index(position, body.size, low)
-            for entry, offset in placed:
-                put(index_column, offset_key(entry.qid, offset), value)
-                # Plain attribute writes; registry.stage() turns them into
-                # expiry keys and reference counts (see broker.topics).
-                entry.last_active = now
-                entry.first_position = min(entry.first_position, low)
-            if len(placed) == 1:
-                results.append(PublishResult(position, now, (placed[0][1],)))
-            else:
-                results.append(PublishResult(position, now, tuple(o for _, o in placed)))
-        registry.stage(batch)
-        covered = positions[-1] + HEADER_SIZE + len(records[-1])
-        put(Column.META, k.META_COVERED, k.encode_u64(covered))
-        self._index.write(batch)
+    def _append(self, prepared: list[Prepared], bodies: list[Stored]) -> list[PublishResult]:
+        results, covered = append_batch(
+            self._log,
+            self._index,
+            self._registry,
+            now=self._clock(),
+            prepared=prepared,
+            bodies=bodies,
+        )
         self._covered = covered
-        self._published += len(records)
+        self._published += len(results)
         return results
 
     # ---------------------------------------------------------------- read
@@ -366,7 +294,7 @@ class Broker:
         self._check_window(from_offset, max_messages)
         with self._lock:
             self._check()
-            return self.read_entry(name, self._entry(name), from_offset, max_messages)
+            return self._reader.read(name, self._entry(name), from_offset, max_messages)
 
     def _check_window(self, from_offset: int, max_messages: int) -> None:
         if from_offset < 0:
@@ -377,101 +305,13 @@ class Broker:
                 f"[1, {self.settings.max_read_messages}]"
             )
 
-    def read_entry(
-        self, name: QueueName, entry: QueueEntry, from_offset: int, max_messages: int
-    ) -> list[Message]:
-        """Read under the lock (the groups module shares it)."""
-        start = max(from_offset, entry.min_offset)
-        if start >= entry.next_offset:
-            return []
-        log_start = self._log.start_position
-        if not name.is_dead_letter:
-            start = self._skip_lost(entry, start, log_start)
-        offsets = range(start, min(entry.next_offset, start + max_messages))
-        return self.messages_at(name, entry, offsets, log_start)
-
-    def messages_at(
-        self, name: QueueName, entry: QueueEntry, offsets: Iterable[int], log_start: int
-    ) -> list[Message]:
-        """The messages at ``offsets`` that still exist (retention may have taken some)."""
-        offsets = list(offsets)
-        raws = self._index.get_many(Column.INDEX, [k.offset_key(entry.qid, o) for o in offsets])
-        messages: list[Message] = []
-        for offset, raw in zip(offsets, raws, strict=True):
-            if raw is None:
-                continue
-            value = k.decode_index(raw)
-            if value.lowest < log_start:
-                continue
-            try:
-                payload = self._log.read(value.position)
-            except NotFound:
-                continue  # in a corrupt stretch skipped on open
-            rec = envelope.decode_message(payload)
-            messages.append(
-                Message(
-                    name,
-                    offset,
-                    value.position,
-                    rec.timestamp,
-                    rec.properties,
-                    rec.size,
-                    rec.body,
-                    rec.chunked,
-                )
-            )
-        return messages
-
-    def _skip_lost(self, entry: QueueEntry, start: int, log_start: int) -> int:
-        """First offset >= ``start`` whose record retention kept; forget those before it.
-
-        Record positions grow with offsets in a published queue, so a binary
-        search finds the edge in log2(n) point reads.
-        """
-        index = self._index
-
-        def lost(offset: int) -> bool:
-            raw = index.get(Column.INDEX, k.offset_key(entry.qid, offset))
-            return raw is None or k.decode_index(raw).position < log_start
-
-        if not lost(start):
-            return start
-        lo, hi = start + 1, entry.next_offset
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if lost(mid):
-                lo = mid + 1
-            else:
-                hi = mid
-        self._forget_below(entry, lo, log_start)
-        return lo
-
-    def _forget_below(self, entry: QueueEntry, offset: int, log_start: int) -> None:
-        """Drop index entries below ``offset`` (all lost to retention)."""
-        old = entry.min_offset
-
-        def fill(batch: WriteOps) -> None:
-            lo = k.offset_key(entry.qid, old)
-            batch.delete_range(Column.INDEX, lo, k.offset_key(entry.qid, offset))
-
-        entry.min_offset = offset
-        self._registry.move_first(
-            entry,
-            k.NO_POSITION if offset >= entry.next_offset else max(entry.first_position, log_start),
-        )
-        self._registry.join(entry)
-        self._write(fill)
-
     def open_body(self, message: Message) -> Iterator[bytes]:
-        """The body of ``message`` as a stream of chunks (one chunk in memory at a time)."""
-        if not message.chunked:
-            return iter((message.body,))
-        try:
-            payload = self._log.read(message.position)
-        except NotFound as exc:
-            raise NotFound(f"message {message.queue}@{message.offset} is gone: {exc}") from exc
-        rec = envelope.decode_message(payload, with_body=False)
-        return read_chunks(self._log, rec.chunks, f"message {message.queue}@{message.offset}")
+        """The body of ``message`` as a stream of chunks (one chunk in memory at a time).
+
+        Reads the log directly, outside the lock, so a large body does not
+        hold up publishers; NotFound if retention removed it meanwhile.
+        """
+        return self._reader.open_body(message)
 
     # --------------------------------------------------------------- queues
 
@@ -662,7 +502,7 @@ class Broker:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # Internal accessors for broker.groups (same package, one lock).
+    # Package-internal accessors for broker.groups (same lock, same state).
     @property
     def lock(self) -> threading.RLock:
         return self._lock
@@ -687,6 +527,10 @@ class Broker:
     def sync_control(self) -> bool:
         return self._sync_control
 
+    @property
+    def reader(self) -> Reader:
+        return self._reader
+
     def check(self) -> None:
         self._check()
 
@@ -695,16 +539,3 @@ class Broker:
 
     def fail(self, exc: BaseException) -> None:
         self._fail(exc)
-
-
-def _check_layout(index: IndexStore) -> None:
-    raw = index.get(Column.META, k.META_VERSION)
-    if raw is None:
-        batch = index.batch()
-        batch.put(Column.META, k.META_VERSION, k.encode_u64(k.LAYOUT_VERSION))
-        index.write(batch, sync=True)
-    elif k.decode_u64(raw) != k.LAYOUT_VERSION:
-        raise FailedPrecondition(
-            f"index layout version {k.decode_u64(raw)} is not the {k.LAYOUT_VERSION} "
-            "this build reads; rebuild the index from the log (delete index/ and reopen)"
-        )

@@ -151,3 +151,24 @@ def test_the_broker_runs_on_any_index_store(tmp_path: Path, clock: FakeClock) ->
         backing.columns[column].clear()
     with Broker.open(tmp_path, settings, clock=clock, index_opener=memory) as broker:
         assert [m.body for m in broker.read("chatbot/s-1")] == [b"x", b"y"]
+
+
+def test_stepping_back_also_drops_dead_letters_past_the_end(
+    open_broker: OpenBroker, tmp_path: Path
+) -> None:
+    broker = open_broker(max_attempts=1)
+    broker.publish("t", b"kept", lite_topics=["a"])
+    cut = broker.publish("t", b"lost", lite_topics=["a"]).position
+    broker.lease("g", "t/a", 2, 5.0)
+    broker.nack("g", "t/a", [0, 1])
+    assert broker.lease("g", "t/a", 2, 5.0).dead_lettered == (0, 1)
+    dlq = QueueName.dead_letter("", "g")
+    assert [m.body for m in broker.read(dlq)] == [b"kept", b"lost"]
+    broker.close()
+    segment = next((store_dir(tmp_path) / "log").glob("*.log"))
+    with segment.open("r+b") as handle:
+        handle.truncate(cut)
+    broker = open_broker(max_attempts=1)
+    assert [m.body for m in broker.read(dlq)] == [b"kept"]
+    broker.publish("t", b"new", lite_topics=["b"])  # lands where "lost" was
+    assert [m.body for m in broker.read(dlq, 0, 10)] == [b"kept"]
