@@ -22,6 +22,7 @@ __all__ = ["Prepared", "Preparer"]
 Prepared = tuple[tuple[bytes, ...], bytes, Body]
 
 _BYTES = (bytes, bytearray, memoryview)
+_KNOWN_MAX = 4096
 
 
 class Preparer:
@@ -30,6 +31,9 @@ class Preparer:
     def __init__(self, *, max_lite_topics: int, max_message_bytes: int) -> None:
         self._max_lites = max_lite_topics
         self._max_bytes = max_message_bytes
+        # Keys of recently validated (parent, lite) pairs: a stream of chunks
+        # into one session's lite-topic validates its name once, not per chunk.
+        self._known: dict[tuple[bytes, str], bytes] = {}
 
     def __call__(self, request: PublishRequest) -> Prepared:
         topic, body, lites, properties, namespace = request
@@ -38,9 +42,15 @@ class Preparer:
             keys: tuple[bytes, ...] = (prefix,)
         elif type(lites) is tuple and len(lites) == 1:
             lite = lites[0]
-            if type(lite) is not str or LITE_PATTERN.fullmatch(lite) is None:
-                check_lite(lite)
-            keys = (prefix + b"/" + lite.encode(),)
+            key = self._known.get((prefix, lite)) if type(lite) is str else None
+            if key is None:
+                if type(lite) is not str or LITE_PATTERN.fullmatch(lite) is None:
+                    check_lite(lite)
+                key = prefix + b"/" + lite.encode()
+                if len(self._known) >= _KNOWN_MAX:
+                    self._known.clear()  # crude but bounded; refills with what is hot
+                self._known[prefix, lite] = key
+            keys = (key,)
         else:
             keys = self._many(prefix, lites)
         if type(body) is bytes:

@@ -207,7 +207,7 @@ def expiry_deadline(key: bytes) -> int:
 def encode_names(names: Iterable[bytes]) -> bytes:
     """Length-prefixed names (the expiry value)."""
     pack = _U16.pack
-    return b"".join([part for name in names for part in (pack(len(name)), name)])
+    return b"".join([pack(len(name)) + name for name in names])
 
 
 def decode_names(data: bytes) -> list[bytes]:

@@ -30,6 +30,7 @@ def test_each_lite_topic_is_a_target_in_request_order() -> None:
     [
         (PublishRequest("bad topic", b""), "topic 'bad topic'"),
         (PublishRequest("t", b"", ("a/b",)), "lite_topic 'a/b'"),
+        (PublishRequest("t", b"", (["x"],)), "lite_topic is list"),  # type: ignore[arg-type]
         (PublishRequest("t", b"", ("ok", "a b")), "lite_topic 'a b'"),
         (PublishRequest("t", b"", ("a", "b", "a")), "lists 'a' more than once"),
         (PublishRequest("t", b"", ("a", "b", "c", "d")), "lists 4 names; at most 3"),
@@ -62,3 +63,12 @@ def test_iterable_bodies_pass_through_unread() -> None:
     stream = pieces()
     _, _, body = prepare(PublishRequest("t", stream))
     assert body is stream
+
+
+def test_a_cached_lite_name_is_still_the_same_key() -> None:
+    first, _, _ = prepare(PublishRequest("chatbot", b"x", ("s-1",)))
+    again, _, _ = prepare(PublishRequest("chatbot", b"y", ("s-1",), namespace="acme"))
+    assert first == (QueueName("", "chatbot", "s-1").key,)
+    assert again == (QueueName("acme", "chatbot", "s-1").key,)
+    with pytest.raises(InvalidArgument):
+        prepare(PublishRequest("chatbot", b"x", ("bad name",)))
