@@ -12,6 +12,8 @@ Everything importable from here is listed in ``__all__`` (tested); the
 modules under it are internals and may change.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from broker.errors import (
     BrokerError,
     CorruptLog,
@@ -22,9 +24,6 @@ from broker.errors import (
     NotFound,
     StoreClosed,
 )
-from broker.log.commitlog import FsyncPolicy
-from broker.settings import BrokerSettings
-from broker.store import Broker
 from broker.types import (
     DLQ_PREFIX,
     BrokerStats,
@@ -59,3 +58,27 @@ __all__ = [
     "QueueName",
     "StoreClosed",
 ]
+
+if TYPE_CHECKING:
+    from broker.log.commitlog import FsyncPolicy
+    from broker.settings import BrokerSettings
+    from broker.store import Broker
+
+# The store (RocksDB, the commit log) loads on first use: importing the wire
+# contract (broker.proto, which the client SDK uses) must not load it.
+_LAZY = {
+    "Broker": "broker.store",
+    "BrokerSettings": "broker.settings",
+    "FsyncPolicy": "broker.log.commitlog",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'broker' has no attribute {name!r}")
+    import importlib  # noqa: PLC0415 - only on first use of a lazy name
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
