@@ -126,53 +126,66 @@ class Groups:
             raise InvalidArgument(f"lease_s is {lease_s}; it must be a finite number > 0")
         with host.lock:
             host.check()
-            now = host.clock() if now is None else now
-            entry = host.entry(name)
-            key = k.group_key(entry.qid, group)
-            committed = self._committed(entry.qid, group)
-            position = entry.min_offset if committed is None else committed
-            batch = host.index.batch()
-            deadline = now + lease_s
-            dead: list[int] = []
-            state = self._state(entry.qid, group)
-            if state is not None:
-                state = delivery.release_expired(state, now)
-                if state.busy(now):
-                    return Lease(group, name, (), state.deadline)
-                while True:
-                    state, again, died = delivery.redeliver(
-                        state, deadline, max_messages, host.settings.max_attempts
+            try:
+                return self._lease(group, name, max_messages, lease_s, now)
+            except BaseException:
+                # Whatever this call staged in the registry was not written:
+                # forget it (and the cache it touched) rather than let the
+                # next write carry it without its index entries.
+                host.registry.discard_working()
+                raise
+
+    def _lease(
+        self, group: str, name: QueueName, max_messages: int, lease_s: float, now: float | None
+    ) -> Lease:
+        host = self._host
+        now = host.clock() if now is None else now
+        entry = host.entry(name)
+        key = k.group_key(entry.qid, group)
+        committed = self._committed(entry.qid, group)
+        position = entry.min_offset if committed is None else committed
+        batch = host.index.batch()
+        deadline = now + lease_s
+        dead: list[int] = []
+        state = self._state(entry.qid, group)
+        if state is not None:
+            state = delivery.release_expired(state, now)
+            if state.busy(now):
+                return Lease(group, name, (), state.deadline)
+            while True:
+                state, again, died = delivery.redeliver(
+                    state, deadline, max_messages, host.settings.max_attempts
+                )
+                if died:
+                    dead += self._dead_letter(
+                        name, entry, group=group, offsets=died, now=now, batch=batch
                     )
-                    if died:
-                        dead += self._dead_letter(
-                            name, entry, group=group, offsets=died, now=now, batch=batch
-                        )
-                    if not again:
-                        break
-                    found = host.reader.messages_at(
-                        name, entry, [p.offset for p in again], host.log_start
-                    )
-                    kept = {m.offset for m in found}
-                    lost = [p.offset for p in again if p.offset not in kept]
-                    if lost:  # retention took them: nothing left to deliver
-                        state = delivery.ack(state, lost)
-                    if found:
-                        batch.put(Column.LEASES, key, delivery.encode(state))
-                        self._write(batch)
-                        attempts = {p.offset: p.attempt for p in again}
-                        messages = tuple(replace(m, attempt=attempts[m.offset]) for m in found)
-                        return Lease(group, name, messages, deadline, tuple(dead))
-                assert state.settled, "a batch with nothing leased or released is settled"
-                position = max(position, state.end)
-                batch.put(Column.OFFSETS, key, k.encode_u64(position))
-                batch.delete(Column.LEASES, key)
-            found = host.reader.read(name, entry, position, max_messages, batch)
-            if found:
-                fresh = delivery.new_batch([m.offset for m in found], deadline)
-                batch.put(Column.LEASES, key, delivery.encode(fresh))
-            self._write(batch)
-            messages = tuple(replace(m, attempt=1) for m in found)
-            return Lease(group, name, messages, deadline if found else now, tuple(dead))
+                if not again:
+                    break
+                found = host.reader.messages_at(
+                    name, entry, [p.offset for p in again], host.log_start
+                )
+                kept = {m.offset for m in found}
+                lost = [p.offset for p in again if p.offset not in kept]
+                if lost:  # retention took them: nothing left to deliver
+                    state = delivery.ack(state, lost)
+                if found:
+                    batch.put(Column.LEASES, key, delivery.encode(state))
+                    self._write(batch)
+                    attempts = {p.offset: p.attempt for p in again}
+                    messages = tuple(replace(m, attempt=attempts[m.offset]) for m in found)
+                    return Lease(group, name, messages, deadline, tuple(dead))
+            assert state.settled, "a batch with nothing leased or released is settled"
+            position = max(position, state.end)
+            batch.put(Column.OFFSETS, key, k.encode_u64(position))
+            batch.delete(Column.LEASES, key)
+        found = host.reader.read(name, entry, position, max_messages, batch)
+        if found:
+            fresh = delivery.new_batch([m.offset for m in found], deadline)
+            batch.put(Column.LEASES, key, delivery.encode(fresh))
+        self._write(batch)
+        messages = tuple(replace(m, attempt=1) for m in found)
+        return Lease(group, name, messages, deadline if found else now, tuple(dead))
 
     def _dead_letter(
         self,

@@ -176,10 +176,18 @@ class Broker:
         return entry
 
     def _write(self, batch: WriteOps | None = None) -> None:
-        """Stage the registry's working set into ``batch`` (or a new one) and write it."""
-        batch = self._index.batch() if batch is None else batch
-        self._registry.stage(batch)
-        self._index.write(batch, sync=self._sync_control)
+        """Stage the registry's working set into ``batch`` (or a new one) and write it.
+
+        A failed write leaves the cached registry ahead of RocksDB, so like a
+        failed publish it stops the broker until it is reopened.
+        """
+        try:
+            batch = self._index.batch() if batch is None else batch
+            self._registry.stage(batch)
+            self._index.write(batch, sync=self._sync_control)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
 
     # ------------------------------------------------------------- publish
 
