@@ -48,6 +48,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
+def _cmd_pub(args: argparse.Namespace) -> int:
+    from tidegate import scripting
+
+    return scripting.pub(args)
+
+
+def _cmd_sub(args: argparse.Namespace) -> int:
+    from tidegate import scripting
+
+    return scripting.sub(args)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -253,6 +265,68 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=_cmd_serve)
 
 
+def _add_client_flags(p: argparse.ArgumentParser) -> None:
+    """Flags pub and sub share: where the server is, how to reach it, the key."""
+    p.add_argument("--server", required=True, help="HOST:PORT of a tidegate server")
+    p.add_argument("--topic", required=True, help="the parent topic (e.g. chatbot)")
+    p.add_argument("--json", action="store_true", help="print one JSON line per message")
+    p.add_argument(
+        "--api-key-file", help="read the API key from this file (default: $TIDEGATE_API_KEY)"
+    )
+    p.add_argument(
+        "--retry-s",
+        type=_seconds,
+        default=10.0,
+        help="keep retrying an unreachable server this long before giving up (default 10)",
+    )
+    p.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    p.add_argument("--ca-file", help="TLS: the CA (PEM) the server's certificate chains to")
+    p.add_argument("--cert-file", help="mutual TLS: this client's certificate (PEM)")
+    p.add_argument("--key-file", help="mutual TLS: this client's private key (PEM)")
+    p.add_argument("--server-name", help="TLS: the name to check on the server's certificate")
+
+
+def _add_pub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "pub",
+        help="publish messages (generated, or one per line of stdin)",
+        description="Publish to TOPIC[/LITE] (CONTRACTS.md section 6): --count messages of "
+        "--size bytes, or one message per line of stdin. With --json, one line per "
+        'acknowledged message: {"topic", "lite_topic", "offset", "sha256"}. The API key '
+        "comes from $TIDEGATE_API_KEY or --api-key-file and is never printed.",
+    )
+    _add_client_flags(p)
+    p.add_argument("--lite", help="the lite-topic under --topic (default: the topic's own queue)")
+    p.add_argument("--count", type=_positive_int, help="publish this many generated messages")
+    p.add_argument("--size", type=_positive_int, help="body bytes of each generated message")
+    p.set_defaults(handler=_cmd_pub)
+
+
+def _add_sub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sub",
+        help="print messages of lite-topics as they arrive",
+        description="Subscribe to lite-topics of TOPIC (CONTRACTS.md section 6) and print each "
+        'message; with --json one line each: {"topic", "lite_topic", "offset", "sha256", '
+        '"attempt"}, acknowledged after printing. Reconnects and resumes by itself.',
+    )
+    _add_client_flags(p)
+    p.add_argument(
+        "--lite", action="append", required=True, help="a lite-topic under --topic (repeatable)"
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        metavar="earliest|latest|OFFSET",
+        help="where to start (default: the group's position, else latest)",
+    )
+    p.add_argument("--group", help="consume as this consumer group (acks, redelivery)")
+    p.add_argument(
+        "--idle-exit", type=_seconds, help="exit 0 after this many seconds without a message"
+    )
+    p.set_defaults(handler=_cmd_sub)
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the embedded demo (what `make demo` runs)")
     p.set_defaults(handler=_cmd_demo)
@@ -339,8 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_bench,
     _add_demo,
+    _add_pub,
     _add_serve,
     _add_simulate,
+    _add_sub,
 ]
 
 
