@@ -44,7 +44,7 @@ CHANNEL_OPTIONS = [
 
 @dataclass
 class Server:
-    """One server process; ``restart`` and ``kill`` keep the data dir."""
+    """One server process; ``restart`` and ``kill`` keep the data dir and the port."""
 
     directory: Path
     fsync: str = "interval"
@@ -73,7 +73,7 @@ class Server:
                     "--data-dir",
                     str(self.directory / "data"),
                     "--listen",
-                    "127.0.0.1:0",
+                    f"127.0.0.1:{self.port}",  # a restart keeps the address (clients reconnect)
                 ],
                 stdout=subprocess.PIPE,
                 stderr=log,
