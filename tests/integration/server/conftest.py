@@ -98,13 +98,15 @@ class Server:
         return Client(pb_grpc.BrokerStub(channel), metadata)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        for channel in self.channels:
-            channel.close()
-        self.channels.clear()
+        # Signal first, close our channels after: a kill must land while
+        # clients are still talking to the server, not after they hung up.
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
+        for channel in self.channels:
+            channel.close()
+        self.channels.clear()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None

@@ -56,7 +56,7 @@ def publish_until_killed(server: Server, acked: list[int]) -> threading.Thread:
         while True:
             try:
                 client.Publish(batch(n, 50), timeout=5)
-            except grpc.RpcError:
+            except (grpc.RpcError, ValueError):  # ValueError: the channel was closed
                 return
             acked.extend(range(n, n + 50))
             n += 50
