@@ -10,6 +10,14 @@ default) travel in pieces through PublishStream and come back in
 TLS is optional: a certificate and key make the server speak TLS; a client
 CA on top makes it require and check client certificates (mutual TLS).
 
+Extensions (:class:`ServerExtension`) add services to the same server: the
+composition root hands factories that get the :class:`Hub`, so another
+package (the scheduler's Inference API) serves beside the broker while the
+broker knows nothing of it. The server starts them after the hub and before
+accepting calls, drains them first when stopping (their long streams end at
+once instead of holding the grace period), and stops them before the hub's
+threads go.
+
 Stopping (:meth:`BrokerServer.stop`): health goes NOT_SERVING, new calls are
 refused with UNAVAILABLE, calls under way get ``grace_s`` to finish, then the
 hub's threads finish their broker calls; the caller closes the broker. Every
@@ -22,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from grpc import aio
@@ -37,7 +46,17 @@ from broker.store import Broker
 from broker.tenancy import KeyRing, Quotas
 from broker.wire import parse_or_mark
 
-__all__ = ["BrokerServer", "ServerOptions", "TlsFiles", "serve_until_signalled"]
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+__all__ = [
+    "BrokerServer",
+    "ExtensionFactory",
+    "ServerExtension",
+    "ServerOptions",
+    "TlsFiles",
+    "serve_until_signalled",
+]
 
 log = logging.getLogger("tidegate.broker")
 
@@ -69,11 +88,42 @@ class ServerOptions:
     version: str = "0"
 
 
+class ServerExtension(Protocol):
+    """More gRPC services on the broker's server (see the module docstring)."""
+
+    @property
+    def service_names(self) -> Sequence[str]:
+        """Full names of the services it registers (for health and reflection)."""
+
+    def register(self, server: aio.Server) -> None:
+        """Add its handlers to ``server`` (called once, before start)."""
+
+    async def start(self) -> None:
+        """After the hub started, before the server accepts calls."""
+
+    async def drain(self) -> None:
+        """Stopping begins: refuse new work, end long-lived streams."""
+
+    async def stop(self) -> None:
+        """After the server stopped, before the hub's threads go."""
+
+    def collectors(self) -> Sequence[Collector]:
+        """Prometheus collectors for ``/metrics`` (may be empty)."""
+
+
+ExtensionFactory = Callable[[Hub], ServerExtension]
+
+
 class BrokerServer:
     """The gRPC server around one open broker."""
 
     def __init__(
-        self, broker: Broker, keys: KeyRing, quotas: Quotas, options: ServerOptions
+        self,
+        broker: Broker,
+        keys: KeyRing,
+        quotas: Quotas,
+        options: ServerOptions,
+        extensions: Sequence[ExtensionFactory] = (),
     ) -> None:
         self.options = options
         self.hub = Hub(
@@ -94,10 +144,17 @@ class BrokerServer:
             maximum_concurrent_rpcs=None,
         )
         _add_service(self.service, self._server)
+        self.extensions = [make(self.hub) for make in extensions]
+        for extension in self.extensions:
+            extension.register(self._server)
+        self._names = (
+            SERVICE_NAME,
+            *(name for extension in self.extensions for name in extension.service_names),
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (
-                SERVICE_NAME,
+                *self._names,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -120,8 +177,10 @@ class BrokerServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.options.listen}")
         await self.hub.start()
+        for extension in self.extensions:
+            await extension.start()
         await self._server.start()
-        for name in ("", SERVICE_NAME):
+        for name in ("", *self._names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
@@ -129,9 +188,13 @@ class BrokerServer:
         """Drain: refuse new calls, let running ones finish for grace_s, stop the hub."""
         self.service.stopping = True
         self.hub.wake_all()  # subscribe streams end with UNAVAILABLE instead of waiting out grace
-        for name in ("", SERVICE_NAME):
+        for extension in self.extensions:
+            await extension.drain()
+        for name in ("", *self._names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.stop(self.options.grace_s)
+        for extension in reversed(self.extensions):
+            await extension.stop()
         await self.hub.stop()
 
     async def wait(self) -> None:
@@ -198,7 +261,10 @@ async def serve_until_signalled(
     if metrics_port is not None:
         from broker.metrics import start_metrics  # noqa: PLC0415 - only with --metrics-port
 
-        start_metrics(metrics_port, server.hub)
+        registry = start_metrics(metrics_port, server.hub)
+        for extension in server.extensions:
+            for collector in extension.collectors():
+                registry.register(collector)
     announce(port)
     await stop.wait()
     log.info("stopping: draining calls for up to %.1f s", server.options.grace_s)
