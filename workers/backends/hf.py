@@ -1,0 +1,363 @@
+"""In-process transformers backend: ``model.generate`` in worker threads.
+
+For a GPU node that runs a checkpoint itself (no separate engine), and for
+tests with a tiny random model on CPU. Each request runs ``generate`` in a
+thread of a pool of ``max_concurrency`` threads (PyTorch releases the GIL
+in its kernels, so threads overlap on CPU and queue kernels on a GPU); a
+request waiting for a thread is the backend's queue depth.
+
+Tokens leave the thread through a streamer that hands each step's token ids
+to the event loop; the loop turns them into text with an incremental
+detokenizer (bytes of one character can span tokens, so text is released
+only once it decodes cleanly). Cancelling sets a flag a stopping criterion
+checks before each step, so the thread stops within one forward pass.
+
+torch and transformers are imported when the backend starts: they are an
+optional extra (``pip install 'tidegate[hf]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from workers.backends.base import (
+    CANCELLED,
+    LENGTH,
+    STOP,
+    Chunk,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+)
+from workers.backends.streams import Emit, Ending, RequestStreams
+from workers.engine_metrics import EngineSignals
+from workers.errors import (
+    BackendFailedError,
+    BackendNotInstalledError,
+    BackendRejectedError,
+    WorkerConfigError,
+)
+
+__all__ = ["HFBackend", "HFConfig", "IncrementalDetokenizer"]
+
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True, slots=True)
+class HFConfig:
+    """``model``: a local checkpoint directory (or a hub id where the hub is
+    reachable). ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (the GPU
+    when there is one). ``dtype``: ``auto`` is bfloat16 on a GPU that has it,
+    else float32."""
+
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    max_concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise WorkerConfigError("hf.model must not be empty")
+        if self.dtype not in _DTYPES:
+            raise WorkerConfigError(f"hf.dtype must be one of {_DTYPES} (got {self.dtype!r})")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise WorkerConfigError(
+                f"hf.device must be auto, cpu, cuda or cuda:N (got {self.device!r})"
+            )
+        if self.max_concurrency < 1:
+            raise WorkerConfigError(
+                f"hf.max_concurrency must be >= 1 (got {self.max_concurrency!r})"
+            )
+
+
+class IncrementalDetokenizer:
+    """Turns a growing list of token ids into text, one clean piece at a time.
+
+    Decoding a token alone loses the spacing and merged bytes its neighbours
+    give it, and decoding everything each step costs O(n^2). So it decodes a
+    short window: the text of ``ids[prefix:]`` minus the text of
+    ``ids[prefix:read]``. A piece ending in U+FFFD (an incomplete UTF-8
+    sequence) waits for the next token. ``context`` seeds the window with
+    tokens already shown (a resumed request's last tokens).
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], context: list[int] | None = None):
+        self._decode = decode
+        self._ids: list[int] = list(context or [])
+        self._prefix = 0
+        self._read = len(self._ids)
+
+    def push(self, ids: list[int]) -> str:
+        self._ids.extend(ids)
+        shown = self._decode(self._ids[self._prefix : self._read])
+        text = self._decode(self._ids[self._prefix :])
+        if len(text) > len(shown) and not text.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self._ids)
+            return text[len(shown) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is left, complete or not (the stream is ending)."""
+        shown = self._decode(self._ids[self._prefix : self._read])
+        text = self._decode(self._ids[self._prefix :])
+        self._prefix = self._read = len(self._ids)
+        return text[len(shown) :] if len(text) > len(shown) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    input_tokens: int
+    output_tokens: int
+    reason: FinishReason
+
+
+class HFBackend:
+    """Runs a transformers causal LM in this process. See the module docstring.
+
+    ``model`` and ``tokenizer`` may be passed already loaded (tests share
+    one); otherwise :meth:`start` loads ``config.model``.
+    """
+
+    def __init__(self, config: HFConfig, *, model: Any = None, tokenizer: Any = None) -> None:
+        if (model is None) != (tokenizer is None):
+            raise WorkerConfigError("pass both model and tokenizer, or neither")
+        self.config = config
+        self._model = model
+        self._tokenizer = tokenizer
+        self._torch: Any = None
+        self._device: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._streams = RequestStreams(self.name)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._active = 0
+
+    @property
+    def name(self) -> str:
+        return "hf"
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    async def start(self) -> None:
+        if self._executor is not None:
+            return
+        await asyncio.to_thread(self._load)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.config.max_concurrency, thread_name_prefix="hf-generate"
+        )
+
+    def _load(self) -> None:
+        try:
+            # Optional, heavy: imported only when an hf backend starts.
+            import torch  # noqa: PLC0415
+            import transformers  # noqa: PLC0415
+        except ImportError as exc:
+            raise BackendNotInstalledError(
+                f"the hf backend needs torch and transformers ({exc.name} is missing): "
+                "pip install 'tidegate[hf]'"
+            ) from exc
+        self._torch = torch
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise WorkerConfigError(f"hf.device is {device!r} but torch sees no CUDA device")
+        self._device = torch.device(device)
+        if self._model is None:
+            dtype: Any = self.config.dtype
+            if dtype == "auto":
+                gpu_bf16 = self._device.type == "cuda" and torch.cuda.is_bf16_supported()
+                dtype = torch.bfloat16 if gpu_bf16 else torch.float32
+            else:
+                dtype = getattr(torch, dtype)
+            try:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.config.model)
+                self._model = transformers.AutoModelForCausalLM.from_pretrained(
+                    self.config.model, dtype=dtype
+                )
+            except (OSError, ValueError) as exc:
+                raise WorkerConfigError(
+                    f"hf.model {self.config.model!r} cannot be loaded: {exc}"
+                ) from exc
+        self._model.to(self._device)
+        self._model.eval()
+
+    async def aclose(self) -> None:
+        await self._streams.cancel_all()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ requests
+
+    def _prompt_ids(self, request: GenerationRequest) -> tuple[list[int], list[int]]:
+        """(prompt + resumed output) token ids, and the resumed part's ids."""
+        tok = self._tokenizer
+        if isinstance(request.prompt, str):
+            ids = list(tok(request.prompt, add_special_tokens=True)["input_ids"])
+        else:
+            messages = [{"role": m.role, "content": m.content} for m in request.prompt]
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            # The template writes its own special tokens (a BOS among them).
+            ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        resumed: list[int] = []
+        if request.resume_text:
+            resumed = list(tok(request.resume_text, add_special_tokens=False)["input_ids"])
+        return ids + resumed, resumed
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        async def produce(emit: Emit) -> Ending:
+            if self._executor is None:
+                raise BackendFailedError(f"hf backend not started (request {request.request_id})")
+            if request.remaining_tokens == 0:
+                return Ending(LENGTH, output_tokens=0)
+            return await self._produce(request, emit, self._executor)
+
+        return self._streams.stream(request, produce)
+
+    async def _produce(
+        self, request: GenerationRequest, emit: Emit, executor: ThreadPoolExecutor
+    ) -> Ending:
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        cancel = threading.Event()
+        try:
+            ids, resumed = self._prompt_ids(request)
+        except (ValueError, TypeError, KeyError) as exc:
+            # e.g. a chat prompt for a tokenizer without a chat template
+            raise BackendRejectedError(
+                f"hf model {self.config.model!r} cannot encode request {request.request_id}: {exc}"
+            ) from exc
+
+        def push(tokens: list[int] | None) -> None:
+            loop.call_soon_threadsafe(inbox.put_nowait, tokens)
+
+        with self._lock:
+            self._waiting += 1
+        future = loop.run_in_executor(executor, self._run, request, ids, cancel, push)
+        detok = IncrementalDetokenizer(
+            lambda t: str(self._tokenizer.decode(t, skip_special_tokens=True)), resumed[-4:]
+        )
+        pending = 0
+        try:
+            while (tokens := await inbox.get()) is not None:
+                pending += len(tokens)
+                text = detok.push(tokens)
+                if text:
+                    emit(Chunk(text, pending))
+                    pending = 0
+            result = await future
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.wait({future})  # the thread stops within one forward pass
+            raise
+        except Exception as exc:
+            raise BackendFailedError(
+                f"transformers failed request {request.request_id}: {exc!r}"
+            ) from exc
+        if pending:
+            emit(Chunk(detok.flush(), pending))
+        return Ending(result.reason, result.input_tokens, result.output_tokens)
+
+    def _run(
+        self,
+        request: GenerationRequest,
+        ids: list[int],
+        cancel: threading.Event,
+        push: Callable[[list[int] | None], None],
+    ) -> _Result:
+        """The thread: ``model.generate`` with a streaming hook and a cancel check."""
+        with self._lock:
+            self._waiting -= 1
+            self._active += 1
+        try:
+            return self._generate_sync(request, ids, cancel, push)
+        finally:
+            with self._lock:
+                self._active -= 1
+            push(None)
+
+    def _generate_sync(
+        self,
+        request: GenerationRequest,
+        ids: list[int],
+        cancel: threading.Event,
+        push: Callable[[list[int] | None], None],
+    ) -> _Result:
+        torch = self._torch
+        if cancel.is_set():
+            return _Result(len(ids), 0, CANCELLED)
+        from transformers import StoppingCriteria, StoppingCriteriaList  # noqa: PLC0415
+        from transformers.generation.streamers import BaseStreamer  # noqa: PLC0415
+
+        class Streamer(BaseStreamer):
+            def __init__(self) -> None:
+                self.prompt_seen = False
+                self.made = 0
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:  # generate() hands over the prompt first
+                    self.prompt_seen = True
+                    return
+                tokens = [int(t) for t in value.reshape(-1).tolist()]
+                self.made += len(tokens)
+                push(tokens)
+
+            def end(self) -> None:
+                pass
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full(
+                    (input_ids.shape[0],),
+                    cancel.is_set(),
+                    dtype=torch.bool,
+                    device=input_ids.device,
+                )
+
+        streamer = Streamer()
+        sampling = request.sampling
+        options: dict[str, Any] = {"max_new_tokens": request.remaining_tokens}
+        if sampling.temperature > 0:
+            options.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            options["do_sample"] = False
+        if sampling.stop:
+            options.update(stop_strings=list(sampling.stop), tokenizer=self._tokenizer)
+        if sampling.seed is not None:
+            # torch's generator is process-wide: a seed makes a request
+            # reproducible when it runs alone, not beside others.
+            torch.manual_seed(sampling.seed)
+        tok = self._tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self._device)
+        with torch.inference_mode():
+            self._model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                pad_token_id=pad,
+                **options,
+            )
+        if cancel.is_set():
+            reason: FinishReason = CANCELLED
+        elif streamer.made >= request.remaining_tokens:
+            reason = LENGTH
+        else:
+            reason = STOP
+        return _Result(len(ids), streamer.made, reason)
+
+    async def cancel(self, request_id: str) -> bool:
+        return await self._streams.cancel(request_id)
+
+    async def signals(self) -> EngineSignals:
+        with self._lock:
+            return EngineSignals(queue_depth=self._waiting, running=self._active)
