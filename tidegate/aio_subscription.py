@@ -10,6 +10,7 @@ request and wake the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -57,6 +58,7 @@ class AsyncSubscription:
         self._buffer: deque[Message] = deque()
         self._wake = asyncio.Event()  # replaced on every notify: a broadcast
         self._outgoing = asyncio.Event()  # the writer has requests to write
+        self._stopping = asyncio.Event()  # close() was called: end waits and backoff
         self._failure: CallFailed | None = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -114,7 +116,7 @@ class AsyncSubscription:
             if not await self._until(self._wake, deadline):
                 return None
         message = self._buffer.popleft()
-        self._state.consumed(1)
+        self._state.taken(message)
         self._kick()
         return message
 
@@ -205,16 +207,22 @@ class AsyncSubscription:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 2.0) -> None:
+        """End the stream; acks sent before still reach the server (the writer
+        ends the client's side after them), then after ``grace_s`` it is cancelled."""
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         self._notify()
-        if self._call is not None:
-            self._call.cancel()
+        self._kick()
         task = self._task
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
+            await asyncio.wait({task}, timeout=grace_s)
+            if not task.done():
+                if self._call is not None:
+                    self._call.cancel()
+                task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._on_close(self)
 
@@ -238,7 +246,10 @@ class AsyncSubscription:
                     self._fail(error)
                     return
                 log.info("Subscribe: reconnecting in %.3f s after: %s", delay, error)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return
                 self.reconnects += 1
         except asyncio.CancelledError:
             raise
@@ -287,6 +298,9 @@ class AsyncSubscription:
             self._outgoing.clear()
             for request in self._state.take_requests():
                 await call.write(request)
+            if self._closed:
+                await call.done_writing()  # the server applies what came first, then ends
+                return
 
     def _fail(self, error: CallFailed) -> None:
         self._failure = error

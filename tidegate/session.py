@@ -49,6 +49,7 @@ Key = tuple[str, str]  # (topic, lite_topic): cheaper than QueueRef in the hot p
 class _Entry:
     start: Start
     expected: int | None = None  # plain streams: the next offset to hand over
+    taken: int | None = None  # plain streams: after the last message the user took
 
 
 @dataclass(slots=True)
@@ -125,12 +126,10 @@ class SessionState:
         return tuple(QueueRef(t, lite) for t, lite in self._subs)
 
     def positions(self) -> dict[QueueRef, int]:
-        """Plain streams: the next offset each lite-topic will hand over, where known.
-        Keep these to resume in a later process with ``Start.at(offset)``."""
+        """Plain streams: per lite-topic, the offset after the last message the user
+        took. Keep these to resume in a later process with ``Start.at(offset)``."""
         return {
-            QueueRef(t, lite): e.expected
-            for (t, lite), e in self._subs.items()
-            if e.expected is not None
+            QueueRef(t, lite): e.taken for (t, lite), e in self._subs.items() if e.taken is not None
         }
 
     def take_requests(self) -> list[pb.SubscribeRequest]:
@@ -260,9 +259,13 @@ class SessionState:
 
     # ------------------------------------------------------------ receiving
 
-    def consumed(self, count: int = 1) -> None:
-        """The user took ``count`` messages: their room goes back to the server."""
-        self._buffered = max(0, self._buffered - count)
+    def taken(self, message: Message) -> None:
+        """The user took ``message`` from the buffer: its room goes back to the server."""
+        self._buffered = max(0, self._buffered - 1)
+        if not self.group:
+            entry = self._subs.get((message.topic, message.lite_topic))
+            if entry is not None:
+                entry.taken = message.offset + 1
         self._top_up()
 
     def feed(self, frame: pb.SubscribeResponse) -> list[Message]:

@@ -115,7 +115,7 @@ class Subscription:
                     return None
                 self._cond.wait(remaining)
             message = self._buffer.popleft()
-            self._state.consumed(1)
+            self._state.taken(message)
             self._send()
             return message
 
@@ -230,9 +230,12 @@ class Subscription:
     ) -> None:
         self.close()
 
-    def close(self) -> None:
-        """End the stream (the server forgets a plain subscription; a group's
-        unacked messages come back after their lease)."""
+    def close(self, grace_s: float = 2.0) -> None:
+        """End the stream. Acks sent before still reach the server: the client
+        ends its side and the server applies what came before it, then ends the
+        stream; after ``grace_s`` the call is cancelled. (The server forgets a
+        plain subscription; a group's unacked messages come back after their
+        lease.)"""
         with self._cond:
             if self._closed:
                 return
@@ -241,11 +244,12 @@ class Subscription:
             call, requests = self._call, self._requests
             self._cond.notify_all()
         if requests is not None:
-            requests.put(None)
-        if call is not None:
-            call.cancel()  # type: ignore[no-untyped-call]
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(10)
+            requests.put(None)  # half-close: what was queued goes first
+        if threading.current_thread() is not self._thread:
+            self._thread.join(grace_s)
+            if self._thread.is_alive() and call is not None:
+                call.cancel()  # type: ignore[no-untyped-call]
+                self._thread.join(10)
         self._on_close(self)
 
     def _check(self) -> None:

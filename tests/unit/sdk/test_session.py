@@ -75,7 +75,19 @@ def test_resume_starts_after_the_last_offset_handed_over_and_drops_duplicates() 
     got = state.feed(frame(delivery(S1, 1), delivery(S1, 2), delivery(S2, 1)))
     assert offsets(got) == [("s-1", 2), ("s-2", 1)]
     assert state.duplicates == 1
-    assert state.positions() == {S1: 3, S2: 2}
+
+
+def test_positions_follow_what_the_user_took_not_what_is_buffered() -> None:
+    state = SessionState(window=100)
+    state.add([S1, S2], Start.earliest())
+    state.open_request()
+    got = state.feed(frame(delivery(S1, 0), delivery(S1, 1), delivery(S2, 0)))
+    assert state.positions() == {}
+    state.taken(got[0])
+    assert state.positions() == {S1: 1}
+    state.taken(got[1])
+    state.taken(got[2])
+    assert state.positions() == {S1: 2, S2: 1}
 
 
 def test_a_subscription_never_confirmed_resumes_from_its_own_start() -> None:
@@ -109,9 +121,9 @@ def test_credits_keep_buffered_plus_outstanding_within_the_window() -> None:
     assert len(got) == 8
     assert (state.buffered, state.outstanding) == (8, 0)
     assert credits_sent(state) == 0  # the reader has taken nothing: no room
-    state.consumed(1)
+    state.taken(got[0])
     assert credits_sent(state) == 0  # below a quarter of the window
-    state.consumed(1)
+    state.taken(got[1])
     assert credits_sent(state) == 2
     assert state.buffered + state.outstanding == 8
 
@@ -146,10 +158,12 @@ def test_a_chunked_body_is_assembled_and_counts_only_once_complete() -> None:
     head = pb.Delivery(topic="chat", lite_topic="s-1", offset=0, chunked=True, size=6)
     assert state.feed(frame(head)) == []
     assert state.feed(pb.SubscribeResponse(body_chunk=pb.BodyChunk(data=b"abc"))) == []
-    assert state.positions() == {S1: 0}
+    assert state.buffered == 0
     (done,) = state.feed(pb.SubscribeResponse(body_chunk=pb.BodyChunk(data=b"def", last=True)))
     assert (done.body, done.size, done.chunked, done.complete) == (b"abcdef", 6, True, True)
-    assert state.positions() == {S1: 1}
+    assert state.buffered == 1
+    state.lost()
+    assert state.open_request().add[0].start.offset == 1
 
 
 def test_a_stream_cut_inside_a_chunked_body_resumes_at_that_message() -> None:
