@@ -108,6 +108,7 @@ class AsyncClient:
         self._stub_: pb_grpc.BrokerAsyncStub | None = None
         self._closed = False
         self._subscriptions: set[AsyncSubscription] = set()
+        self.retries = 0  # calls tried again after UNAVAILABLE (observability)
 
     def __repr__(self) -> str:
         return f"AsyncClient(server={self._conn.server!r}, closed={self._closed})"
@@ -173,6 +174,7 @@ class AsyncClient:
         if not error.retryable or delay is None:
             raise error
         log.debug("retrying in %.3f s: %s", delay, error)
+        self.retries += 1
         await asyncio.sleep(delay)
         if self._closed:
             raise ClientClosed(f"the client of {self._conn.server} is closed")

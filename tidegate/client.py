@@ -146,6 +146,7 @@ class Client:
         self._closing = threading.Event()
         self._subscriptions: set[Subscription] = set()
         self._lock = threading.Lock()
+        self.retries = 0  # calls tried again after UNAVAILABLE (observability)
 
     def __repr__(self) -> str:
         return f"Client(server={self._conn.server!r}, closed={self._closing.is_set()})"
@@ -212,6 +213,7 @@ class Client:
         if not error.retryable or delay is None:
             raise error
         log.debug("retrying in %.3f s: %s", delay, error)
+        self.retries += 1
         if self._closing.wait(delay):
             raise ClientClosed(f"the client of {self._conn.server} is closed")
 

@@ -18,9 +18,8 @@ import contextlib
 import hashlib
 import json
 import os
-import queue
+import select
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING
 
@@ -94,38 +93,48 @@ def _generated(count: int, size: int) -> Iterator[bytes]:
         yield (head + b"x" * max(0, size - len(head)))[:size]
 
 
-def _stdin_lines(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
-    try:
-        for raw in stream:
-            line = raw[:-1] if raw.endswith(b"\n") else raw
-            lines.put(line[:-1] if raw.endswith(b"\r\n") else line)
-    finally:
-        lines.put(None)
+def _read_some(fd: int, wait: bool) -> bytes | None:
+    """Bytes from ``fd``: b"" at its end, None when nothing is there yet and not ``wait``."""
+    if not wait:
+        ready, _, _ = select.select([fd], [], [], 0)
+        if not ready:
+            return None
+    return os.read(fd, 1 << 16)
 
 
-def _stdin_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
-    """Lines of stdin in batches: each batch holds what had arrived when it was taken,
-    so a slow writer gets each line acknowledged at once and a fast one gets batches."""
-    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=4 * _BATCH)
-    reader = threading.Thread(target=_stdin_lines, args=(stream, lines), daemon=True)
-    reader.start()
-    done = False
-    while not done:
-        first = lines.get()
-        if first is None:
-            return
-        batch, size = [first], len(first)
+def _stdin_batches(fd: int) -> Iterator[list[bytes]]:
+    """Lines of the file descriptor in batches: each batch holds what had arrived
+    when it was taken, so a slow writer gets each line acknowledged at once and
+    a fast one gets batches. Read with os.read in this thread (no reader thread
+    left holding stdin's lock at exit)."""
+    pending = b""
+    ended = False
+    while True:
+        batch: list[bytes] = []
+        size = 0
         while len(batch) < _BATCH and size < _BATCH_BYTES:
-            try:
-                line = lines.get_nowait()
-            except queue.Empty:
+            cut = pending.find(b"\n")
+            if cut >= 0:
+                line, pending = pending[:cut], pending[cut + 1 :]
+                batch.append(line[:-1] if line.endswith(b"\r") else line)
+                size += len(line)
+                continue
+            if ended:
+                if pending:
+                    batch.append(pending)
+                    pending = b""
                 break
-            if line is None:
-                done = True
-                break
-            batch.append(line)
-            size += len(line)
-        yield batch
+            chunk = _read_some(fd, wait=not batch)
+            if chunk is None:
+                break  # a batch is ready and nothing more has arrived
+            if chunk:
+                pending += chunk
+            else:
+                ended = True
+        if batch:
+            yield batch
+        elif ended:
+            return
 
 
 def _batches(bodies: Iterator[bytes]) -> Iterator[list[bytes]]:
@@ -164,7 +173,7 @@ def pub(args: argparse.Namespace) -> int:
     if args.count is not None:
         batches = _batches(_generated(args.count, args.size or 1024))
     else:
-        batches = _stdin_batches(sys.stdin.buffer)
+        batches = _stdin_batches(sys.stdin.fileno())
     out = sys.stdout
     published = 0
     with _client(args) as client:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -68,6 +68,28 @@ def test_generated_bodies_have_the_size_and_differ() -> None:
 
 
 def test_stdin_lines_are_messages_without_their_line_ends() -> None:
-    stream = io.BytesIO(b"one\r\ntwo\n\nlast")
-    got = [line for batch in scripting._stdin_batches(stream) for line in batch]
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as sink:
+        sink.write(b"one\r\ntwo\n\nlast")
+    try:
+        got = [line for batch in scripting._stdin_batches(read) for line in batch]
+    finally:
+        os.close(read)
     assert got == [b"one", b"two", b"", b"last"]
+
+
+def test_stdin_lines_that_wait_are_sent_alone() -> None:
+    read, write = os.pipe()
+    try:
+        batches = scripting._stdin_batches(read)
+        os.write(write, b"a\nb\n")
+        assert next(batches) == [b"a", b"b"]  # what had arrived, without waiting for more
+        os.write(write, b"c\n")
+        assert next(batches) == [b"c"]
+        os.close(write)
+        write = -1
+        assert list(batches) == []
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
