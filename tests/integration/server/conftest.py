@@ -51,6 +51,7 @@ class Server:
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     channels: list[grpc.Channel] = field(default_factory=list)
+    extra_config: str = ""  # YAML appended to CONFIG (e.g. a server: section with TLS files)
 
     @property
     def address(self) -> str:
@@ -58,7 +59,7 @@ class Server:
 
     def start(self) -> Server:
         config = self.directory / "config.yaml"
-        config.write_text(CONFIG.format(fsync=self.fsync))
+        config.write_text(CONFIG.format(fsync=self.fsync) + self.extra_config)
         (self.directory / "tiny.key").write_text(KEYS["tiny"] + "\n")
         env = {**os.environ, "TG_TEST_ACME": KEYS["acme"], "TG_TEST_BETA": KEYS["beta"]}
         with open(self.directory / "server.log", "a") as log:
