@@ -233,19 +233,22 @@ class AsyncClient:
                     )
                 else:
                     request = wire.publish_request(plan.messages, lane.producer_id, sequence)
-                    response = await self._unary(
-                        "Publish",
-                        lambda request=request: self._stub.Publish(  # type: ignore[misc]
-                            request,
-                            metadata=self._conn.metadata,
-                            timeout=self._timeout(timeout_s),
-                        ),
-                    )
-                    results += wire.publish_results(response)
+                    results += await self._publish_unary(request, timeout_s)
                 sent += len(plan.messages)
         finally:
             self._conn.lanes.give(lane, len(batch))
         return results
+
+    async def _publish_unary(
+        self, request: pb.PublishRequest, timeout_s: float | None
+    ) -> list[PublishResult]:
+        response = await self._unary(
+            "Publish",
+            lambda: self._stub.Publish(
+                request, metadata=self._conn.metadata, timeout=self._timeout(timeout_s)
+            ),
+        )
+        return wire.publish_results(response)
 
     async def _publish_stream(
         self, messages: list[Outgoing], producer_id: str, sequence: int, timeout_s: float | None

@@ -7,6 +7,7 @@ of the broker package the SDK imports (import-linter states the exception).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 
 from broker.proto import broker_pb2 as pb
 from tidegate.values import (
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 PIECE_BYTES = 1024 * 1024  # one body frame of a PublishStream (the server's advice)
+
+_NO_PROPERTIES: Mapping[str, str] = MappingProxyType({})  # shared: most messages have none
 
 _KINDS = {
     StartKind.DEFAULT: pb.StartPosition.DEFAULT,
@@ -127,7 +130,7 @@ def subscription(ref: QueueRef, start: Start) -> pb.Subscription:
 
 def message(d: pb.Delivery, body: bytes | None = None) -> Message:
     """A delivery as a value; ``body`` replaces the (empty) body of a chunked one."""
-    properties: Mapping[str, str] = dict(d.properties) if d.properties else {}
+    properties: Mapping[str, str] = dict(d.properties) if d.properties else _NO_PROPERTIES
     return Message(
         topic=d.topic,
         lite_topic=d.lite_topic,
