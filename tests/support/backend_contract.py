@@ -62,8 +62,8 @@ class BackendContract:
     exact_counts: ClassVar[bool] = True
     #: a stream long enough to cancel in the middle of
     long_tokens: ClassVar[int] = 400
-    #: per stream in the concurrency test: long enough for two to overlap
-    overlap_tokens: ClassVar[int] = 40
+    #: the request that must finish while a long one runs
+    short_tokens: ClassVar[int] = 8
 
     @pytest.fixture
     def make_backend(self) -> BackendFactory:
@@ -200,30 +200,25 @@ class BackendContract:
 
     # ------------------------------------------------------------ concurrency
 
-    def test_two_streams_run_at_the_same_time(self, make_backend: BackendFactory) -> None:
-        async def scenario(backend: Backend) -> tuple[list[str], dict[str, Finished]]:
-            order: list[str] = []
-            finished: dict[str, Finished] = {}
+    def test_a_short_request_finishes_while_a_long_one_runs(
+        self, make_backend: BackendFactory
+    ) -> None:
+        """Concurrency without a race: were requests served one after another,
+        the short one would wait for all of the long one's tokens."""
 
-            async def one(rid: str) -> None:
-                async for event in backend.generate(request(rid, self.overlap_tokens)):
-                    if isinstance(event, Finished):
-                        finished[rid] = event
-                        order.append(f"{rid}:end")
-                    else:
-                        order.append(rid)
+        async def scenario(backend: Backend) -> tuple[Finished, bool, GenerationEvent]:
+            long = backend.generate(request("long-a", self.long_tokens))
+            assert isinstance(await anext(long), Chunk)  # the long one is running
+            _, short = await collect(backend.generate(request("short-b", self.short_tokens)))
+            still_running = await backend.cancel("long-a")
+            events = [event async for event in long]
+            return short, still_running, events[-1]
 
-            await asyncio.gather(one("a"), one("b"))
-            return order, finished
-
-        order, finished = self.run(make_backend, scenario)
-        assert {rid: f.output_tokens for rid, f in finished.items()} == {
-            "a": self.overlap_tokens,
-            "b": self.overlap_tokens,
-        }
-        # Each stream had output before the other one ended: they overlapped.
-        assert order.index("a") < order.index("b:end")
-        assert order.index("b") < order.index("a:end")
+        short, still_running, long_end = self.run(make_backend, scenario)
+        assert (short.output_tokens, short.reason) == (self.short_tokens, LENGTH)
+        assert still_running is True
+        assert isinstance(long_end, Finished)
+        assert long_end.reason == CANCELLED
 
     def test_signals_are_engine_signals(self, make_backend: BackendFactory) -> None:
         async def scenario(backend: Backend) -> EngineSignals:

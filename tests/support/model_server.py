@@ -61,6 +61,7 @@ def start_model_server(
     workdir: Path,
     *,
     continuous_batching: bool = False,
+    cb_options: tuple[str, ...] = (),
     startup_timeout_s: float = 90.0,
 ) -> ModelServer:
     """Start the server, wait for /health, and return it (the caller stops it)."""
@@ -89,6 +90,8 @@ def start_model_server(
         "cpu",
         "--continuous-batching" if continuous_batching else "--no-continuous-batching",
     ]
+    if continuous_batching:
+        cmd += cb_options
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = ModelServer(proc, port, str(model_dir), log_path)

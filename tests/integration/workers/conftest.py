@@ -25,7 +25,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model_server(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelServer]:
-    server = start_model_server(tiny_model_dir, tmp_path_factory.mktemp("serve"))
+    # Continuous batching serves streams side by side (without it, transformers
+    # serve generates one request at a time). A small paged KV cache keeps its
+    # start-up warm-up to milliseconds: 128 blocks x 32 tokens.
+    server = start_model_server(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("serve"),
+        continuous_batching=True,
+        cb_options=(
+            "--cb-num-blocks",
+            "128",
+            "--cb-block-size",
+            "32",
+            "--cb-max-batch-tokens",
+            "256",
+        ),
+    )
     try:
         yield server
     finally:
