@@ -1,0 +1,281 @@
+"""The real :class:`RequestStore`: the broker of the same server, through its hub.
+
+Every broker call runs in the hub's thread pool (the broker blocks on fsync
+and RocksDB). The runtime's records live in the empty namespace, which no
+tenant can address; replies go to the tenant's own lite-topics, where the
+broker's event-driven pull delivers them to subscribers as usual.
+
+Broker errors become the runtime's here, in :func:`_translated`, and nowhere
+else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import replace
+
+from broker.errors import (
+    BrokerError,
+    InvalidArgument,
+    LimitExceeded,
+    MessageTooLarge,
+    NotFound,
+)
+from broker.hub import Hub
+from broker.publishing_stream import Pipe
+from broker.types import Message, PublishRequest, QueueName
+from scheduler.runtime.errors import InvalidFieldError, ServingUnavailableError, TooMuchError
+from scheduler.runtime.records import (
+    BOOTS_TOPIC,
+    END,
+    GROUP,
+    REQUESTS_TOPIC,
+    DoneRecord,
+    ReplyMark,
+    SubmitRecord,
+    done_properties,
+    parse_record,
+    parse_reply,
+    submit_properties,
+)
+from scheduler.runtime.store import (
+    Appended,
+    DoneWrite,
+    Replayed,
+    ReplyScan,
+    StoredPayload,
+    Write,
+)
+
+__all__ = ["BrokerRequestStore"]
+
+_REQUESTS = QueueName("", REQUESTS_TOPIC)
+_BOOTS = QueueName("", BOOTS_TOPIC)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (LimitExceeded, MessageTooLarge) as exc:
+        raise TooMuchError(str(exc)) from None
+    except InvalidArgument as exc:
+        raise InvalidFieldError(str(exc)) from None
+    except BrokerError as exc:  # closed, or a failed write: the store refuses until reopened
+        raise ServingUnavailableError(f"the store cannot serve this now: {exc}") from exc
+
+
+class BrokerRequestStore:
+    """A :class:`~scheduler.runtime.store.RequestStore` over the server's hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._broker = hub.broker
+
+    async def boot(self) -> int:
+        with _translated():
+            return await self._hub.run(self._boot)
+
+    def _boot(self) -> int:
+        broker = self._broker
+        number = 0
+        with contextlib.suppress(NotFound):
+            end = broker.queue_info(_BOOTS).next_offset
+            if end:
+                last = broker.read(_BOOTS, end - 1, 1)
+                if last:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        number = int(json.loads(last[0].body)["boot"])
+        number += 1
+        body = json.dumps({"boot": number}).encode()
+        broker.publish_batch([PublishRequest(BOOTS_TOPIC, body, (), {}, "")])
+        broker.sync()  # whatever the fsync policy: a boot number must never repeat
+        return number
+
+    async def replay(self) -> Replayed:
+        with _translated():
+            return await self._hub.run(self._replay)
+
+    def _replay(self) -> Replayed:
+        broker = self._broker
+        try:
+            info = broker.queue_info(_REQUESTS)
+        except NotFound:
+            return Replayed((), 0, 0)
+        start = broker.committed_offset(GROUP, _REQUESTS) or 0
+        page = broker.settings.max_read_messages
+        records: list[tuple[int, SubmitRecord | DoneRecord]] = []
+        offset = start
+        while offset < info.next_offset:
+            found = broker.read(_REQUESTS, offset, page)
+            if not found:
+                break
+            for message in found:
+                record = parse_record(message.properties)
+                if record is not None:
+                    records.append((message.offset, record))
+            offset = found[-1].offset + 1
+        return Replayed(tuple(records), start, info.next_offset)
+
+    async def append_submit(
+        self, record: SubmitRecord, payload: bytes | AsyncIterator[bytes]
+    ) -> Appended:
+        with _translated():
+            if isinstance(payload, bytes):
+                return await self._hub.run(self._append_submit, record, payload)
+            # Pieces go through a bounded pipe into the thread that writes them as
+            # chunk records, so a large payload is never held whole.
+            pipe = Pipe(asyncio.get_running_loop())
+            writing = asyncio.ensure_future(self._hub.run(self._append_submit, record, pipe))
+            writing.add_done_callback(
+                lambda _: pipe.abandon()
+            )  # a put must not wait on a dead reader
+            try:
+                async for piece in payload:
+                    if writing.done():
+                        break  # the writer failed (e.g. too large): its error wins
+                    await pipe.put(piece)
+            except BaseException as exc:
+                pipe.close(InvalidArgument(f"the payload stream broke off: {exc}"))
+                with contextlib.suppress(Exception):
+                    await writing
+                raise
+            pipe.close()
+            return await writing
+
+    def _append_submit(self, record: SubmitRecord, payload: bytes | Iterable[bytes]) -> Appended:
+        broker = self._broker
+        tenant = record.tenant
+        reply = QueueName(tenant, record.reply_topic, record.reply_lite)
+        try:
+            reply_from = broker.queue_info(reply).next_offset
+        except NotFound:
+            reply_from = 0
+            self._check_room(tenant)
+        properties = submit_properties(replace(record, reply_from=reply_from))
+        stored = broker.publish_batch([PublishRequest(REQUESTS_TOPIC, payload, (), properties, "")])
+        return Appended(stored[0].offsets[0], reply_from)
+
+    def _check_room(self, tenant: str) -> None:
+        """A new reply lite-topic must fit the tenant's limit (it is created, and
+        counted, with the request's first output)."""
+        quotas = self._hub.quotas
+        limit = quotas.limit(tenant).max_lite_topics
+        have = quotas.lite_topics(tenant)
+        if limit is not None and have + 1 > limit:
+            raise LimitExceeded(
+                f"tenant {tenant!r} holds {have} live lite-topics and this request's reply "
+                f"needs a new one, above its limit max_lite_topics={limit}"
+            )
+
+    async def write(self, items: Sequence[Write]) -> list[int]:
+        with _translated():
+            return await self._hub.run(self._write, items)
+
+    def _write(self, items: Sequence[Write]) -> list[int]:
+        requests: list[PublishRequest] = []
+        replies: dict[str, list[PublishRequest]] = {}
+        for item in items:
+            if isinstance(item, DoneWrite):
+                props = done_properties(item.record)
+                requests.append(PublishRequest(REQUESTS_TOPIC, b"", (), props, ""))
+                continue
+            lites = (item.lite,)
+            request = PublishRequest(item.topic, item.body, lites, item.properties, item.tenant)
+            requests.append(request)
+            replies.setdefault(item.tenant, []).append(request)
+        hub = self._hub
+        for tenant, mine in replies.items():
+            # Admission checked the room; count what this write creates, past the
+            # limit if need be: refusing here would fail other requests' output.
+            new = hub.new_lite_topics(tenant, mine)
+            if new:
+                hub.quotas.set_lite_topics(tenant, hub.quotas.lite_topics(tenant) + new)
+        return [result.offsets[0] for result in self._broker.publish_batch(requests)]
+
+    async def read_payload(self, offset: int, inline_limit: int) -> StoredPayload:
+        with _translated():
+            message = await self._hub.run(self._exact, _REQUESTS, offset)
+            if message.size <= inline_limit:
+                data = message.body
+                if message.chunked:
+                    data = await self._hub.run(self._whole, message)
+                return StoredPayload(message.size, data, None)
+        if not message.chunked:
+            return StoredPayload(message.size, None, _split(message.body, inline_limit))
+        return StoredPayload(message.size, None, self._pieces(message))
+
+    async def _pieces(self, message: Message) -> AsyncIterator[bytes]:
+        with _translated():
+            chunks = await self._hub.run(self._broker.open_body, message)
+            while True:
+                chunk = await self._hub.run(next, chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
+
+    def _exact(self, queue: QueueName, offset: int) -> Message:
+        found = self._broker.read(queue, offset, 1)
+        if not found or found[0].offset != offset:
+            raise ServingUnavailableError(
+                f"the payload at {queue} offset {offset} is gone (retention removed it?)"
+            )
+        return found[0]
+
+    def _whole(self, message: Message) -> bytes:
+        return b"".join(self._broker.open_body(message))
+
+    async def scan_reply(
+        self, tenant: str, topic: str, lite: str, from_offset: int, request_id: str
+    ) -> ReplyScan:
+        with _translated():
+            return await self._hub.run(
+                self._scan, QueueName(tenant, topic, lite), from_offset, request_id
+            )
+
+    def _scan(self, queue: QueueName, from_offset: int, request_id: str) -> ReplyScan:
+        broker = self._broker
+        page = broker.settings.max_read_messages
+        chunks: dict[int, bytes] = {}
+        first: int | None = None
+        end: ReplyMark | None = None
+        offset = from_offset
+        while end is None:
+            try:
+                found = broker.read(queue, offset, page)
+            except NotFound:
+                break
+            if not found:
+                break
+            for message in found:
+                mark = parse_reply(message.properties)
+                if mark is None or mark.request_id != request_id:
+                    continue
+                if first is None:
+                    first = message.offset
+                if mark.event == END:
+                    end = mark
+                    break
+                body = self._whole(message) if message.chunked else message.body
+                chunks.setdefault(mark.index, body)
+            offset = found[-1].offset + 1
+        ordered: list[bytes] = []
+        while len(ordered) in chunks:  # contiguous from 0: the runtime never stores a gap
+            ordered.append(chunks[len(ordered)])
+        return ReplyScan(tuple(ordered), end, first)
+
+    async def commit(self, offset: int) -> None:
+        with _translated():
+            await self._hub.run(self._commit, offset)
+
+    def _commit(self, offset: int) -> None:
+        with contextlib.suppress(NotFound):  # nothing was ever submitted
+            self._broker.commit_offset(GROUP, _REQUESTS, offset)
+
+
+async def _split(body: bytes, size: int) -> AsyncIterator[bytes]:
+    for at in range(0, len(body), max(1, size)):
+        yield body[at : at + size]

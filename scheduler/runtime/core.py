@@ -1,0 +1,439 @@
+"""The runtime's shared state and the moves every path needs.
+
+:class:`Core` holds the policy, the store, the writer, the live requests and
+the worker sessions, and does what clients' and workers' calls have in
+common: pump the policy (dispatch to workers with credits, drop requests
+past their deadline, order preemptions), end a request for good (its end
+mark in the reply lite-topic and its done record in one store write),
+release a worker's leases, and move the restart point.
+
+Everything here runs on the event loop; decisions are synchronous, writes
+are queued on the :class:`Writer` and awaited by whoever needs them done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+from scheduler.clock import Clock
+from scheduler.errors import SchedulerError
+from scheduler.policy import Policy
+from scheduler.runtime.errors import ServingUnavailableError, WrongStateError
+from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Live
+from scheduler.runtime.records import DoneRecord, end_properties
+from scheduler.runtime.sessions import PendingGrant, WorkerSession
+from scheduler.runtime.store import DoneWrite, ReplyWrite, RequestStore, Write
+from scheduler.runtime.values import RequestView, RuntimeOptions, State, StopOut, StopReason
+from scheduler.runtime.writer import Writer
+from scheduler.types import Dispatch, Dropped, Preempt, SchedulerConfig
+
+__all__ = ["Core"]
+
+log = logging.getLogger("tidegate.scheduler")
+
+AfterStored = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    outcome: str
+    reason: str
+    usage: tuple[int, int] | None
+    finish_reason: str
+    end_mark: bool
+
+
+class Core:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        store: RequestStore,
+        config: SchedulerConfig,
+        *,
+        clock: Clock,
+        wall: Callable[[], float],
+        options: RuntimeOptions,
+        worker_tenants: frozenset[str],
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.wall = wall
+        self.options = options
+        self.worker_tenants = worker_tenants
+        self.writer = Writer(store)
+        self.live: dict[str, Live] = {}
+        self.finished: OrderedDict[str, RequestView] = OrderedDict()
+        self.sessions: dict[str, WorkerSession] = {}  # by policy worker key
+        self.by_worker: dict[tuple[str, str], WorkerSession] = {}
+        self.draining: dict[str, WorkerSession] = {}  # closed, completions still being stored
+        self.counters: Counter[str] = Counter()
+        self.epoch = 0
+        self.stopping = False
+        self.cache_bytes = 0
+        self.tasks: set[asyncio.Task[object]] = set()
+        self._lease_seq = 0
+        self._id_seq = 0
+        self._session_seq = 0
+        self._pump_scheduled = False
+        self._rotation = 0
+        # The restart point: the lowest submit-record offset still needed.
+        self._open: list[int] = []
+        self._closed: set[int] = set()
+        self._floors: Counter[int] = Counter()  # known end when each in-flight append began
+        self.known_end = 0
+        self.committed = 0
+        self._committing = False
+        self._last_commit = 0.0
+
+    # ------------------------------------------------------------- ids
+
+    def new_request_id(self) -> str:
+        self._id_seq += 1
+        return f"{self.epoch:x}-{self._id_seq:x}"
+
+    def new_lease_id(self) -> int:
+        # Boot number on top: ids never repeat across restarts, so a report
+        # about a lease from before a restart can never match a new one.
+        self._lease_seq += 1
+        return (self.epoch << 32) | self._lease_seq
+
+    def new_session_key(self, tenant: str, worker_id: str) -> str:
+        self._session_seq += 1
+        return f"{tenant}/{worker_id}#{self._session_seq}"
+
+    def spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
+        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def check_serving(self) -> None:
+        if self.stopping:
+            raise ServingUnavailableError("the server is shutting down; retry on its successor")
+        if self.writer.failed:
+            raise ServingUnavailableError("the store failed a write; the server must be restarted")
+
+    # ------------------------------------------------------------- pump
+
+    def kick(self) -> None:
+        """Pump once the current callback is done (many events, one pump)."""
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self.pump)
+
+    def pump(self) -> None:
+        """Dispatch to workers with credits, drop what passed its deadline, preempt."""
+        self._pump_scheduled = False
+        if self.stopping:
+            return
+        now = self.clock.now()
+        policy = self.policy
+        ready = [s for s in self.sessions.values() if s.credits > 0 and not s.closed]
+        if ready and policy.queued():
+            # One request per worker per round, starting from a rotating worker,
+            # so a short queue spreads over the fleet instead of filling one.
+            start = self._rotation % len(ready)
+            self._rotation += 1
+            order = ready[start:] + ready[:start]
+            progress = True
+            while progress and policy.queued():
+                progress = False
+                for session in order:
+                    if session.credits <= 0:
+                        continue
+                    for decision in policy.dispatch(now, session.key, 1):
+                        self.grant(decision, session)
+                        progress = True
+        self.drop(policy.expire(now))
+        for victim in policy.preemptions(now):
+            self.order_preempt(victim, now)
+
+    def grant(self, decision: Dispatch, session: WorkerSession) -> None:
+        live = self.live[decision.request.request_id]
+        lease = Lease(self.new_lease_id(), live, session, decision.done_output_tokens)
+        live.lease = lease
+        live.attempts += 1
+        session.leases[live.request_id] = lease
+        session.credits -= 1
+        session.granted += 1
+        self.counters["granted"] += 1
+        if live.attempts > 1:
+            self.counters["regranted"] += 1
+        session.push(PendingGrant(lease))
+
+    def order_preempt(self, order: Preempt, now: float) -> None:
+        session = self.sessions.get(order.worker_id) or self.draining.get(order.worker_id)
+        lease = None if session is None else session.leases.get(order.request_id)
+        if session is None or lease is None or lease.state != ACTIVE:
+            # Completing (its end is being stored) or already stopping: the
+            # policy's pending preemption clears when that run ends.
+            return
+        lease.state = STOPPING
+        lease.stop_at = now
+        session.push(StopOut(order.request_id, lease.lease_id, StopReason.PREEMPT))
+        self.counters["preempt_orders"] += 1
+
+    def drop(self, dropped: list[Dropped]) -> None:
+        for item in dropped:
+            live = self.live.get(item.request.request_id)
+            if live is not None:
+                self.finish(live, State.DROPPED, "its deadline passed while it was queued")
+
+    # ------------------------------------------------------------- leases
+
+    def revoke(self, lease: Lease) -> None:
+        """Fence ``lease`` off: nothing it sends counts any more."""
+        lease.state = GONE
+        live = lease.live
+        if live.lease is lease:
+            live.lease = None
+        session = lease.session
+        if session.leases.get(live.request_id) is lease:
+            del session.leases[live.request_id]
+        if session.closed and not session.leases and session.key in self.draining:
+            del self.draining[session.key]
+            self._remove_worker(session)
+
+    def detach(self, session: WorkerSession, error: BaseException | None = None) -> None:
+        """The stream is gone (or went quiet): its leases go back to their places."""
+        if session.closed and session.key not in self.sessions:
+            return
+        session.close(error)
+        self.sessions.pop(session.key, None)
+        worker = (session.tenant, session.hello.worker_id)
+        if self.by_worker.get(worker) is session:
+            del self.by_worker[worker]
+        now = self.clock.now()
+        for lease in list(session.leases.values()):
+            if lease.state == COMPLETING:
+                continue  # stored in a moment; then the request is over
+            self.revoke(lease)
+            self.policy.lease_expired(lease.live.request_id, now)
+            self.counters["lease_expired"] += 1
+        if session.leases:
+            self.draining[session.key] = session
+        else:
+            self._remove_worker(session)
+        self.counters["workers_detached"] += 1
+        self.kick()
+
+    def _remove_worker(self, session: WorkerSession) -> None:
+        try:
+            self.policy.remove_worker(session.key, self.clock.now())
+        except SchedulerError:
+            log.exception("removing worker %s", session.key)
+
+    # ------------------------------------------------------------- ending
+
+    def finish(
+        self,
+        live: Live,
+        outcome: str,
+        reason: str = "",
+        *,
+        usage: tuple[int, int] | None = None,
+        finish_reason: str = "",
+        end_mark: bool = True,
+        after_stored: AfterStored | None = None,
+    ) -> asyncio.Future[RequestView]:
+        """End ``live`` for good: end mark + done record, stored in one write after
+        its chunks. The policy must be done with it already, except through
+        ``after_stored`` (a completion tells the policy once it is on disk)."""
+        if live.finishing is not None:
+            return live.finishing
+        future: asyncio.Future[RequestView] = asyncio.get_running_loop().create_future()
+        live.finishing = future
+        if live.lease is not None and live.lease.state != COMPLETING:
+            self.revoke(live.lease)
+        ending = _Ending(outcome, reason, usage, finish_reason, end_mark)
+        self.spawn(self._finish(live, ending, after_stored), f"finish-{live.request_id}")
+        return future
+
+    async def _finish(self, live: Live, ending: _Ending, after_stored: AfterStored | None) -> None:
+        future = live.finishing
+        assert future is not None
+        outcome, reason, usage = ending.outcome, ending.reason, ending.usage
+        try:
+            try:
+                await asyncio.shield(live.stored)  # shared: a cancelled waiter must not cancel it
+            except Exception:
+                # Never on disk (its submit failed): nothing to write down.
+                self.forget(live, outcome, reason, usage)
+                future.set_result(self.final_view(live, outcome, reason, usage))
+                return
+            await self.ensure_chunks_known(live)
+            record = live.record
+            items: list[Write] = []
+            if ending.end_mark:
+                props = end_properties(
+                    live.request_id,
+                    live.next_chunk,
+                    outcome,
+                    reason=reason,
+                    usage=usage,
+                    finish_reason=ending.finish_reason,
+                )
+                items.append(
+                    ReplyWrite(record.tenant, record.reply_topic, record.reply_lite, props, b"")
+                )
+            # The done record goes last: should a crash tear this write, the end
+            # mark without it is found on replay and the request ends there.
+            items.append(DoneWrite(DoneRecord(live.request_id, outcome, reason)))
+            futures = self.writer.write(items)
+            futures[-1].add_done_callback(self._note_end)
+            await asyncio.gather(*futures)
+            if after_stored is not None:
+                after_stored()
+            self.forget(live, outcome, reason, usage)
+            future.set_result(self.final_view(live, outcome, reason, usage))
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()
+            if not isinstance(exc, Exception):
+                raise
+
+    def _note_end(self, future: asyncio.Future[int]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.known_end = max(self.known_end, future.result() + 1)
+
+    async def ensure_chunks_known(self, live: Live) -> None:
+        """After a restart: count the chunks a request already has in its reply."""
+        if live.chunks_known:
+            return
+        record = live.record
+        scan = await self.store.scan_reply(
+            record.tenant,
+            record.reply_topic,
+            record.reply_lite,
+            record.reply_from,
+            record.request_id,
+        )
+        if not live.chunks_known:
+            live.chunks_known = True
+            live.next_chunk = len(scan.chunks)
+            live.first_reply_offset = scan.first_offset
+
+    def final_view(
+        self, live: Live, outcome: str, reason: str, usage: tuple[int, int] | None
+    ) -> RequestView:
+        view = live.view()
+        tokens = usage or (view.input_tokens, view.output_tokens)
+        return replace(
+            view,
+            state=outcome,
+            worker_id="",
+            reason=reason,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+        )
+
+    def forget(self, live: Live, outcome: str, reason: str, usage: tuple[int, int] | None) -> None:
+        if live.lease is not None:
+            self.revoke(live.lease)
+        if self.live.get(live.request_id) is live:
+            del self.live[live.request_id]
+        if live.payload is not None:
+            self.cache_bytes -= len(live.payload)
+            live.payload = None
+        if live.offset is not None:
+            self.close_offset(live.offset)
+        self.finished[live.request_id] = self.final_view(live, outcome, reason, usage)
+        while len(self.finished) > self.options.finished_capacity:
+            self.finished.popitem(last=False)
+        self.counters[outcome] += 1
+
+    # ------------------------------------------------------------- restart point
+
+    def open_floor(self) -> int:
+        """An append begins: nothing at or above the known end may be skipped on replay."""
+        floor = self.known_end
+        self._floors[floor] += 1
+        return floor
+
+    def close_floor(self, floor: int, offset: int | None) -> None:
+        self._floors[floor] -= 1
+        if not self._floors[floor]:
+            del self._floors[floor]
+        if offset is not None:
+            self.known_end = max(self.known_end, offset + 1)
+            heapq.heappush(self._open, offset)
+
+    def track_offset(self, offset: int) -> None:
+        heapq.heappush(self._open, offset)
+        self.known_end = max(self.known_end, offset + 1)
+
+    def close_offset(self, offset: int) -> None:
+        self._closed.add(offset)
+
+    def restart_point(self) -> int:
+        """The lowest offset a replay must start at."""
+        heap = self._open
+        while heap and heap[0] in self._closed:
+            self._closed.discard(heapq.heappop(heap))
+        low = heap[0] if heap else self.known_end
+        if self._floors:
+            low = min(low, *self._floors)
+        return low
+
+    def maybe_commit(self, now: float) -> None:
+        if self._committing or now - self._last_commit < self.options.commit_interval_s:
+            return
+        low = self.restart_point()
+        if low <= self.committed:
+            return
+        self._committing = True
+        self._last_commit = now
+        self.spawn(self._commit(low), "commit-restart-point")
+
+    async def _commit(self, low: int) -> None:
+        try:
+            await self.writer.flush()  # done records below it are on disk first
+            await self.store.commit(low)
+            self.committed = low
+        except ServingUnavailableError as exc:
+            log.warning("restart point not moved: %s", exc)
+        finally:
+            self._committing = False
+
+    # ------------------------------------------------------------- tick
+
+    def tick(self) -> None:
+        """Lease times, unanswered preempt orders, then a pump and maybe a commit."""
+        now = self.clock.now()
+        for session in list(self.sessions.values()):
+            if now - session.last_heard > session.lease_s:
+                self.detach(
+                    session,
+                    WrongStateError(
+                        f"worker {session.hello.worker_id!r} sent nothing for "
+                        f"{session.lease_s:g} s (lease_s): its leases were released"
+                    ),
+                )
+                continue
+            for lease in list(session.leases.values()):
+                if (
+                    lease.state == STOPPING
+                    and lease.stop_at is not None
+                    and now - lease.stop_at > session.lease_s
+                ):
+                    self.revoke(lease)
+                    self.policy.lease_expired(lease.live.request_id, now)
+                    self.counters["lease_expired"] += 1
+                    session.push(StopOut(lease.live.request_id, lease.lease_id, StopReason.CANCEL))
+        self.pump()
+        self.maybe_commit(now)

@@ -1,0 +1,385 @@
+"""The workers' side: Lease streams in, grants and orders out.
+
+A worker attaches with a hello and gets a :class:`WorkerSession`; each of
+its messages is applied by :meth:`Leasing.receive` in field order (credits,
+feedback, chunks, progress, stopped, failed, completions), and
+:meth:`Leasing.outgoing` yields what the stream must send. Every report
+names a lease id; only the current lease of the request on this very
+stream counts, anything else is answered with a ``RejectOut`` (fencing).
+
+Chunks must arrive in index order: an index already accepted is a
+duplicate (dropped, so a resend is harmless), one past the next is a gap
+(refused). Accepted chunks go to the writer at once; a completion is stored
+after them, and only then does the policy hear of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+
+from scheduler.errors import SchedulerError
+from scheduler.runtime.core import Core
+from scheduler.runtime.errors import (
+    ChunkGapError,
+    InvalidFieldError,
+    RoleDeniedError,
+    ServingError,
+    StaleLeaseError,
+    TooMuchError,
+    WrongStateError,
+)
+from scheduler.runtime.live import ACTIVE, COMPLETING, STOPPING, Lease, Live
+from scheduler.runtime.records import chunk_properties
+from scheduler.runtime.sessions import PendingGrant, WorkerSession
+from scheduler.runtime.store import ReplyWrite
+from scheduler.runtime.values import (
+    ChunkIn,
+    CompletionIn,
+    FailedIn,
+    GrantOut,
+    Outgoing,
+    RejectOut,
+    SettledOut,
+    State,
+    StoppedIn,
+    WorkerHello,
+    WorkerInput,
+)
+
+__all__ = ["WORKER_ID_RULE", "Leasing"]
+
+log = logging.getLogger("tidegate.scheduler")
+
+WORKER_ID_RULE = "1 to 64 characters of [A-Za-z0-9_.:@=+-]"
+_WORKER_ID = re.compile(r"[A-Za-z0-9_.:@=+-]{1,64}")
+_RUNNING = (ACTIVE, STOPPING)
+
+
+class Leasing:
+    """Worker streams over a :class:`Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    # ------------------------------------------------------------- streams
+
+    def attach(self, tenant: str, hello: WorkerHello) -> WorkerSession:
+        core = self.core
+        core.check_serving()
+        if tenant not in core.worker_tenants:
+            raise RoleDeniedError(
+                f"tenant {tenant!r} is not a worker tenant (role: worker): only a fleet's "
+                "key may open a Lease stream"
+            )
+        if _WORKER_ID.fullmatch(hello.worker_id) is None:
+            raise InvalidFieldError(
+                f"hello.worker_id {hello.worker_id!r} breaks the rule {WORKER_ID_RULE}"
+            )
+        options = core.options
+        lease_s = hello.lease_s or options.lease_s
+        if not options.min_lease_s <= lease_s <= options.max_lease_s:
+            raise InvalidFieldError(
+                f"hello.lease_s is {hello.lease_s!r}; it must be 0 (the default) or in "
+                f"[{options.min_lease_s:g}, {options.max_lease_s:g}]"
+            )
+        old = core.by_worker.get((tenant, hello.worker_id))
+        if old is not None:
+            core.detach(
+                old, WrongStateError("a new stream with the same worker_id replaced this one")
+            )
+        now = core.clock.now()
+        session = WorkerSession(
+            tenant, hello, core.new_session_key(tenant, hello.worker_id), lease_s, now
+        )
+        core.policy.add_worker(session.key, now)
+        core.sessions[session.key] = session
+        core.by_worker[(tenant, hello.worker_id)] = session
+        core.counters["workers_attached"] += 1
+        return session
+
+    def detach(self, session: WorkerSession) -> None:
+        self.core.detach(session)
+
+    def receive(self, session: WorkerSession, message: WorkerInput) -> None:
+        """Apply one worker message (after the hello)."""
+        core = self.core
+        if session.closed:
+            raise session.error or WrongStateError("this Lease stream was closed")
+        now = core.clock.now()
+        session.last_heard = now
+        if message.credits:
+            session.credits = min(session.credits + message.credits, core.options.max_credits)
+            core.kick()
+        if message.feedback is not None:
+            core.policy.feedback(session.key, message.feedback, now)
+            core.kick()
+        if message.chunks:
+            self._chunks(session, message.chunks)
+        for progress in message.progress:
+            lease = self._lease(session, progress.request_id, progress.lease_id, _RUNNING)
+            if lease is not None and progress.first_token:
+                core.policy.first_token(progress.request_id, now)
+        for stopped in message.stopped:
+            self._stopped(session, stopped, now)
+        for failed in message.failed:
+            self._failed(session, failed, now)
+        for completion in message.completions:
+            self._completed(session, completion)
+
+    def _reject(
+        self, session: WorkerSession, request_id: str, lease_id: int, error: ServingError
+    ) -> None:
+        self.core.counters["rejected"] += 1
+        session.push(RejectOut(request_id, lease_id, error))
+
+    def _lease(
+        self, session: WorkerSession, request_id: str, lease_id: int, states: tuple[str, ...]
+    ) -> Lease | None:
+        lease = session.leases.get(request_id)
+        if lease is None or lease.lease_id != lease_id or lease.state not in states:
+            self._reject(
+                session,
+                request_id,
+                lease_id,
+                StaleLeaseError(
+                    f"lease {lease_id:#x} of request {request_id!r} is not current on this "
+                    "stream (expired, preempted, cancelled, finished, or from before a restart)"
+                ),
+            )
+            return None
+        return lease
+
+    def _chunks(self, session: WorkerSession, chunks: tuple[ChunkIn, ...]) -> None:
+        core = self.core
+        limit = core.options.max_chunk_bytes
+        writes: list[ReplyWrite] = []
+        owners: list[Live] = []
+        for chunk in chunks:
+            lease = self._lease(session, chunk.request_id, chunk.lease_id, _RUNNING)
+            if lease is None:
+                continue
+            live = lease.live
+            if len(chunk.data) > limit:
+                self._reject(
+                    session,
+                    chunk.request_id,
+                    chunk.lease_id,
+                    TooMuchError(f"chunk {chunk.index}: {len(chunk.data)} bytes, above {limit}"),
+                )
+                continue
+            if chunk.index < live.next_chunk:
+                core.counters["chunk_duplicates"] += 1
+                continue
+            if chunk.index > live.next_chunk:
+                self._reject(
+                    session,
+                    chunk.request_id,
+                    chunk.lease_id,
+                    ChunkGapError(
+                        f"chunk {chunk.index} of request {chunk.request_id!r}: the next index "
+                        f"is {live.next_chunk}; chunks are stored in order without gaps"
+                    ),
+                )
+                continue
+            live.next_chunk += 1
+            record = live.record
+            writes.append(
+                ReplyWrite(
+                    record.tenant,
+                    record.reply_topic,
+                    record.reply_lite,
+                    chunk_properties(record.request_id, chunk.index),
+                    chunk.data,
+                )
+            )
+            owners.append(live)
+        if not writes:
+            return
+        core.counters["chunks"] += len(writes)
+        for live, future in zip(owners, core.writer.write(writes), strict=True):
+            live.pending = future
+            if live.first_reply_offset is None:
+                future.add_done_callback(functools.partial(_first_offset, live))
+
+    def _stopped(self, session: WorkerSession, stopped: StoppedIn, now: float) -> None:
+        core = self.core
+        lease = self._lease(session, stopped.request_id, stopped.lease_id, _RUNNING)
+        if lease is None:
+            return
+        core.revoke(lease)
+        core.policy.preempted(
+            stopped.request_id,
+            stopped.done_output_tokens,
+            now,
+            input_processed=stopped.input_processed,
+        )
+        core.counters["preempted"] += 1
+        core.kick()
+
+    def _failed(self, session: WorkerSession, failed: FailedIn, now: float) -> None:
+        core = self.core
+        lease = self._lease(session, failed.request_id, failed.lease_id, _RUNNING)
+        if lease is None:
+            return
+        live = lease.live
+        live.failures += 1
+        core.revoke(lease)
+        if failed.retryable and live.failures < core.options.max_attempts:
+            core.policy.lease_expired(failed.request_id, now)
+            core.counters["retried"] += 1
+            core.kick()
+            return
+        core.policy.cancel(failed.request_id, now)
+        reason = f"worker {session.hello.worker_id!r} failed it: {failed.message}"
+        if failed.retryable:
+            reason += f" (after {live.failures} attempts)"
+        core.finish(live, State.FAILED, reason)
+
+    def _completed(self, session: WorkerSession, completion: CompletionIn) -> None:
+        core = self.core
+        lease = self._lease(session, completion.request_id, completion.lease_id, _RUNNING)
+        if lease is None:
+            return
+        lease.state = COMPLETING
+        usage = (completion.input_tokens, completion.output_tokens)
+
+        def stored() -> None:
+            try:
+                core.policy.complete(completion.request_id, usage[0], usage[1], core.clock.now())
+            except SchedulerError:
+                log.exception("complete(%r)", completion.request_id)
+            session.push(SettledOut(completion.request_id, completion.lease_id))
+            core.kick()
+
+        core.finish(
+            lease.live,
+            State.COMPLETED,
+            usage=usage,
+            finish_reason=completion.finish_reason,
+            after_stored=stored,
+        )
+
+    # ------------------------------------------------------------- grants
+
+    async def outgoing(self, session: WorkerSession) -> Outgoing | None:
+        """The next item to send on the stream; None once it is closed."""
+        while True:
+            item = await session.next()
+            if item is None:
+                if session.error is not None:
+                    raise session.error
+                return None
+            if not isinstance(item, PendingGrant):
+                return item
+            grant = await self.prepare(item.lease)
+            if grant is not None:
+                return grant
+            # Its lease went while it was prepared: the worker never saw it,
+            # so the credit it took is still the worker's.
+            if not session.closed:
+                session.credits += 1
+                self.core.kick()
+
+    async def prepare(self, lease: Lease) -> GrantOut | None:
+        """What the worker needs to run ``lease``; None if the lease went meanwhile."""
+        core = self.core
+        live = lease.live
+        try:
+            await asyncio.shield(live.stored)  # shared: a cancelled waiter must not cancel it
+        except Exception:
+            return None
+        try:
+            return await self._prepare(lease, live)
+        except ServingError as exc:
+            if not lease.current:
+                return None
+            log.warning("cannot grant %s: %s", live.request_id, exc)
+            core.revoke(lease)
+            live.failures += 1
+            now = core.clock.now()
+            if live.failures < core.options.max_attempts:
+                core.policy.lease_expired(live.request_id, now)
+                core.kick()
+            else:
+                core.policy.cancel(live.request_id, now)
+                core.finish(live, State.FAILED, f"its payload cannot be read: {exc}")
+            return None
+
+    async def _prepare(self, lease: Lease, live: Live) -> GrantOut | None:
+        core = self.core
+        record = live.record
+        if live.pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(live.pending)  # earlier runs' chunks are stored first
+        resume = b""
+        if live.next_chunk > 0 or not live.chunks_known:
+            start = live.first_reply_offset
+            scan = await core.store.scan_reply(
+                record.tenant,
+                record.reply_topic,
+                record.reply_lite,
+                record.reply_from if start is None else start,
+                record.request_id,
+            )
+            if not lease.current:
+                return None
+            if scan.end is not None:
+                # It ended before a restart, which lost only its done record.
+                core.policy.cancel(live.request_id, core.clock.now())
+                core.finish(live, scan.end.outcome or State.COMPLETED, end_mark=False)
+                return None
+            live.chunks_known = True
+            live.next_chunk = len(scan.chunks)
+            if scan.first_offset is not None:
+                live.first_reply_offset = scan.first_offset
+            resume = b"".join(scan.chunks)
+        options = core.options
+        if live.payload is not None:
+            payload: bytes | None = live.payload
+            size = len(live.payload)
+            pieces = None
+        else:
+            assert live.offset is not None
+            stored = await core.store.read_payload(live.offset, options.inline_bytes)
+            payload, size, pieces = stored.data, stored.size, stored.pieces
+        if not lease.current:
+            if pieces is not None:
+                await _close(pieces)
+            return None
+        deadline = live.request.deadline_s
+        left = 0.0 if deadline is None else max(deadline - core.clock.now(), 1e-3)
+        return GrantOut(
+            request_id=record.request_id,
+            lease_id=lease.lease_id,
+            tenant=record.tenant,
+            priority=record.priority,
+            payload=payload,
+            payload_size=size,
+            payload_pieces=pieces,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            properties=record.properties,
+            next_chunk=live.next_chunk,
+            done_output_tokens=lease.done_output_tokens,
+            resume_output=resume,
+            deadline_s=left,
+            attempt=live.attempts,
+            reply_topic=record.reply_topic,
+            reply_lite_topic=record.reply_lite,
+        )
+
+
+def _first_offset(live: Live, future: asyncio.Future[int]) -> None:
+    if live.first_reply_offset is None and not future.cancelled() and future.exception() is None:
+        live.first_reply_offset = future.result()
+
+
+async def _close(pieces: object) -> None:
+    aclose = getattr(pieces, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

@@ -1,0 +1,195 @@
+"""One contract for both request stores: the broker adapter and the in-memory one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker import Broker, BrokerSettings
+from broker.hub import Hub
+from broker.log.commitlog import FsyncPolicy
+from broker.tenancy import Quotas, TenantLimits
+from scheduler.runtime import BrokerRequestStore, MemoryRequestStore, RequestStore
+from scheduler.runtime.errors import InvalidFieldError, TooMuchError
+from scheduler.runtime.records import (
+    DoneRecord,
+    SubmitRecord,
+    chunk_properties,
+    end_properties,
+)
+from scheduler.runtime.store import DoneWrite, ReplyWrite
+
+pytestmark = pytest.mark.integration
+
+
+def record(rid: str, tenant: str = "acme", lite: str = "s-1") -> SubmitRecord:
+    return SubmitRecord(
+        request_id=rid,
+        tenant=tenant,
+        priority=1,
+        input_tokens=10,
+        output_tokens=20,
+        session=lite,
+        reply_topic="chatbot",
+        reply_lite=lite,
+        reply_from=999,  # ignored: the store sets it
+        deadline_wall=1.7e9 + 5,
+        admitted_at=1.7e9,
+        properties={"model": "tiny"},
+    )
+
+
+class Stores:
+    """Opens the same store again and again (a restart), for both kinds."""
+
+    def __init__(self, kind: str, directory: Path) -> None:
+        self.kind = kind
+        self.directory = directory
+        self.memory = MemoryRequestStore(max_payload_bytes=1 << 20)
+
+    @asynccontextmanager
+    async def open(
+        self, limits: dict[str, TenantLimits] | None = None
+    ) -> AsyncIterator[RequestStore]:
+        if self.kind == "memory":
+            yield self.memory.reopen()
+            return
+        settings = BrokerSettings(fsync=FsyncPolicy.INTERVAL, max_message_bytes=1 << 20)
+        broker = Broker.open(self.directory, settings)
+        hub = Hub(broker, quotas=Quotas(limits or {}), threads=2)
+        await hub.start()
+        try:
+            yield BrokerRequestStore(hub)
+        finally:
+            await hub.stop()
+            broker.close()
+
+
+@pytest.fixture(params=["memory", "broker"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    return Stores(request.param, tmp_path / "store")
+
+
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(body())
+
+
+def test_boot_numbers_grow_across_opens(stores: Stores) -> None:
+    async def body() -> None:
+        async with stores.open() as store:
+            assert await store.boot() == 1
+        async with stores.open() as store:
+            assert await store.boot() == 2
+
+    run(body)
+
+
+def test_submits_replay_with_done_records_from_the_restart_point(stores: Stores) -> None:
+    async def body() -> None:
+        async with stores.open() as store:
+            first = await store.append_submit(record("a"), b"payload-a")
+            assert (first.offset, first.reply_from) == (0, 0)
+            await store.write(
+                [ReplyWrite("acme", "chatbot", "s-1", chunk_properties("a", 0), b"x")]
+            )
+            second = await store.append_submit(record("b"), b"payload-b")
+            assert second.reply_from == 1  # the reply lite-topic's end at admission
+            offsets = await store.write([DoneWrite(DoneRecord("a", "completed"))])
+            assert offsets == [2]
+            await store.commit(1)
+        async with stores.open() as store:
+            replayed = await store.replay()
+            assert (replayed.start, replayed.end) == (1, 3)
+            kinds = [(o, type(r).__name__, r.request_id) for o, r in replayed.records]
+            assert kinds == [(1, "SubmitRecord", "b"), (2, "DoneRecord", "a")]
+            submit = replayed.records[0][1]
+            assert isinstance(submit, SubmitRecord)
+            assert submit.reply_from == 1
+            assert submit.properties == {"model": "tiny"}
+            assert submit.deadline_wall == 1.7e9 + 5
+            payload = await store.read_payload(1, 1 << 20)
+            assert (payload.size, payload.data) == (9, b"payload-b")
+
+    run(body)
+
+
+def test_streamed_and_large_payloads(stores: Stores) -> None:
+    async def body() -> None:
+        big = bytes(range(256)) * 4096  # 1 MiB
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for at in range(0, len(big), 100_000):
+                yield big[at : at + 100_000]
+
+        async with stores.open() as store:
+            appended = await store.append_submit(record("a"), pieces())
+            whole = await store.read_payload(appended.offset, 2 << 20)
+            assert whole.data == big
+            split = await store.read_payload(appended.offset, 1000)
+            assert split.data is None
+            assert split.size == len(big)
+            assert split.pieces is not None
+            assert b"".join([p async for p in split.pieces]) == big
+
+            async def broken() -> AsyncIterator[bytes]:
+                yield b"abc"
+                raise ConnectionError("client went away")
+
+            with pytest.raises(ConnectionError):
+                await store.append_submit(record("b"), broken())
+
+            async def too_big() -> AsyncIterator[bytes]:
+                for _ in range(3):
+                    yield big[:600_000]
+
+            with pytest.raises((TooMuchError, InvalidFieldError)):
+                await store.append_submit(record("c"), too_big())
+            replayed = await store.replay()
+            assert [r.request_id for _, r in replayed.records] == ["a"]
+
+    run(body)
+
+
+def test_scan_reply_finds_one_requests_chunks_and_end(stores: Stores) -> None:
+    async def body() -> None:
+        async with stores.open() as store:
+            writes = [
+                ReplyWrite("acme", "chatbot", "s-1", chunk_properties("a", 0), b"a0"),
+                ReplyWrite("acme", "chatbot", "s-1", chunk_properties("b", 0), b"b0"),
+                ReplyWrite("acme", "chatbot", "s-1", {"other": "message"}, b"z"),
+                ReplyWrite("acme", "chatbot", "s-1", chunk_properties("a", 1), b"a1"),
+            ]
+            assert await store.write(writes) == [0, 1, 2, 3]
+            scan = await store.scan_reply("acme", "chatbot", "s-1", 0, "a")
+            assert (scan.chunks, scan.end, scan.first_offset) == ((b"a0", b"a1"), None, 0)
+            await store.write(
+                [ReplyWrite("acme", "chatbot", "s-1", end_properties("a", 2, "completed"), b"")]
+            )
+            ended = await store.scan_reply("acme", "chatbot", "s-1", 0, "a")
+            assert ended.end is not None
+            assert ended.end.outcome == "completed"
+            nothing = await store.scan_reply("acme", "chatbot", "nobody", 0, "a")
+            assert (nothing.chunks, nothing.end, nothing.first_offset) == ((), None, None)
+            other = await store.scan_reply("beta", "chatbot", "s-1", 0, "a")  # another namespace
+            assert other.chunks == ()
+
+    run(body)
+
+
+def test_reply_lite_topics_count_against_the_tenant_limit(tmp_path: Path) -> None:
+    async def body() -> None:
+        stores = Stores("broker", tmp_path / "store")
+        async with stores.open({"acme": TenantLimits(max_lite_topics=1)}) as store:
+            await store.append_submit(record("a", lite="s-1"), b"p")
+            await store.append_submit(record("b", lite="s-1"), b"p")  # the same one: fine
+            first = ReplyWrite("acme", "chatbot", "s-1", chunk_properties("a", 0), b"")
+            await store.write([first])  # creates and counts it
+            with pytest.raises(TooMuchError, match="max_lite_topics=1"):
+                await store.append_submit(record("c", lite="s-2"), b"p")
+
+    run(body)

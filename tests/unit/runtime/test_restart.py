@@ -1,0 +1,212 @@
+"""Restarts over the same store: nothing lost, nothing run twice at once, the stream continuous."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.clock import VirtualClock
+from scheduler.runtime import RejectOut, State, SubmitSpec, WorkerInput
+from scheduler.runtime.errors import ServingUnavailableError
+from scheduler.runtime.records import SubmitRecord
+from scheduler.runtime.recovery import lifted
+from scheduler.types import RateLimit
+from tests.unit.runtime.support import (
+    FakeWorker,
+    advance,
+    make_runtime,
+    reply,
+    run,
+    settle,
+    stream_of,
+    tenants_config,
+)
+
+
+def test_queued_and_running_requests_survive_a_crash() -> None:
+    async def body() -> None:
+        runtime, store, clock = make_runtime()
+        await runtime.start()
+        ids = [
+            (await runtime.submit("acme", SubmitSpec(session=f"s{i}"), b"p%d" % i)).request_id
+            for i in range(4)
+        ]
+        worker = FakeWorker(runtime, "w1")
+        worker.credit(2)
+        first, second = await worker.grant(), await worker.grant()
+        worker.chunks(first, b"a0", b"a1")
+        worker.complete(second)
+        await settle()
+        assert runtime.status("acme", second.request_id).state == State.COMPLETED
+        old_epoch = runtime.epoch
+        # A crash: no stop, the process is gone. A new one opens the same store.
+        again, _, _ = make_runtime(store.reopen(), clock=VirtualClock(clock.now() + 50))
+        await again.start()
+        assert again.epoch == old_epoch + 1
+        stats = again.stats()
+        assert stats.counters["restored"] == 3
+        assert (stats.policy.queued, stats.policy.in_flight) == (3, 0)
+        for rid in (ids[0], ids[2], ids[3]):
+            assert again.status("acme", rid).state == State.QUEUED
+        # The old process's worker reconnects: its old lease means nothing here.
+        back = FakeWorker(again, "w1")
+        back.chunks(first, b"a2", start=2)
+        assert isinstance(await back.next(), RejectOut)
+        back.credit(3)
+        grants = {g.request_id: g for g in [await back.grant() for _ in range(3)]}
+        resumed = grants[first.request_id]
+        assert resumed.lease_id >> 32 == old_epoch + 1
+        assert (resumed.next_chunk, resumed.resume_output, resumed.payload) == (2, b"a0a1", b"p0")
+        assert grants[ids[3]].payload == b"p3"
+        back.chunks(resumed, b"a2")
+        for grant in grants.values():
+            back.complete(grant)
+        await settle()
+        assert len(back.rejections()) == 1  # the chunk sent under the old lease
+        assert stream_of(reply(store, "acme", "chatbot", "s0"), first.request_id) == (
+            [b"a0", b"a1", b"a2"],
+            State.COMPLETED,
+        )
+        for i in (1, 2, 3):
+            _, outcome = stream_of(reply(store, "acme", "chatbot", f"s{i}"), ids[i])
+            assert outcome == State.COMPLETED
+        await again.stop()
+
+    run(body)
+
+
+def test_a_clean_stop_moves_the_restart_point_past_finished_requests() -> None:
+    async def body() -> None:
+        runtime, store, _ = make_runtime()
+        await runtime.start()
+        worker = FakeWorker(runtime, "w1")
+        worker.credit(3)
+        for i in range(3):
+            await runtime.submit("acme", SubmitSpec(session=f"s{i}"), b"p")
+        grants = [await worker.grant() for _ in range(3)]
+        worker.complete(grants[0])
+        worker.complete(grants[1])
+        await settle()
+        await runtime.stop()
+        # Records: 3 submits, 2 done; the first unfinished submit is offset 2.
+        assert store.data.committed == 2
+        again, _, _ = make_runtime(store.reopen())
+        await again.start()
+        assert again.stats().counters["restored"] == 1
+        await again.stop()
+
+    run(body)
+
+
+def test_the_restart_point_moves_while_serving() -> None:
+    async def body() -> None:
+        runtime, store, clock = make_runtime()
+        await runtime.start()
+        worker = FakeWorker(runtime, "w1")
+        worker.credit(1)
+        await runtime.submit("acme", SubmitSpec(), b"p")
+        worker.complete(await worker.grant(), credits=0)
+        await settle()
+        await runtime.submit("acme", SubmitSpec(), b"q")  # stays queued (no credit)
+        await advance(clock, 1.2)
+        assert store.data.committed == 2  # past the finished one, at the queued one
+        await runtime.stop()
+
+    run(body)
+
+
+def test_a_deadline_that_passed_while_down_drops_the_request() -> None:
+    async def body() -> None:
+        runtime, store, clock = make_runtime()
+        await runtime.start()
+        gone = await runtime.submit("acme", SubmitSpec(session="s", deadline_s=5.0), b"p")
+        kept = await runtime.submit("acme", SubmitSpec(session="t", deadline_s=60.0), b"q")
+        again, _, _ = make_runtime(store.reopen(), clock=VirtualClock(clock.now() + 10))
+        await again.start()
+        await settle()
+        assert again.status("acme", gone.request_id).state == State.DROPPED
+        assert stream_of(reply(store, "acme", "chatbot", "s"), gone.request_id) == (
+            [],
+            State.DROPPED,
+        )
+        assert again.status("acme", kept.request_id).state == State.QUEUED
+        await again.stop()
+
+    run(body)
+
+
+def test_restored_requests_skip_quotas_but_new_ones_meet_them() -> None:
+    async def body() -> None:
+        config = tenants_config(rate=RateLimit(requests_per_s=1.0, burst_s=1.0), max_queued=1)
+        runtime, store, clock = make_runtime(config=config)
+        await runtime.start()
+        await runtime.submit("acme", SubmitSpec(), b"p")
+        # More than the quota now allows were admitted before (e.g. a lower quota after a reload).
+        runtime.update_config(tenants_config())
+        await runtime.submit("acme", SubmitSpec(), b"q")
+        await runtime.submit("acme", SubmitSpec(), b"r")
+        again, _, _ = make_runtime(store.reopen(), config=config, clock=clock)
+        await again.start()
+        assert again.stats().policy.queued == 3
+        await again.stop()
+
+    run(body)
+
+
+def test_a_request_whose_end_was_stored_but_not_its_done_record_ends_on_restart() -> None:
+    async def body() -> None:
+        runtime, store, _ = make_runtime()
+        await runtime.start()
+        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"p")
+        worker = FakeWorker(runtime, "w1")
+        worker.credit(1)
+        grant = await worker.grant()
+        worker.chunks(grant, b"x")
+        worker.complete(grant)
+        await settle()
+        requests = store.data.queue(("", "requests", ""))
+        assert requests[-1].properties["kind"] == "done"
+        requests.pop()  # the torn tail of a crash
+        again, _, _ = make_runtime(store.reopen())
+        await again.start()
+        back = FakeWorker(again, "w1")
+        back.credit(1)
+        await settle()
+        assert await back.drain() == []  # not run again
+        assert again.status("acme", submitted.request_id).state == State.COMPLETED
+        assert stream_of(reply(store, "acme", "chatbot", "s"), submitted.request_id) == (
+            [b"x"],
+            State.COMPLETED,
+        )
+        await again.stop()
+
+    run(body)
+
+
+def test_drain_ends_worker_streams_at_once() -> None:
+    async def body() -> None:
+        runtime, _, _ = make_runtime()
+        await runtime.start()
+        worker = FakeWorker(runtime, "w1")
+        await runtime.drain()
+        await settle()
+        assert worker.ended is not None
+        assert "shutting down" in str(worker.ended)
+        with pytest.raises(ServingUnavailableError, match="shutting down"):
+            worker.send(WorkerInput(credits=1))
+        await runtime.stop()
+
+    run(body)
+
+
+def test_lifted_config_admits_every_record() -> None:
+    config = tenants_config(rate=RateLimit(requests_per_s=1.0), max_queued=0)
+    records = [
+        SubmitRecord(f"r{i}", tenant, 5, 1, 1, "", "chatbot", f"req-r{i}", 0, None, 0.0)
+        for i, tenant in enumerate(["acme", "acme", "gone"])
+    ]
+    out = lifted(config, records)
+    assert out.tenants["acme"].rate is None
+    assert out.tenants["acme"].max_queued >= 3
+    assert out.tenants["acme"].max_priority == 5
+    assert out.tenants["gone"].max_priority == 5
+    assert out.shed_queue_fraction == 1.0
