@@ -173,6 +173,11 @@ class AsyncSubscription:
         return self._state.positions()
 
     @property
+    def buffered(self) -> int:
+        """Messages received and waiting to be taken (at most ``buffer``)."""
+        return len(self._buffer)
+
+    @property
     def duplicates(self) -> int:
         return self._state.duplicates
 

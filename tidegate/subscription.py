@@ -189,6 +189,12 @@ class Subscription:
             return self._state.positions()
 
     @property
+    def buffered(self) -> int:
+        """Messages received and waiting to be taken (at most ``buffer``)."""
+        with self._cond:
+            return len(self._buffer)
+
+    @property
     def duplicates(self) -> int:
         """Redelivered messages dropped because they had been handed over already."""
         with self._cond:
