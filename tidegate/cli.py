@@ -222,7 +222,11 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "bench",
         help="run a benchmark and print its figures",
-        description="Run one benchmark (CONTRACTS.md section 4) and print its figures.",
+        description="Run one benchmark (CONTRACTS.md section 4) and print its figures. "
+        "By default it starts a server on loopback with a temporary data directory, runs "
+        "the workload over gRPC and stops the server; --server uses a running one instead "
+        "(API key from $TIDEGATE_API_KEY or --api-key-file); --in-process measures the "
+        "broker core in this process, without a server.",
     )
     p.add_argument("name", choices=BENCH_NAMES, help="which benchmark")
     p.add_argument("--count", type=_positive_int, help="messages or lite-topics")
@@ -233,10 +237,23 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--tenants", type=_positive_int, help="tenants (schedule)")
     p.add_argument("--subscriptions", type=_positive_int, help="subscriptions (fanin)")
     p.add_argument("--rate", type=_positive_int, help="messages per second (fanin)")
+    p.add_argument("--seconds", type=_seconds, help="how long to publish (fanin)")
+    p.add_argument("--clients", type=_positive_int, help="publishing threads (over gRPC)")
     p.add_argument(
         "--fsync", choices=("always", "interval"), default=None, help="the store's fsync policy"
     )
     p.add_argument("--data-dir", help="keep the data here instead of a temporary directory")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--in-process", action="store_true", help="the broker core in this process, no server"
+    )
+    where.add_argument("--server", help="HOST:PORT of a running server to measure instead")
+    p.add_argument(
+        "--api-key-file", help="with --server: the API key's file (default: $TIDEGATE_API_KEY)"
+    )
+    p.add_argument(
+        "--server-pid", type=_positive_int, help="with --server: its pid, to read its RSS"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_bench)
 

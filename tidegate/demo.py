@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("result", justify="right")
     for name, options, what in _STEPS:
         with console.status(f"running {name} ..."):
-            figures = run_bench(name, {**options, "fsync": "interval"})
+            figures = run_bench(name, {**options, "fsync": "interval"}, in_process=True)
         table.add_row(name, what, _describe(name, figures))
     console.print(table)
     console.print(
