@@ -27,7 +27,7 @@ from tidegate.errors import CallFailed, ClientClosed, DeadlineExceeded, Unavaila
 from tidegate.options import Backoff
 from tidegate.publishing import refs_of
 from tidegate.session import SessionState
-from tidegate.subscription import NoticeHandler
+from tidegate.subscription import NoticeHandler, tell
 from tidegate.values import Message, QueueRef, Start
 
 __all__ = ["AsyncSubscription"]
@@ -285,7 +285,7 @@ class AsyncSubscription:
                 self._kick()
                 self._notify()
                 for notice in notices:
-                    self._on_notice(notice)
+                    tell(self._on_notice, notice)
         except grpc.RpcError as exc:
             error = from_rpc_error(exc, method="Subscribe", server=self._conn.server)
         finally:

@@ -30,7 +30,7 @@ from tidegate.publishing import refs_of
 from tidegate.session import SessionState
 from tidegate.values import Message, Notice, QueueRef, Start
 
-__all__ = ["NoticeHandler", "Subscription", "log_notice"]
+__all__ = ["NoticeHandler", "Subscription", "log_notice", "tell"]
 
 log = logging.getLogger("tidegate.client")
 
@@ -41,6 +41,14 @@ def log_notice(notice: Notice) -> None:
     """The default notice handler: a warning in the log."""
     where = f" on {notice.ref}" if notice.ref is not None else ""
     log.warning("subscription notice%s (%s): %s", where, notice.code, notice.message)
+
+
+def tell(handler: NoticeHandler, notice: Notice) -> None:
+    """Call the user's notice handler; its failure is logged, not the stream's end."""
+    try:
+        handler(notice)
+    except Exception:
+        log.exception("the notice handler failed on %s", notice)
 
 
 class Subscription:
@@ -313,7 +321,7 @@ class Subscription:
                     self._cond.notify_all()
                 connected()
                 for notice in notices:
-                    self._on_notice(notice)
+                    tell(self._on_notice, notice)
             error = Unavailable(f"Subscribe: the server {self._conn.server} ended the stream")
         except grpc.RpcError as exc:
             error = from_rpc_error(exc, method="Subscribe", server=self._conn.server)

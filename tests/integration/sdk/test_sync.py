@@ -11,7 +11,7 @@ import pytest
 
 import tidegate
 from tests.integration.sdk.conftest import KEYS, RETRY, Server, make_client
-from tidegate import Client, Outgoing, QueueRef, Retry, Start
+from tidegate import Client, Message, Outgoing, QueueRef, Retry, Start
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +94,22 @@ def test_a_group_redelivers_a_nacked_message_with_its_attempt(client: Client) ->
         sub.ack(again)
     info = client.queue_info("jobs", "q", group="workers")
     assert info.committed_offset == 1
+
+
+def test_a_stray_ack_comes_back_as_a_notice_and_the_stream_goes_on(client: Client) -> None:
+    notices: list[tidegate.Notice] = []
+    client.publish("n", b"1", lite="x")
+    with client.subscribe("n", ["x"], group="gg", on_notice=notices.append) as sub:
+        first = sub.get(timeout=10)
+        assert first is not None
+        sub.ack(Message("n", "x", 99, b""))  # never delivered: not in flight
+        sub.ack(first)
+        client.publish("n", b"2", lite="x")
+        second = sub.get(timeout=10)
+        assert second is not None
+        assert second.body == b"2"
+    assert [(n.code, n.ref) for n in notices] == [("FAILED_PRECONDITION", QueueRef("n", "x"))]
+    assert "99" in notices[0].message
 
 
 def test_request_reply_through_a2a(server: Server, client: Client) -> None:
