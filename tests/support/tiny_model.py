@@ -19,8 +19,9 @@ import argparse
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CHAT_TEMPLATE", "TinyModelSpec", "build_tiny_model"]
+__all__ = ["CHAT_TEMPLATE", "TinyModelSpec", "build_tiny_model", "make_model", "make_tokenizer"]
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -57,28 +58,19 @@ def _corpus(seed: int, lines: int = 2000) -> list[str]:
     return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 14))) for _ in range(lines)]
 
 
-def build_tiny_model(directory: Path, spec: TinyModelSpec | None = None) -> Path:
-    """Write tokenizer, config and random weights into ``directory``; return it."""
-    # Imported here: torch/transformers are heavy and only the tests need them.
-    import torch
+def make_tokenizer(spec: TinyModelSpec | None = None) -> Any:
+    """A byte-level BPE tokenizer trained on a generated corpus, with a chat template."""
+    # Imported here: transformers is heavy and only the tests need it.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        GenerationConfig,
-        LlamaConfig,
-        LlamaForCausalLM,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import PreTrainedTokenizerFast
 
     spec = spec or TinyModelSpec()
-    directory.mkdir(parents=True, exist_ok=True)
-
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=spec.vocab_size,
-        special_tokens=specials,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -91,27 +83,46 @@ def build_tiny_model(directory: Path, spec: TinyModelSpec | None = None) -> Path
         unk_token="<unk>",
     )
     fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(directory)
+    return fast
 
+
+def make_model(tokenizer: Any, spec: TinyModelSpec | None = None) -> Any:
+    """A randomly initialised Llama (seeded) with no end-of-sequence token.
+
+    Built on torch's current default device: under ``with torch.device("cuda")``
+    a large one is initialised on the GPU directly.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    spec = spec or TinyModelSpec()
     torch.manual_seed(spec.seed)
     config = LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
+        vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads,
         num_key_value_heads=spec.kv_heads,
         max_position_embeddings=spec.max_positions,
-        pad_token_id=fast.pad_token_id,
-        bos_token_id=fast.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=None,
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
-        pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, eos_token_id=None
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=None
     )
-    model.save_pretrained(directory)
+    return model
+
+
+def build_tiny_model(directory: Path, spec: TinyModelSpec | None = None) -> Path:
+    """Write tokenizer, config and random weights into ``directory``; return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer(spec)
+    tokenizer.save_pretrained(directory)
+    make_model(tokenizer, spec).save_pretrained(directory)
     return directory
 
 
