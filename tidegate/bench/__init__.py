@@ -30,9 +30,12 @@ import json
 import os
 import random
 import secrets
-from collections.abc import Callable, Mapping
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import grpc
@@ -226,14 +229,35 @@ def run_cli(args: argparse.Namespace) -> int:
         server = Remote(args.server, api_key(args, os.environ), pid=args.server_pid)
     elif args.server_pid is not None or args.api_key_file is not None:
         raise UsageError("--server-pid and --api-key-file go with --server HOST:PORT")
-    figures = run_bench(
-        args.name, options, args.data_dir, in_process=args.in_process, server=server
-    )
+    with _sigterm_interrupts():
+        figures = run_bench(
+            args.name, options, args.data_dir, in_process=args.in_process, server=server
+        )
     if args.json:
         print(json.dumps(figures, sort_keys=True))
     else:
         _print_table(figures)
     return 0
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the server we started is stopped and the
+    temporary files go (the command then exits 130, "interrupted")."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_table(figures: Figures) -> None:
