@@ -31,7 +31,14 @@ from rich.table import Table
 
 from benchmarks.peers import jetstream_runs, redis_runs, servers, tidegate_runs
 from benchmarks.peers.machine import describe, summary
-from benchmarks.peers.report import check_targets, durability_table, markdown, rich_table, rows
+from benchmarks.peers.report import (
+    check_targets,
+    cpu_table,
+    durability_table,
+    markdown,
+    rich_table,
+    rows,
+)
 from benchmarks.peers.results import Figure, System, Tier, supports_sync_always
 from benchmarks.peers.workloads import FULL, QUICK, Sizes, Step, Workload, plan
 
@@ -129,7 +136,7 @@ def _run_step(
                 "client_cpu_s": round(time.process_time() - client_cpu, 3),
             }
             made = [
-                replace(f, details={**f.details, **cost})
+                replace(f, details={**cost, **f.details})  # a runner's own figures win
                 for f in (made if isinstance(made, list) else [made])
             ]
             figures += made
@@ -212,6 +219,12 @@ def _present(result: dict[str, Any], args: argparse.Namespace, out: Console) -> 
     for cells in durability_table(unavailable):
         tiers.add_row(*cells)
     out.print(tiers)
+    cpu = Table(title="CPU µs per operation (server / client; both share the cores)")
+    for header in ("workload", "tier", "tidegate", "Redis", "JetStream"):
+        cpu.add_column(header, justify="left" if header in ("workload", "tier") else "right")
+    for cells in cpu_table(table):
+        cpu.add_row(*cells)
+    out.print(cpu)
     for t in targets:
         mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "not measured"}[t.met]
         ratio = "-" if t.ratio is None else f"{t.ratio:.2f}x"

@@ -68,7 +68,13 @@ async def _async_publish(
                 pending, timeout=deadline.left(), return_when=asyncio.FIRST_COMPLETED
             )
             acked += sum(1 for f in done if f.exception() is None)
-        pending.add(await js.publish_async(subject_of(i), body))
+        try:
+            future = await js.publish_async(
+                subject_of(i), body, wait_stall=max(0.1, deadline.left())
+            )
+        except nats.js.errors.TooManyStalledMsgsError:
+            break
+        pending.add(future)
     if pending:
         done, pending = await asyncio.wait(pending, timeout=deadline.left())
         acked += sum(1 for f in done if f.exception() is None)

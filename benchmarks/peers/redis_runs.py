@@ -176,6 +176,7 @@ def topics(server: PeerServer, tier: Tier, sizes: Sizes) -> list[Figure]:
         after = client.info("memory")
         rss_after = server.rss_bytes()
         one_key = client.memory_usage("s-0") or 0
+        keys = int(client.dbsize())
     finally:
         client.close()
     used = int(after["used_memory"]) - int(before["used_memory"])
@@ -197,6 +198,7 @@ def topics(server: PeerServer, tier: Tier, sizes: Sizes) -> list[Figure]:
                 "used_memory_delta": float(used),
                 "rss_delta": float(rss_after - rss_before),
                 "memory_usage_one_key": float(one_key),
+                "keys": float(keys),
             },
         ),
     ]

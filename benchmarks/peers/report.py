@@ -25,6 +25,8 @@ __all__ = [
     "TargetResult",
     "advantage",
     "check_targets",
+    "cpu_per_op",
+    "cpu_table",
     "durability_table",
     "format_value",
     "markdown",
@@ -183,6 +185,37 @@ _CAPTION = (
 )
 
 
+def cpu_per_op(figure: Figure) -> tuple[float, float] | None:
+    """(server, client) CPU microseconds per operation of a throughput figure.
+
+    None for a latency or memory figure, or one without CPU details. Both
+    sides share two cores, so a side whose CPU time is close to the wall
+    time is the one that limits the figure.
+    """
+    server = figure.details.get("server_cpu_s")
+    client = figure.details.get("client_cpu_s")
+    if not figure.metric.higher_is_better or server is None or client is None:
+        return None
+    if figure.count == 0:
+        return None
+    return (server / figure.count * 1e6, client / figure.count * 1e6)
+
+
+def _cpu_text(figure: Figure | None) -> str:
+    cost = None if figure is None else cpu_per_op(figure)
+    return "-" if cost is None else f"{cost[0]:,.0f} / {cost[1]:,.0f}"
+
+
+def cpu_table(table: Sequence[Row]) -> list[list[str]]:
+    """Rows of (workload, tier, server / client CPU µs per op for each system)."""
+    return [
+        [row.metric.label, row.tier.value]
+        + [_cpu_text(row.figures.get(s)) for s in (System.TIDEGATE, *PEERS)]
+        for row in table
+        if row.metric.higher_is_better
+    ]
+
+
 def durability_table(unavailable: Mapping[tuple[System, Tier], str]) -> list[list[str]]:
     """Rows of (tier, setting per system); ``unavailable`` says why a cell did not run."""
     out = []
@@ -203,4 +236,9 @@ def markdown(table: Sequence[Row], unavailable: Mapping[tuple[System, Tier], str
     heads = ["tier", "tidegate", "Redis", "JetStream"]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     lines += ["| " + " | ".join(cells) + " |" for cells in durability_table(unavailable)]
+    cpu = cpu_table(table)
+    if cpu:
+        heads = ["CPU µs per op (server / client)", "tier", "tidegate", "Redis", "JetStream"]
+        lines += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in cpu]
     return "\n".join(lines) + "\n"

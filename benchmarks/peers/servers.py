@@ -66,6 +66,7 @@ class PeerServer:
     port: int
     directory: Path
     version: str
+    stop_signal: int = signal.SIGTERM
 
     @property
     def pid(self) -> int:
@@ -107,10 +108,10 @@ class PeerServer:
             raise ServerError(f"{self.name} listened on {outside}; only loopback is allowed")
 
     def stop(self) -> int | None:
-        """SIGTERM this pid, SIGKILL it after a bound; remove the directory."""
+        """Signal this pid to stop, SIGKILL it after a bound; remove the directory."""
         code = self.proc.poll()
         if code is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(self.stop_signal)
             try:
                 code = self.proc.wait(_STOP_S)
             except subprocess.TimeoutExpired:
@@ -234,6 +235,8 @@ def start_nats(tier: Tier) -> PeerServer:
         port,
         directory,
         ".".join(map(str, version)),
+        # Both stop it gracefully; SIGINT is the one it answers with exit status 0.
+        stop_signal=signal.SIGINT,
     )
     _wait_for(server, lambda: _greets(port, b"INFO "))
     return server
@@ -271,7 +274,7 @@ def start_tidegate(tier: Tier) -> TidegateServer:
         "--listen", "127.0.0.1:0",
     ]  # fmt: skip
     proc = _spawn(argv, directory, env, pipe=True)
-    server = TidegateServer("tidegate", proc, 0, directory, __version__, key)
+    server = TidegateServer("tidegate", proc, 0, directory, __version__, api_key=key)
     line = _announcement(proc)
     if "listening on " not in line:
         tail = server.log_tail()

@@ -11,6 +11,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,7 @@ _TOPIC = "bench"
 _LITE = "p"
 _GROUP = "g"
 _SUBSCRIBE_CHUNK = 5000  # subscriptions added per request in fan-in setup
+_IN_FLIGHT = 64  # fan-in publishes awaiting their acknowledgement
 _OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -219,12 +221,19 @@ def publish_one(server: TidegateServer, tier: Tier, sizes: Sizes) -> Figure:
     latencies: list[float] = []
     deadline = Deadline.after(sizes.publish_one_seconds)
     try:
+        server_cpu = server.cpu_seconds()
+        client_cpu = time.process_time()
         started = time.perf_counter()
         while len(latencies) < sizes.publish_one_count and not deadline.passed():
             t0 = time.perf_counter()
             conn.publish(request, timeout=30)
             latencies.append((time.perf_counter() - t0) * 1e3)
         seconds = time.perf_counter() - started
+        # CPU of the publishes alone, not of the Status calls below.
+        cost = {
+            "server_cpu_s": round(server.cpu_seconds() - server_cpu, 3),
+            "client_cpu_s": round(time.process_time() - client_cpu, 3),
+        }
         floor = _status_floor(conn, len(latencies), Deadline.after(2.0))
     finally:
         conn.close()
@@ -236,7 +245,7 @@ def publish_one(server: TidegateServer, tier: Tier, sizes: Sizes) -> Figure:
         planned=len(latencies),  # bounded by time by design
         seconds=seconds,
         latencies_ms=latencies,
-        details={"status_rpc_per_s": floor},
+        details={"status_rpc_per_s": floor, **cost},
     )
 
 
@@ -272,6 +281,11 @@ def topics(server: TidegateServer, tier: Tier, sizes: Sizes) -> list[Figure]:
     )
     time.sleep(2.0)  # the same settle time for every system
     grown = server.rss_bytes() - before
+    conn = _Conn(server)
+    try:  # the server's own count, to show the topics exist
+        status = conn.stub.Status(pb.StatusRequest(), metadata=conn.metadata, timeout=30)
+    finally:
+        conn.close()
     return [
         rate_figure(
             System.TIDEGATE,
@@ -289,7 +303,7 @@ def topics(server: TidegateServer, tier: Tier, sizes: Sizes) -> list[Figure]:
             count=count,
             seconds=seconds,
             complete=count >= sizes.topics,
-            details={"rss_delta": float(grown)},
+            details={"rss_delta": float(grown), "lite_topics": float(status.lite_topics)},
         ),
     ]
 
@@ -371,19 +385,33 @@ def _paced_publisher(
     deadline: Deadline,
     sent: list[float],
 ) -> None:
-    """Publish ``total`` stamped messages at the fan-in rate; ``sent`` = [count, seconds]."""
+    """Publish ``total`` stamped messages at the fan-in rate; ``sent`` = [count, seconds].
+
+    Each Publish is sent when due and its acknowledgement collected later
+    (at most ``_IN_FLIGHT`` pending), so the rate holds even when one unary
+    round trip takes longer than the gap between two messages.
+    """
     conn = _Conn(server)
+    pending: deque[Any] = deque()
     started = time.perf_counter()
     try:
         while sent[0] < total and not deadline.passed():
             pause = due(started, int(sent[0]), sizes.fanin_rate) - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
+            while len(pending) >= _IN_FLIGHT:
+                pending.popleft().result(timeout=max(1.0, deadline.left()))
             message = pb.OutboundMessage(
                 topic="fan", lite_topics=[rng.choice(lites)], body=stamped(time.time())
             )
-            conn.publish(pb.PublishRequest(messages=[message]), timeout=30)
+            pending.append(
+                conn.stub.Publish.future(
+                    pb.PublishRequest(messages=[message]), metadata=conn.metadata, timeout=30
+                )
+            )
             sent[0] += 1
+        while pending:
+            pending.popleft().result(timeout=max(1.0, deadline.left()))
     finally:
         sent[1] = time.perf_counter() - started
         conn.close()

@@ -10,6 +10,8 @@ from benchmarks.peers.report import (
     Target,
     advantage,
     check_targets,
+    cpu_per_op,
+    cpu_table,
     durability_table,
     format_value,
     markdown,
@@ -147,3 +149,26 @@ def test_markdown_and_rich_tables_hold_every_row_and_ratio() -> None:
     rendered = console.export_text()
     assert "0.50x" in rendered
     assert "2.00x" in rendered
+
+
+def test_cpu_per_op_for_throughput_figures_only() -> None:
+    details = {"server_cpu_s": 2.0, "client_cpu_s": 0.5}
+    produce = Figure(System.TIDEGATE, Metric.PRODUCE, Tier.WINDOW, 1.0, 100_000, 1.0, True, details)
+    assert cpu_per_op(produce) == (20.0, 5.0)
+    latency = Figure(System.TIDEGATE, Metric.FANIN_P50, Tier.WINDOW, 1.0, 100, 1.0, True, details)
+    assert cpu_per_op(latency) is None
+    assert cpu_per_op(fig(System.REDIS, Metric.PRODUCE, Tier.WINDOW, 1.0)) is None  # no details
+    empty = Figure(System.REDIS, Metric.CONSUME, Tier.WINDOW, 0.0, 0, 1.0, False, details)
+    assert cpu_per_op(empty) is None
+
+
+def test_cpu_table_has_a_row_per_throughput_row() -> None:
+    details = {"server_cpu_s": 3.0, "client_cpu_s": 1.0}
+    table = rows(
+        [
+            Figure(System.REDIS, Metric.CONSUME, Tier.FSYNC, 9.0, 1000, 1.0, True, details),
+            fig(System.TIDEGATE, Metric.CONSUME, Tier.FSYNC, 5.0),
+            fig(System.TIDEGATE, Metric.FANIN_P99, Tier.WINDOW, 5.0),
+        ]
+    )
+    assert cpu_table(table) == [["consume + ack", "fsync", "-", "3,000 / 1,000", "-"]]
