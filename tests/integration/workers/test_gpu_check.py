@@ -16,7 +16,7 @@ def test_the_gpu_check_runs_the_feedback_loop_on_cpu(capsys: pytest.CaptureFixtu
         [
             "--tiny",
             "--seconds",
-            "3",
+            "2",
             "--start-rate",
             "10",
             "--end-rate",
