@@ -359,6 +359,8 @@ class Client:
         """
         self._check_open()
         state = SessionState(group=group or "", lease_s=lease_s, max_batch=max_batch, window=buffer)
+        if topic is None and lites is not None:
+            raise InvalidArgument("lites given without a topic: name the topic they belong to")
         refs = refs_of(topic, lites) if topic is not None else []
         change = state.add(refs, start or Start.default())
         sub = Subscription(

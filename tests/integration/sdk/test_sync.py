@@ -208,6 +208,8 @@ def test_local_rules_fail_before_sending(client: Client) -> None:
         client.publish("t", b"x", lite="no spaces")
     with pytest.raises(tidegate.InvalidArgument, match="topic name rule"):
         client.subscribe("bad/topic", ["x"])
+    with pytest.raises(tidegate.InvalidArgument, match="without a topic"):
+        client.subscribe(lites=["x"])
 
 
 def test_a_missing_message_is_not_found(client: Client) -> None:
