@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from broker.errors import InvalidArgument
 
@@ -35,6 +36,7 @@ __all__ = [
     "NO_PROPERTIES",
     "MessageRecord",
     "chunk_payload",
+    "decode_delivery",
     "decode_message",
     "encode_chunked",
     "encode_inline",
@@ -60,6 +62,8 @@ _I = struct.Struct(">I")
 _Q = struct.Struct(">Q")
 _CHUNK_HEAD = struct.Struct(">QI")
 _CHUNK_TAG = bytes([CHUNK])
+_SINGLE = struct.Struct(">BBdHH")  # the head of a one-queue record and its name length
+_NONE: Mapping[str, str] = MappingProxyType({})
 
 
 def kind_of(payload: bytes) -> int:
@@ -212,3 +216,21 @@ def decode_message(payload: bytes, *, with_body: bool = True) -> MessageRecord:
         return MessageRecord(timestamp, tuple(queues), properties, len(payload) - at, body, ())
     except (struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed message record: {exc}") from exc
+
+
+def decode_delivery(payload: bytes) -> tuple[float, Mapping[str, str], int, bytes, bool]:
+    """(timestamp, properties, size, body, chunked) of a message record, for delivery.
+
+    The read path decodes every delivered message, and most are one queue,
+    no properties, an inline body: those take a short branch that builds
+    nothing but the body (properties come back as one shared empty mapping).
+    The rest, and anything malformed, go through :func:`decode_message`.
+    """
+    if len(payload) >= _SINGLE.size:
+        kind, flags, timestamp, count, length = _SINGLE.unpack_from(payload, 0)
+        at = _SINGLE.size + length + 8  # past the name and the offset
+        if kind == MESSAGE and flags == 0 and count == 1 and payload[at : at + 2] == NO_PROPERTIES:
+            body = payload[at + 2 :]
+            return timestamp, _NONE, len(body), body, False
+    rec = decode_message(payload)
+    return rec.timestamp, rec.properties, rec.size, rec.body, rec.chunked

@@ -62,33 +62,36 @@ class Reader:
     def messages_at(
         self, name: QueueName, entry: QueueEntry, offsets: Iterable[int], log_start: int
     ) -> list[Message]:
-        """The messages at ``offsets`` that still exist (retention may have taken some)."""
+        """The messages at ``offsets`` that still exist (retention may have taken some).
+
+        The consumer's hot path: one multi-get for the index entries, one
+        batch read of the log (neighbouring records share a pread), and a
+        short decode per record.
+        """
         offsets = list(offsets)
-        raws = self._index.get_many(Column.INDEX, [k.offset_key(entry.qid, o) for o in offsets])
-        messages: list[Message] = []
+        qid = entry.qid
+        key = k.OFFSET_KEY.pack
+        raws = self._index.get_many(Column.INDEX, [key(qid, o) for o in offsets])
+        kept: list[int] = []
+        positions: list[int] = []
+        locate = k.locate
         for offset, raw in zip(offsets, raws, strict=True):
             if raw is None:
                 continue
-            value = k.decode_index(raw)
-            if value.lowest < log_start:
+            position, lowest = locate(raw)
+            if lowest < log_start:
                 continue  # the record or its first chunks were reclaimed
-            try:
-                payload = self._log.read(value.position)
-            except NotFound:
-                continue  # in a corrupt stretch skipped on open
-            rec = envelope.decode_message(payload)
-            messages.append(
-                Message(
-                    name,
-                    offset,
-                    value.position,
-                    rec.timestamp,
-                    rec.properties,
-                    rec.size,
-                    rec.body,
-                    rec.chunked,
+            kept.append(offset)
+            positions.append(position)
+        payloads = self._log.read_many(positions)  # None: in a corrupt stretch skipped on open
+        decode = envelope.decode_delivery
+        messages: list[Message] = []
+        for offset, position, payload in zip(kept, positions, payloads, strict=True):
+            if payload is not None:
+                timestamp, properties, size, body, chunked = decode(payload)
+                messages.append(
+                    Message(name, offset, position, timestamp, properties, size, body, chunked)
                 )
-            )
         return messages
 
     def _skip_lost(

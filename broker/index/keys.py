@@ -74,6 +74,7 @@ __all__ = [
     "expiry_key",
     "group_key",
     "group_of",
+    "locate",
     "offset_key",
     "offset_of",
     "queue_range",
@@ -160,6 +161,16 @@ def decode_index(data: bytes) -> IndexValue:
         return IndexValue(position, size, flags, low)
     position, size, flags = _INDEX.unpack(data)
     return IndexValue(position, size, flags)
+
+
+def locate(data: bytes) -> tuple[int, int]:
+    """(position, lowest position needed) of an index value: :func:`decode_index`
+    without the object, for the read path's loop over every message."""
+    if len(data) == _INDEX.size:
+        position: int = _U64.unpack_from(data)[0]
+        return position, position
+    value = decode_index(data)
+    return value.position, value.lowest
 
 
 # ---------------------------------------------------------------- registry

@@ -47,6 +47,7 @@ __all__ = [
     "encode",
     "encode_many",
     "frame_offsets",
+    "payload_at",
     "resync",
     "walk",
 ]
@@ -172,6 +173,26 @@ def decode(buf: Buffer, offset: int = 0, *, max_record_bytes: int = MAX_PAYLOAD_
     if computed != stored:
         return Corrupt(offset, f"CRC32C mismatch: stored {stored:#010x}, computed {computed:#010x}")
     return Frame(offset, end, payload)
+
+
+def payload_at(buf: bytes, offset: int, max_record_bytes: int) -> bytes | None:
+    """The payload of the valid frame at ``offset`` in ``buf``, or None.
+
+    The lean twin of :func:`decode` for batch reads: no objects besides the
+    payload. None means "not a complete, valid frame here" (cut off by the
+    buffer's end, or corrupt); the caller falls back to :func:`decode` for
+    the details.
+    """
+    if offset + HEADER_SIZE > len(buf):
+        return None
+    length, version, stored = _HEADER.unpack_from(buf, offset)
+    end = offset + HEADER_SIZE + length
+    if version != VERSION or length > max_record_bytes or end > len(buf):
+        return None
+    payload = buf[offset + HEADER_SIZE : end]
+    if crc32c.crc32c(payload, _VERSION_CRC) != stored:
+        return None
+    return payload
 
 
 def walk(buf: memoryview, start: int, stop: int, max_record_bytes: int) -> Walk:
