@@ -126,17 +126,24 @@ def outbound(tenant: str, index: int, message: pb.OutboundMessage, limit: int) -
 
 
 def delivery(message: Message, deadline: float | None) -> pb.Delivery:
+    out = pb.Delivery()
+    _fill(out, message, deadline)
+    return out
+
+
+def _fill(out: pb.Delivery, message: Message, deadline: float | None) -> None:
+    """Set ``out``'s fields from ``message`` (only the non-default ones: each set costs)."""
     queue = message.queue
-    out = pb.Delivery(
-        topic=queue.topic,
-        lite_topic=queue.lite,
-        offset=message.offset,
-        attempt=message.attempt,
-        timestamp=message.timestamp,
-        body=message.body,
-        chunked=message.chunked,
-        size=message.size,
-    )
+    out.topic = queue.topic
+    out.lite_topic = queue.lite
+    out.offset = message.offset
+    out.timestamp = message.timestamp
+    out.body = message.body
+    out.size = message.size
+    if message.attempt:
+        out.attempt = message.attempt
+    if message.chunked:
+        out.chunked = True
     properties = message.properties
     if properties:
         for key, value in properties.items():
@@ -146,25 +153,32 @@ def delivery(message: Message, deadline: float | None) -> pb.Delivery:
                 out.properties[key] = value
     if deadline is not None:
         out.lease_deadline = deadline
-    return out
 
 
 def frames(batch: Batch) -> Iterator[tuple[pb.SubscribeResponse, Message | None]]:
-    """Subscribe frames of ``batch``: each with the chunked message it ends with, if any."""
-    frame = pb.SubscribeResponse(credits_left=batch.credits_left)
+    """Subscribe frames of ``batch``: each with the chunked message it ends with, if any.
+
+    Deliveries are built in place (``messages.add()``), not built apart and
+    copied in: a frame carries up to a thousand of them.
+    """
+    credits_left = batch.credits_left
+    frame = pb.SubscribeResponse(credits_left=credits_left)
+    add = frame.messages.add
     size = 0
     deadlines = batch.deadlines
     for message in batch.messages:
-        frame.messages.append(delivery(message, deadlines.get(message.queue)))
+        _fill(add(), message, deadlines.get(message.queue) if deadlines else None)
         if message.chunked:
             yield frame, message
-            frame = pb.SubscribeResponse(credits_left=batch.credits_left)
+            frame = pb.SubscribeResponse(credits_left=credits_left)
+            add = frame.messages.add
             size = 0
             continue
         size += message.size
         if size >= FRAME_BYTES:
             yield frame, None
-            frame = pb.SubscribeResponse(credits_left=batch.credits_left)
+            frame = pb.SubscribeResponse(credits_left=credits_left)
+            add = frame.messages.add
             size = 0
     if frame.messages:
         yield frame, None
