@@ -61,7 +61,7 @@ MiB = 1024 * 1024
 DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "produce": {"count": 200_000, "size": 1024, "batch": 100, "clients": 4},
     "consume": {"count": 100_000, "size": 1024, "batch": 100, "clients": 4},
-    "lite-topics": {"count": 100_000, "clients": 2},
+    "lite-topics": {"count": 300_000, "clients": 2},
     "fanin": {"subscriptions": 100_000, "rate": 1000, "seconds": 5.0},
     "schedule": {"queued": 100_000, "tenants": 1_000},
     "recovery": {"log_bytes": 256 * MiB, "clients": 2},

@@ -109,7 +109,7 @@ def test_against_a_server_it_starts(name: str, clean_tmp: Path) -> None:
     if name == "recovery":
         assert figures["open_s"] > 0
         assert figures["empty_start_s"] > 0
-        assert figures["queues"] == 100
+        assert figures["queues"] >= 100  # the 100 lite-topics it filled
 
 
 @pytest.mark.parametrize("name", ["produce", "consume", "lite-topics", "recovery", "schedule"])
