@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Regenerate the Python code of broker/proto/broker.proto (committed, so an
-# install needs no protoc). Run from anywhere; needs the test extra
-# (grpcio-tools, mypy-protobuf) in .venv or $PYTHON.
+# Regenerate the Python code of the wire contracts in broker/proto/
+# (broker.proto, inference.proto; committed, so an install needs no protoc).
+# Run from anywhere; needs the test extra (grpcio-tools, mypy-protobuf) in
+# .venv or $PYTHON.
 #
-#   scripts/gen-proto.sh                 # broker/proto/broker_pb2{,_grpc}.py{,i}
+#   scripts/gen-proto.sh                 # broker/proto/{broker,inference}_pb2{,_grpc}.py{,i}
 #   scripts/gen-proto.sh OUT_DIR PACKAGE # a copy for another package, e.g.
 #                                        #   scripts/gen-proto.sh tidegate/_proto tidegate._proto
 #
-# The descriptor is always compiled as "broker/proto/broker.proto", so a copy
+# Each descriptor is always compiled as "broker/proto/NAME.proto", so a copy
 # and the original can live in one process (protobuf accepts the same file
 # twice when it is byte for byte the same).
 set -euo pipefail
@@ -19,16 +20,18 @@ package="${2:-broker.proto}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 plugin_dir="$(dirname "$python")"
-"$python" -m grpc_tools.protoc -I . \
-    --python_out="$tmp" --grpc_python_out="$tmp" \
-    --plugin=protoc-gen-mypy="$plugin_dir/protoc-gen-mypy" \
-    --plugin=protoc-gen-mypy_grpc="$plugin_dir/protoc-gen-mypy_grpc" \
-    --mypy_out="$tmp" --mypy_grpc_out="$tmp" \
-    broker/proto/broker.proto
 mkdir -p "$out"
-for f in broker_pb2.py broker_pb2.pyi broker_pb2_grpc.py broker_pb2_grpc.pyi; do
-    sed -e "s/^from broker\.proto import broker_pb2/from ${package} import broker_pb2/" \
-        -e "s/^import broker\.proto\.broker_pb2$/import ${package}.broker_pb2/" \
-        -e "s/broker\.proto\.broker_pb2\./${package}.broker_pb2./g" \
-        "$tmp/broker/proto/$f" > "$out/$f"
+for name in broker inference; do
+    "$python" -m grpc_tools.protoc -I . \
+        --python_out="$tmp" --grpc_python_out="$tmp" \
+        --plugin=protoc-gen-mypy="$plugin_dir/protoc-gen-mypy" \
+        --plugin=protoc-gen-mypy_grpc="$plugin_dir/protoc-gen-mypy_grpc" \
+        --mypy_out="$tmp" --mypy_grpc_out="$tmp" \
+        "broker/proto/$name.proto"
+    for f in "${name}_pb2.py" "${name}_pb2.pyi" "${name}_pb2_grpc.py" "${name}_pb2_grpc.pyi"; do
+        sed -e "s/^from broker\.proto import ${name}_pb2/from ${package} import ${name}_pb2/" \
+            -e "s/^import broker\.proto\.${name}_pb2$/import ${package}.${name}_pb2/" \
+            -e "s/broker\.proto\.${name}_pb2\./${package}.${name}_pb2./g" \
+            "$tmp/broker/proto/$f" > "$out/$f"
+    done
 done
