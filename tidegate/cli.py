@@ -13,8 +13,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tidegate.errors import TidegateError, UsageError
+
+if TYPE_CHECKING:
+    from broker.server import ExtensionFactory
+    from broker.tenancy import KeyRing
+    from scheduler.settings import Settings
 
 __all__ = ["main"]
 
@@ -115,9 +121,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     with Broker.open(data_dir, broker_settings) as store:
         options = ServerOptions(listen=listen, tls=tls)
+        inference = _inference_extension(args.config, settings, ring)
 
         def make() -> BrokerServer:
-            return BrokerServer(store, ring, quotas, options)
+            return BrokerServer(store, ring, quotas, options, extensions=[inference])
 
         try:
             asyncio.run(serve_until_signalled(make, announce, metrics_port=metrics_port))
@@ -125,6 +132,51 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"--listen {listen}: {exc}") from None
     print("tidegate serve: stopped", flush=True)
     return 0
+
+
+def _inference_extension(config_path: str, settings: Settings, ring: KeyRing) -> ExtensionFactory:
+    """The scheduler's Inference API on the broker's server, with settings hot reload."""
+    import asyncio
+    import random
+    import time
+
+    from broker.hub import Hub
+    from scheduler.clock import MonotonicClock
+    from scheduler.policy import create_policy
+    from scheduler.runtime import BrokerRequestStore, Runtime
+    from scheduler.serving import InferenceExtension
+    from scheduler.settings import SettingsWatcher, to_scheduler_config, worker_tenants
+
+    def make(hub: Hub) -> InferenceExtension:
+        clock = MonotonicClock()
+        config = to_scheduler_config(settings)
+        runtime = Runtime(
+            create_policy("tidegate", config, random.Random()),
+            BrokerRequestStore(hub),
+            config,
+            clock=clock,
+            wall=time.time,
+            worker_tenants=worker_tenants(settings),
+        )
+
+        def reload(new: Settings) -> None:
+            # Weights, quotas, windows and roles change at once; queued requests
+            # stay. API keys are read at start only (restart for a new key).
+            runtime.update_config(to_scheduler_config(new), worker_tenants(new))
+
+        watcher = SettingsWatcher(config_path, reload)
+
+        async def watch() -> None:
+            loop = asyncio.get_running_loop()
+            watcher.install_sighup(loop)
+            try:
+                await watcher.run(clock, 1.0)
+            finally:
+                watcher.remove_sighup(loop)
+
+        return InferenceExtension(runtime, ring, jobs=[watch])
+
+    return make
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -271,7 +323,7 @@ def _port(text: str) -> int:
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve the broker over gRPC (health, reflection, /metrics)",
+        help="serve the broker and the inference API over gRPC (health, reflection, /metrics)",
         description="Serve the broker over gRPC (CONTRACTS.md section 5) until SIGTERM, "
         "which drains calls under way and exits 0.",
     )

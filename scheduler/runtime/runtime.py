@@ -284,8 +284,9 @@ class Runtime:
         """
         return await self.leasing.outgoing(session)
 
-    def detach(self, session: WorkerSession) -> None:
-        self.leasing.detach(session)
+    def detach(self, session: WorkerSession, error: BaseException | None = None) -> None:
+        """The stream ended (``error``: why, if the worker broke a rule)."""
+        self.core.detach(session, error)
 
     # ------------------------------------------------------------- config, stats
 

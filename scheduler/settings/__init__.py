@@ -14,7 +14,8 @@ into the frozen values the packages take. Nothing here runs at import.
   env var (``api_key_env``) or file (``api_key_file``) it names; never from
   the YAML.
 * :func:`to_scheduler_config`, :func:`to_fleet_config`,
-  :func:`to_workload_spec`, :func:`broker_options`: the frozen values.
+  :func:`to_workload_spec`, :func:`broker_options`: the frozen values;
+  :func:`worker_tenants`: the fleets' tenants (``role: worker``).
 * :class:`SettingsWatcher`: hot reload on file change or SIGHUP.
 """
 
@@ -25,6 +26,7 @@ from scheduler.settings.convert import (
     to_fleet_config,
     to_scheduler_config,
     to_workload_spec,
+    worker_tenants,
 )
 from scheduler.settings.loading import describe_validation_error, load_settings, parse_settings
 from scheduler.settings.secrets import tenant_api_keys
@@ -72,4 +74,5 @@ __all__ = [
     "to_fleet_config",
     "to_scheduler_config",
     "to_workload_spec",
+    "worker_tenants",
 ]

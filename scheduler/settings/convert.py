@@ -13,7 +13,13 @@ from scheduler.sim.fleet import FleetConfig, FleetModel
 from scheduler.sim.workload import Burst, Stream, TokenDist, WorkloadSpec
 from scheduler.types import RateLimit, SchedulerConfig, TenantConfig, WindowConfig
 
-__all__ = ["broker_options", "to_fleet_config", "to_scheduler_config", "to_workload_spec"]
+__all__ = [
+    "broker_options",
+    "to_fleet_config",
+    "to_scheduler_config",
+    "to_workload_spec",
+    "worker_tenants",
+]
 
 
 def _set_fields(model: BaseModel | None, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -24,13 +30,29 @@ def _set_fields(model: BaseModel | None, *, skip: tuple[str, ...] = ()) -> dict[
     return {name: value for name, value in values if name not in skip and value is not None}
 
 
+def worker_tenants(settings: Settings) -> frozenset[str]:
+    """Tenants with ``role: worker``: fleets' keys, which lease requests and submit none."""
+    return frozenset(name for name, body in settings.tenants.items() if body.role == "worker")
+
+
 def to_scheduler_config(settings: Settings) -> SchedulerConfig:
-    """The frozen config the policy takes; reload passes a new one to update_config."""
+    """The frozen config the policy takes; reload passes a new one to update_config.
+
+    Worker tenants are left out: they are never scheduled."""
     tenants: dict[str, TenantConfig] = {}
     for name, body in settings.tenants.items():
+        if body.role == "worker":
+            continue
         fields = _set_fields(
             body,
-            skip=("rate", "api_key_env", "api_key_file", "max_lite_topics", "max_subscriptions"),
+            skip=(
+                "rate",
+                "api_key_env",
+                "api_key_file",
+                "max_lite_topics",
+                "max_subscriptions",
+                "role",
+            ),
         )
         rate = None
         if body.rate is not None:

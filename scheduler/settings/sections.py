@@ -88,6 +88,10 @@ class TenantSettings(_Section):
     max_subscriptions: Annotated[int, Field(ge=0)] | None = None
     api_key_env: Annotated[str, StringConstraints(pattern=_ENV_NAME_PATTERN)] | None = None
     api_key_file: Path | None = None
+    # "worker": the key of a GPU fleet. It opens Lease streams (and may lease
+    # any tenant's requests) but submits nothing and is not scheduled itself.
+    # Left out: a client tenant.
+    role: Literal["client", "worker"] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from scheduler.settings import (
     to_fleet_config,
     to_scheduler_config,
     to_workload_spec,
+    worker_tenants,
 )
 from scheduler.settings.sections import (
     BrokerSection,
@@ -67,10 +68,12 @@ def test_contract_example_parses_into_the_frozen_config() -> None:
 
 
 def test_shipped_configs_load() -> None:
-    env = {"ACME_KEY": "k1", "FREE_TIER_KEY": "k2"}
+    env = {"ACME_KEY": "k1", "FREE_TIER_KEY": "k2", "GPU_FLEET_KEY": "k3"}
     example = load_settings(REPO / "configs" / "tenants.yaml", env)
-    assert set(example.tenants) == {"acme", "free-tier"}
-    assert set(tenant_api_keys(example, env)) == {"acme", "free-tier"}
+    assert set(example.tenants) == {"acme", "free-tier", "gpu-fleet"}
+    assert set(tenant_api_keys(example, env)) == {"acme", "free-tier", "gpu-fleet"}
+    assert worker_tenants(example) == {"gpu-fleet"}
+    assert set(to_scheduler_config(example).tenants) == {"acme", "free-tier"}
     for name in ("sim-fair-124", "sim-burst", "sim-priority"):
         settings = load_settings(REPO / "configs" / f"{name}.yaml", {})
         to_scheduler_config(settings)
@@ -243,8 +246,9 @@ def test_every_knob_of_the_frozen_values_can_be_set() -> None:
     """The sections and the dataclasses must not drift apart."""
     assert set(WindowSettings.model_fields) == _names(WindowConfig)
     assert set(SchedulerSettings.model_fields) == _names(SchedulerConfig) - {"tenants"}
-    broker_keys = {"api_key_env", "api_key_file", "max_lite_topics", "max_subscriptions"}
-    tenant_keys = set(TenantSettings.model_fields) - broker_keys
+    # Keys the server reads (broker limits, the key, the role), not the policy.
+    server_keys = {"api_key_env", "api_key_file", "max_lite_topics", "max_subscriptions", "role"}
+    tenant_keys = set(TenantSettings.model_fields) - server_keys
     assert tenant_keys == _names(TenantConfig) - {"name"}
     assert set(FleetModelSettings.model_fields) == _names(FleetModel)
 

@@ -1,0 +1,37 @@
+"""Fixtures: a factory of real servers on a temporary directory, all killed at teardown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.inference.harness import Server
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    made: list[Server] = []
+
+    def make(fsync: str = "interval", extra: str = "", name: str = "srv") -> Server:
+        directory = tmp_path / name
+        directory.mkdir(exist_ok=True)
+        server = Server(directory, fsync, extra).start()
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        for channel in server.channels:
+            channel.close()
+        if server.proc is not None:
+            server.proc.kill()
+            server.proc.wait()
+            if server.proc.stdout is not None:
+                server.proc.stdout.close()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    return server_factory()
