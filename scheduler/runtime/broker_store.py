@@ -27,7 +27,12 @@ from broker.errors import (
 from broker.hub import Hub
 from broker.publishing_stream import Pipe
 from broker.types import Message, PublishRequest, QueueName
-from scheduler.runtime.errors import InvalidFieldError, ServingUnavailableError, TooMuchError
+from scheduler.runtime.errors import (
+    InvalidFieldError,
+    ServingError,
+    ServingUnavailableError,
+    TooMuchError,
+)
 from scheduler.runtime.records import (
     BOOTS_TOPIC,
     END,
@@ -158,6 +163,41 @@ class BrokerRequestStore:
         properties = submit_properties(replace(record, reply_from=reply_from))
         stored = broker.publish_batch([PublishRequest(REQUESTS_TOPIC, payload, (), properties, "")])
         return Appended(stored[0].offsets[0], reply_from)
+
+    async def append_submits(
+        self, items: Sequence[tuple[SubmitRecord, bytes]]
+    ) -> list[Appended | ServingError]:
+        with _translated():
+            return await self._hub.run(self._append_submits, items)
+
+    def _append_submits(
+        self, items: Sequence[tuple[SubmitRecord, bytes]]
+    ) -> list[Appended | ServingError]:
+        broker = self._broker
+        out: list[Appended | ServingError | None] = []
+        requests: list[PublishRequest] = []
+        starts: list[int] = []
+        for record, payload in items:
+            reply = QueueName(record.tenant, record.reply_topic, record.reply_lite)
+            try:
+                reply_from = broker.queue_info(reply).next_offset
+            except NotFound:
+                reply_from = 0
+                try:
+                    self._check_room(record.tenant)
+                except LimitExceeded as exc:
+                    out.append(TooMuchError(str(exc)))
+                    continue
+            properties = submit_properties(replace(record, reply_from=reply_from))
+            requests.append(PublishRequest(REQUESTS_TOPIC, payload, (), properties, ""))
+            starts.append(reply_from)
+            out.append(None)
+        stored = iter(broker.publish_batch(requests) if requests else ())
+        froms = iter(starts)
+        return [
+            item if item is not None else Appended(next(stored).offsets[0], next(froms))
+            for item in out
+        ]
 
     def _check_room(self, tenant: str) -> None:
         """A new reply lite-topic must fit the tenant's limit (it is created, and

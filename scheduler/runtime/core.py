@@ -29,6 +29,7 @@ from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Li
 from scheduler.runtime.records import DoneRecord, end_properties
 from scheduler.runtime.sessions import PendingGrant, WorkerSession
 from scheduler.runtime.store import DoneWrite, ReplyWrite, RequestStore, Write
+from scheduler.runtime.submits import SubmitBatcher
 from scheduler.runtime.values import RequestView, RuntimeOptions, State, StopOut, StopReason
 from scheduler.runtime.writer import Writer
 from scheduler.types import Dispatch, Dropped, Preempt, SchedulerConfig
@@ -71,6 +72,7 @@ class Core:
         self.options = options
         self.worker_tenants = worker_tenants
         self.writer = Writer(store)
+        self.submits = SubmitBatcher(store)
         self.live: dict[str, Live] = {}
         self.finished: OrderedDict[str, RequestView] = OrderedDict()
         self.sessions: dict[str, WorkerSession] = {}  # by policy worker key

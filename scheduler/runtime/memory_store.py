@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from scheduler.runtime.errors import InvalidFieldError, ServingUnavailableError
+from scheduler.runtime.errors import ServingError, ServingUnavailableError, TooMuchError
 from scheduler.runtime.records import (
     END,
     DoneRecord,
@@ -70,6 +70,7 @@ class MemoryRequestStore:
         self.gate: asyncio.Event | None = None
         self.broken = False
         self.writes = 0  # write() calls, to see batching
+        self.submit_writes = 0  # append_submits() calls
 
     def reopen(self) -> MemoryRequestStore:
         return MemoryRequestStore(self.data, max_payload_bytes=self.max_payload_bytes)
@@ -105,9 +106,29 @@ class MemoryRequestStore:
             body = b"".join([piece async for piece in payload])
         await self._pass()
         if len(body) > self.max_payload_bytes:
-            raise InvalidFieldError(
+            raise TooMuchError(
                 f"payload is {len(body)} bytes; the limit is {self.max_payload_bytes}"
             )
+        return self._append(record, body)
+
+    async def append_submits(
+        self, items: Sequence[tuple[SubmitRecord, bytes]]
+    ) -> list[Appended | ServingError]:
+        await self._pass()
+        self.submit_writes += 1
+        out: list[Appended | ServingError] = []
+        for record, payload in items:
+            if len(payload) > self.max_payload_bytes:
+                out.append(
+                    TooMuchError(
+                        f"payload is {len(payload)} bytes; the limit is {self.max_payload_bytes}"
+                    )
+                )
+                continue
+            out.append(self._append(record, payload))
+        return out
+
+    def _append(self, record: SubmitRecord, body: bytes) -> Appended:
         reply_from = len(self.data.queue((record.tenant, record.reply_topic, record.reply_lite)))
         properties = submit_properties(replace(record, reply_from=reply_from))
         queue = self.data.queue(_REQUESTS)

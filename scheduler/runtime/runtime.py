@@ -92,6 +92,7 @@ class Runtime:
         core = self.core
         core.epoch = await core.store.boot()
         core.writer.start()
+        core.submits.start()
         await restore(core)
         self._ticker = asyncio.create_task(self._tick(), name="scheduler-ticker")
         core.kick()
@@ -122,6 +123,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        await core.submits.close()
         if core.tasks:
             await asyncio.wait(set(core.tasks), timeout=timeout_s)
         await core.writer.close()
@@ -205,9 +207,11 @@ class Runtime:
         core.live[request_id] = live
         core.counters["submitted"] += 1
         core.kick()
-        body = payload if rest is None else _chain(payload, rest)
         floor = core.open_floor()
-        task = asyncio.ensure_future(core.store.append_submit(record, body))
+        if rest is None:
+            task = core.submits.append(record, payload)  # batched with others under way
+        else:
+            task = asyncio.ensure_future(core.store.append_submit(record, _chain(payload, rest)))
         task.add_done_callback(lambda done: self._stored(live, floor, done))
         appended = await asyncio.shield(task)  # a caller that goes away changes nothing
         return Submitted(request_id, checked.reply_topic, lite, appended.reply_from, priority, wall)

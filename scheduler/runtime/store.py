@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.runtime.errors import ServingError
 from scheduler.runtime.records import DoneRecord, ReplyMark, SubmitRecord
 
 __all__ = [
@@ -105,6 +106,13 @@ class RequestStore(Protocol):
         counts the reply lite-topic against the tenant's limit if it is new. A
         payload given as pieces is consumed as it is written (never held whole);
         an error raised by the pieces fails the append and stores nothing."""
+
+    async def append_submits(
+        self, items: Sequence[tuple[SubmitRecord, bytes]]
+    ) -> list[Appended | ServingError]:
+        """:meth:`append_submit` for many whole payloads in one durable write (one
+        fsync for all). An item the store refuses (a tenant's limit) gets its
+        error in its place; a failed write raises for all."""
 
     async def write(self, items: Sequence[Write]) -> list[int]:
         """Store ``items`` durably in one step, in order; returns each one's offset

@@ -22,7 +22,7 @@ from scheduler.runtime.records import (
     chunk_properties,
     end_properties,
 )
-from scheduler.runtime.store import DoneWrite, ReplyWrite
+from scheduler.runtime.store import Appended, DoneWrite, ReplyWrite
 
 pytestmark = pytest.mark.integration
 
@@ -191,5 +191,40 @@ def test_reply_lite_topics_count_against_the_tenant_limit(tmp_path: Path) -> Non
             await store.write([first])  # creates and counts it
             with pytest.raises(TooMuchError, match="max_lite_topics=1"):
                 await store.append_submit(record("c", lite="s-2"), b"p")
+
+    run(body)
+
+
+def test_submits_in_one_write_with_errors_in_their_places(tmp_path: Path) -> None:
+    async def body() -> None:
+        stores = Stores("broker", tmp_path / "store")
+        async with stores.open({"acme": TenantLimits(max_lite_topics=0)}) as store:
+            results = await store.append_submits(
+                [
+                    (record("a", tenant="beta", lite="x"), b"pa"),
+                    (record("b", tenant="acme", lite="y"), b"pb"),  # no room for its reply
+                    (record("c", tenant="beta", lite="x"), b"pc"),
+                ]
+            )
+            assert isinstance(results[1], TooMuchError)
+            assert [getattr(r, "offset", None) for r in results] == [0, None, 1]
+            replayed = await store.replay()
+            assert [r.request_id for _, r in replayed.records] == ["a", "c"]
+            payload = await store.read_payload(1, 1 << 20)
+            assert payload.data == b"pc"
+
+    run(body)
+
+
+def test_append_submits_matches_append_submit(stores: Stores) -> None:
+    async def body() -> None:
+        async with stores.open() as store:
+            one = await store.append_submit(record("a"), b"one")
+            await store.write([ReplyWrite("acme", "chatbot", "s-1", chunk_properties("a", 0), b"")])
+            many = await store.append_submits([(record("b"), b"two"), (record("c"), b"three")])
+            assert one == Appended(0, 0)
+            assert many == [Appended(1, 1), Appended(2, 1)]
+            replayed = await store.replay()
+            assert [r.request_id for _, r in replayed.records] == ["a", "b", "c"]
 
     run(body)

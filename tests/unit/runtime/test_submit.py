@@ -289,3 +289,26 @@ def test_unknown_requests_are_not_found() -> None:
             await runtime.submit("acme", SubmitSpec(), b"x")
 
     run(body)
+
+
+def test_concurrent_submits_share_one_durable_write() -> None:
+    async def body() -> None:
+        runtime, store, _ = make_runtime()
+        await runtime.start()
+        store.gate = asyncio.Event()
+        first = asyncio.ensure_future(runtime.submit("acme", SubmitSpec(), b"0"))
+        await settle()  # its write is under way (held at the gate) ...
+        rest = [
+            asyncio.ensure_future(runtime.submit("acme", SubmitSpec(), b"%d" % i))
+            for i in range(1, 6)
+        ]
+        await settle()  # ... and these gather behind it
+        store.gate.set()
+        done = await asyncio.gather(first, *rest)
+        assert store.submit_writes == 2
+        requests = store.data.queue(("", "requests", ""))
+        assert [m.body for m in requests] == [b"%d" % i for i in range(6)]
+        assert [d.request_id for d in done] == [m.properties["id"] for m in requests]
+        await runtime.stop()
+
+    run(body)

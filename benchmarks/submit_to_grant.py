@@ -1,0 +1,182 @@
+"""Submit-to-grant latency over gRPC against a real `tidegate serve` (reports, never asserts).
+
+    .venv/bin/python benchmarks/submit_to_grant.py [--rate 500] [--seconds 10] [--fsync always]
+
+Starts a server on loopback with a temporary data directory, attaches one
+worker (a Lease stream that completes every grant at once and gives its
+credit back), then submits at a fixed open-loop rate from one process and
+measures, per request, from the moment the client calls Submit to the
+moment the worker's stream receives the grant (the same process's monotonic
+clock). Also reports the Submit round trip (admission + durable write).
+One JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+from broker.proto import inference_pb2 as pb
+from broker.proto import inference_pb2_grpc as pb_grpc
+
+CONFIG = """\
+tenants:
+  acme:
+    api_key_env: BENCH_ACME
+    max_queued: 1000000
+  fleet:
+    role: worker
+    api_key_env: BENCH_FLEET
+broker:
+  fsync: {fsync}
+"""
+
+
+def start_server(directory: Path, fsync: str) -> tuple[subprocess.Popen[str], str]:
+    config = directory / "config.yaml"
+    config.write_text(CONFIG.format(fsync=fsync))
+    env = {**os.environ, "BENCH_ACME": "a-key", "BENCH_FLEET": "f-key"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tidegate",
+            "serve",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(directory / "data"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(address: str, rate: float, seconds: float) -> dict[str, float]:
+    channel = aio.insecure_channel(address)
+    stub = pb_grpc.InferenceStub(channel)
+    outgoing: asyncio.Queue[pb.WorkerMessage] = asyncio.Queue()
+    await outgoing.put(
+        pb.WorkerMessage(hello=pb.WorkerHello(worker_id="bench", capacity=256), credits=256)
+    )
+
+    async def messages() -> object:
+        while True:
+            yield await outgoing.get()
+
+    call = stub.Lease(messages(), metadata=(("x-api-key", "f-key"),))
+    started: dict[str, float] = {}
+    granted: dict[str, float] = {}
+    early: dict[str, float] = {}  # grants that arrive before Submit has answered
+
+    async def worker() -> None:
+        async for frame in call:
+            now = time.monotonic()
+            for grant in frame.grants:
+                early[grant.request_id] = now
+                done = pb.Completion(
+                    request_id=grant.request_id,
+                    lease_id=grant.lease_id,
+                    input_tokens=1,
+                    output_tokens=1,
+                )
+                await outgoing.put(pb.WorkerMessage(credits=1, completions=[done]))
+
+    reader = asyncio.create_task(worker())
+    acks: list[float] = []
+    key = (("x-api-key", "a-key"),)
+
+    async def one(payload: bytes) -> None:
+        begin = time.monotonic()
+        response = await stub.Submit(
+            pb.SubmitRequest(payload=payload, input_tokens=10, output_tokens=10), metadata=key
+        )
+        acks.append(time.monotonic() - begin)
+        started[response.request_id] = begin
+
+    # Warm up (connections, the server's first calls), then the measured run.
+    await asyncio.gather(*(one(b"warm") for _ in range(50)))
+    started.clear()
+    early.clear()
+    acks.clear()
+    total = int(rate * seconds)
+    tasks = []
+    t0 = time.monotonic()
+    for i in range(total):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(b"x" * 64)))
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - t0
+    deadline = time.monotonic() + 10
+    while len(set(started) & set(early)) < len(started) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for rid, begin in started.items():
+        if rid in early:
+            granted[rid] = early[rid] - begin
+    reader.cancel()
+    call.cancel()
+    await channel.close()
+    waits = [v * 1000 for v in granted.values()]
+    acked = [v * 1000 for v in acks]
+    return {
+        "requests": total,
+        "offered_per_s": rate,
+        "achieved_per_s": round(total / elapsed, 1),
+        "granted": len(waits),
+        "submit_to_grant_p50_ms": round(statistics.median(waits), 3),
+        "submit_to_grant_p99_ms": round(percentile(waits, 0.99), 3),
+        "submit_to_grant_max_ms": round(max(waits), 3),
+        "submit_ack_p50_ms": round(statistics.median(acked), 3),
+        "submit_ack_p99_ms": round(percentile(acked, 0.99), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fsync", choices=("always", "interval"), default="always")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tg-bench-") as tmp:
+        proc, address = start_server(Path(tmp), args.fsync)
+        try:
+            figures = asyncio.run(run(address, args.rate, args.seconds))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    print(json.dumps({"fsync": args.fsync, **figures}, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    grpc.aio.init_grpc_aio()
+    main()
