@@ -21,8 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import NamedTuple, ParamSpec, TypeVar
 
 from broker.errors import BrokerError, NotFound
 from broker.producers import ProducerState, ProducerTable, decode_journal, journal_queue
@@ -40,9 +39,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """The outcome of one published message (``offsets`` empty: an unknown duplicate)."""
+class Stored(NamedTuple):
+    """The outcome of one published message (``offsets`` empty: an unknown duplicate).
+
+    A NamedTuple, like the broker's PublishResult: one is made per message.
+    """
 
     offsets: tuple[int, ...]
     timestamp: float

@@ -206,9 +206,9 @@ def _add_service(service: BrokerService, server: aio.Server) -> None:
     mark undecodable requests (answered INVALID_ARGUMENT) instead of raising."""
     handlers = {
         "Publish": grpc.unary_unary_rpc_method_handler(
-            service.Publish,
+            service.publish_encoded,
             request_deserializer=parse_or_mark(pb.PublishRequest),
-            response_serializer=pb.PublishResponse.SerializeToString,
+            response_serializer=_already_serialized,
         ),
         "PublishStream": grpc.stream_unary_rpc_method_handler(
             service.PublishStream,
@@ -242,6 +242,10 @@ def _add_service(service: BrokerService, server: aio.Server) -> None:
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def _already_serialized(response: bytes) -> bytes:
+    return response
 
 
 async def serve_until_signalled(

@@ -33,21 +33,21 @@ from broker.errors import (
     StoreClosed,
     Unauthenticated,
 )
-from broker.hub import Hub, Stored
+from broker.hub import Hub
 from broker.producers import check_producer
 from broker.proto import broker_pb2 as pb
 from broker.proto import broker_pb2_grpc as pb_grpc
+from broker.publish_wire import build_response, encode_response, publish_requests
 from broker.publishing_stream import StreamPublisher
 from broker.session import Batch, Change, Changed, Notice, Session, Start, StartKind
 from broker.store import Broker
 from broker.tenancy import KeyRing
-from broker.types import Message, PublishRequest, QueueName, check_group
+from broker.types import Message, QueueName, check_group
 from broker.wire import (
     FRAME_BYTES,
     PIECE_BYTES,
     delivery,
     frames,
-    outbound,
     queue_of,
     well_formed,
 )
@@ -145,20 +145,30 @@ class BrokerService(pb_grpc.BrokerServicer):
     async def Publish(  # noqa: N802 - the RPC's name
         self, request: pb.PublishRequest, context: aio.ServicerContext[object, object]
     ) -> pb.PublishResponse:
-        async def body(tenant: str) -> pb.PublishResponse:
+        """The typed form of :meth:`publish_encoded` (the server registers that one)."""
+        return pb.PublishResponse.FromString(await self.publish_encoded(request, context))
+
+    async def publish_encoded(
+        self, request: pb.PublishRequest, context: aio.ServicerContext[object, object]
+    ) -> bytes:
+        """Publish, answered with the PublishResponse already serialized (see
+        :mod:`broker.publish_wire`: the response is built in bulk, not per field)."""
+
+        async def body(tenant: str) -> bytes:
             well_formed(request)
-            count = len(request.messages)
+            messages = request.messages
+            count = len(messages)
             if not 1 <= count <= MAX_PUBLISH_MESSAGES:
                 raise InvalidArgument(
                     f"messages holds {count} messages; it must hold 1 to {MAX_PUBLISH_MESSAGES}"
                 )
             limit = self.hub.broker.settings.max_message_bytes
-            requests = [outbound(tenant, i, m, limit) for i, m in enumerate(request.messages)]
+            requests = publish_requests(tenant, messages, limit)
             producer = _producer(request.producer_id, request.sequence)
             stored = await self.hub.publish(
                 tenant, requests, producer=producer, first=request.sequence
             )
-            return _publish_response(requests, stored)
+            return encode_response(requests, stored)
 
         return await self._unary(context, body)
 
@@ -176,7 +186,7 @@ class BrokerService(pb_grpc.BrokerServicer):
             except BaseException:
                 publisher.abort()
                 raise
-            return _publish_response(requests, stored)
+            return build_response(requests, stored)
 
         return await self._unary(context, body)
 
@@ -383,30 +393,6 @@ def _producer(producer_id: str, sequence: int) -> str:
             raise InvalidArgument("sequence is set without producer_id: name the producer")
         return ""
     return check_producer(producer_id)
-
-
-def _publish_response(requests: list[PublishRequest], stored: list[Stored]) -> pb.PublishResponse:
-    response = pb.PublishResponse()
-    results = response.results
-    for request, outcome in zip(requests, stored, strict=True):
-        results.append(
-            pb.PublishResult(
-                topic=request.topic,
-                lite_topics=request.lite_topics,
-                offsets=outcome.offsets,
-                timestamp=outcome.timestamp,
-                duplicate=outcome.duplicate,
-                sequence=outcome.sequence,
-                size=_size(request.body),
-            )
-        )
-    return response
-
-
-def _size(body: object) -> int:
-    if isinstance(body, bytes | bytearray):
-        return len(body)
-    return int(getattr(body, "total", 0))
 
 
 def _open(request: pb.SubscribeOpen | None) -> tuple[str, float, int]:
