@@ -48,6 +48,32 @@ from tidegate.errors import (
     InvalidArgument,
     from_rpc_error,
 )
+from tidegate.inference import InferenceClient
+from tidegate.inference_values import (
+    Completion,
+    Failed,
+    FirstToken,
+    LeaseFeedback,
+    LeaseGrant,
+    LeaseOpened,
+    LeaseOrder,
+    LeaseRejected,
+    LeaseSettled,
+    LeaseStop,
+    OutputChunk,
+    Refused,
+    ReplyChunk,
+    ReplyEnd,
+    ReplyEvent,
+    RequestState,
+    RequestStatus,
+    Stopped,
+    SubmitOptions,
+    Submitted,
+    WorkerHello,
+    WorkerReport,
+)
+from tidegate.lease import LeaseStream
 from tidegate.options import ApiKey, Retry, Tls
 from tidegate.producer import Lane
 from tidegate.publishing import (
@@ -73,24 +99,49 @@ from tidegate.values import (
 )
 
 # The client and the values its callers need, importable from this one module
-# (the workers' import rules allow tidegate.client and tidegate.errors only).
+# (the workers' import rules allow tidegate.client and tidegate.errors only),
+# the inference API's among them (tidegate.inference).
 __all__ = [
     "ApiKey",
     "AsyncClient",
     "AsyncSubscription",
     "Client",
+    "Completion",
+    "Failed",
+    "FirstToken",
+    "InferenceClient",
+    "LeaseFeedback",
+    "LeaseGrant",
+    "LeaseOpened",
+    "LeaseOrder",
+    "LeaseRejected",
+    "LeaseSettled",
+    "LeaseStop",
+    "LeaseStream",
     "Message",
     "Notice",
     "Outgoing",
+    "OutputChunk",
     "PublishResult",
     "QueueInfo",
     "QueueRef",
     "ReadResult",
+    "Refused",
+    "ReplyChunk",
+    "ReplyEnd",
+    "ReplyEvent",
+    "RequestState",
+    "RequestStatus",
     "Retry",
     "ServerStatus",
     "Start",
+    "Stopped",
+    "SubmitOptions",
+    "Submitted",
     "Subscription",
     "Tls",
+    "WorkerHello",
+    "WorkerReport",
 ]
 
 log = logging.getLogger("tidegate.client")

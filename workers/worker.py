@@ -1,0 +1,331 @@
+"""The lease loop: one worker process's life on its Lease stream.
+
+::
+
+    worker = Worker(config, backend, connect, clock=MonotonicClock(), probe=probe)
+    await worker.run()          # until stop(); reconnects by itself
+
+On each stream, in order: say hello with ``capacity`` credits (the most
+requests it runs at once: its window as this worker sees it; the server's
+window controller grants at most that, usually fewer); then, concurrently,
+
+* run every granted request on the backend as its own task, sending its
+  output as chunks numbered from the grant's ``next_chunk`` (the server
+  stores each index once, so a resend never duplicates and a resumed
+  request continues its client's stream without a gap), a first-token
+  mark with the first chunk, and at the end a completion with the real
+  usage of the whole request, plus a credit back;
+* obey stop orders: cancel the backend's work, then answer a preemption
+  with ``stopped`` and the output tokens made so far (the request resumes
+  elsewhere from what is stored); a cancel needs no answer. A report the
+  server rejects for a fenced lease stops that run the same way;
+* every ``feedback_interval_s``, send feedback: the GPU probe's latest
+  readings, the engine's own signals and the latencies measured on the
+  streams it served (:func:`workers.feedback.build_feedback`). This is also
+  the heartbeat that keeps the leases alive.
+
+When the stream breaks, every run is cancelled (the server has already
+put those requests back in the queue, and their output stays stored) and
+the worker reconnects with exponential backoff and jitter.
+
+All items go out through one :class:`~workers.outbox.Outbox`, so many
+streams' chunks share a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from scheduler.clock import Clock
+from tidegate.client import (
+    LeaseFeedback,
+    LeaseGrant,
+    LeaseOpened,
+    LeaseOrder,
+    LeaseRejected,
+    LeaseStop,
+    Retry,
+    WorkerHello,
+    WorkerReport,
+)
+from tidegate.errors import TidegateError
+from workers.backends.base import Backend
+from workers.errors import WorkerConfigError
+from workers.feedback import LatencyTracker, build_feedback
+from workers.outbox import Outbox
+from workers.probe import GpuProbe, GpuReading
+from workers.runs import Run, RunContext, WorkerStats
+
+__all__ = ["LeaseConnector", "LeaseLink", "Worker", "WorkerConfig", "WorkerStats"]
+
+log = logging.getLogger("tidegate.worker")
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class LeaseLink(Protocol):
+    """An open Lease stream (:class:`tidegate.client.LeaseStream` is the real one)."""
+
+    @property
+    def opened(self) -> LeaseOpened: ...
+
+    async def send(self, report: WorkerReport) -> None: ...
+
+    async def receive(self) -> LeaseOrder | None: ...
+
+    async def close(self) -> None: ...
+
+
+class LeaseConnector(Protocol):
+    """Opens Lease streams (``InferenceClient.lease`` with a fleet key is the real one)."""
+
+    async def __call__(self, hello: WorkerHello, *, credits: int) -> LeaseLink: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """One worker. ``capacity``: requests it runs at once (the credits it gives).
+    ``default_max_tokens``: the output budget of a request that names none."""
+
+    worker_id: str
+    capacity: int = 64
+    feedback_interval_s: float = 0.5
+    lease_s: float = 0.0  # 0: the server's default
+    default_max_tokens: int = 256
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    reconnect: Retry = field(
+        default_factory=lambda: Retry(initial_s=0.1, max_s=5.0, give_up_s=None)
+    )
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1:
+            raise WorkerConfigError(f"worker capacity is {self.capacity}; it must be >= 1")
+        if not self.feedback_interval_s > 0:
+            raise WorkerConfigError(
+                f"worker feedback_interval_s is {self.feedback_interval_s}; it must be > 0"
+            )
+        if self.default_max_tokens < 1:
+            raise WorkerConfigError(
+                f"worker default_max_tokens is {self.default_max_tokens}; it must be >= 1"
+            )
+
+
+class Worker:
+    """See the module docstring. ``probe``: the GPU's, or None where there is none."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        backend: Backend,
+        connect: LeaseConnector,
+        *,
+        clock: Clock,
+        probe: GpuProbe | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self._connect = connect
+        self.clock = clock
+        self.probe = probe
+        self._rng = rng or random.Random()
+        self.stats = WorkerStats()
+        self.tracker = LatencyTracker()
+        self._runs: dict[str, Run] = {}
+        self._stopping = asyncio.Event()
+        self.connected = asyncio.Event()  # set while a stream is open (tests, readiness)
+
+    def __repr__(self) -> str:
+        return f"Worker({self.config.worker_id!r}, backend={self.backend.name!r})"
+
+    def stop(self) -> None:
+        """End :meth:`run` (the current stream is closed, runs are cancelled)."""
+        self._stopping.set()
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`: connect, serve the stream, reconnect after a break."""
+        await self.backend.start()
+        backoff = self.config.reconnect.backoff(self._rng)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    link = await self._open()
+                except TidegateError as exc:
+                    delay = backoff.failed(self.clock.now())
+                    log.warning("worker %s: cannot open a Lease stream: %s", self.name, exc)
+                    if delay is None or await self._wait_stop(delay):
+                        return
+                    continue
+                backoff.succeeded()
+                error = await self._serve(link)
+                if self._stopping.is_set():
+                    return
+                delay = backoff.failed(self.clock.now()) or 0.0
+                log.warning(
+                    "worker %s: Lease stream ended (%s); reconnecting in %.2f s",
+                    self.name,
+                    error or "closed by the server",
+                    delay,
+                )
+                if await self._wait_stop(delay):
+                    return
+        finally:
+            await self.backend.aclose()
+            if self.probe is not None:
+                self.probe.close()
+
+    @property
+    def name(self) -> str:
+        return self.config.worker_id
+
+    async def _wait_stop(self, seconds: float) -> bool:
+        """Sleep ``seconds`` on the clock; True when stop() came meanwhile."""
+        sleep = asyncio.ensure_future(self.clock.sleep(seconds))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({sleep, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleep, stop):
+                task.cancel()
+        return self._stopping.is_set()
+
+    async def _open(self) -> LeaseLink:
+        config = self.config
+        hello = WorkerHello(
+            worker_id=config.worker_id,
+            capacity=config.capacity,
+            backend=self.backend.name,
+            labels=config.labels,
+            lease_s=config.lease_s,
+        )
+        return await self._connect(hello, credits=config.capacity)
+
+    async def _serve(self, link: LeaseLink) -> BaseException | None:
+        """One stream, until it ends, breaks or stop() is called; returns why it ended."""
+        self.stats.connects += 1
+        self.stats.connected = True
+        self.connected.set()
+        outbox = Outbox(max_bytes=max(1, link.opened.max_chunk_bytes))
+        context = RunContext(
+            backend=self.backend,
+            outbox=outbox,
+            tracker=self.tracker,
+            clock=self.clock,
+            stats=self.stats,
+            max_chunk_bytes=max(1, link.opened.max_chunk_bytes),
+            default_max_tokens=self.config.default_max_tokens,
+            worker_id=self.name,
+        )
+        tasks = [
+            asyncio.create_task(self._send(link, outbox), name=f"{self.name}:send"),
+            asyncio.create_task(self._report(outbox), name=f"{self.name}:feedback"),
+            asyncio.create_task(self._receive(link, context), name=f"{self.name}:receive"),
+        ]
+        stop = asyncio.ensure_future(self._stopping.wait())
+        error: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop and not task.cancelled():
+                    error = task.exception() or error
+        finally:
+            stop.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.connected.clear()
+            self.stats.connected = False
+            await self._abandon_runs()
+            outbox.clear()
+            with contextlib.suppress(Exception):
+                await link.close()
+        return error
+
+    async def _abandon_runs(self) -> None:
+        """The stream is gone and its leases with it: stop every run, report nothing."""
+        runs = list(self._runs.values())
+        self._runs.clear()
+        for run in runs:
+            run.abandon()
+        await asyncio.gather(*(run.task for run in runs if run.task), return_exceptions=True)
+        self.stats.running = 0
+
+    async def _send(self, link: LeaseLink, outbox: Outbox) -> None:
+        while True:
+            await outbox.wake.wait()
+            report = outbox.take()
+            if report is not None:
+                await link.send(report)  # a CallFailed ends the stream
+
+    async def _report(self, outbox: Outbox) -> None:
+        """Feedback (and so a heartbeat) every interval."""
+        interval = self.config.feedback_interval_s
+        while True:
+            await self.clock.sleep(interval)
+            outbox.feedback(await self.feedback())
+            self.stats.feedback_sent += 1
+
+    async def feedback(self) -> LeaseFeedback:
+        """What this worker can tell of its load now."""
+        now = self.clock.now()
+        readings: tuple[GpuReading, ...] = ()
+        if self.probe is not None:
+            try:
+                readings = self.probe.read(now)
+            except Exception as exc:  # stale beats none; the probe logs its own
+                log.debug("worker %s: probe read failed: %s", self.name, exc)
+        try:
+            signals = await self.backend.signals()
+        except Exception as exc:
+            log.debug("worker %s: engine signals failed: %s", self.name, exc)
+            signals = None
+        fb = build_feedback(readings, signals, self.tracker.summary(now))
+        return LeaseFeedback(
+            ttft_s=fb.ttft_s,
+            tpot_s=fb.tpot_s,
+            queue_depth=fb.queue_depth,
+            kv_usage=fb.kv_usage,
+            gpu_util=fb.gpu_util,
+            gpu_mem=fb.gpu_mem,
+        )
+
+    async def _receive(self, link: LeaseLink, context: RunContext) -> None:
+        while (order := await link.receive()) is not None:
+            if isinstance(order, LeaseGrant):
+                self._start(order, context)
+            elif isinstance(order, LeaseStop):
+                run = self._runs.get(order.request_id)
+                if run is not None and run.grant.lease_id == order.lease_id:
+                    run.stop(order.kind)
+            elif isinstance(order, LeaseRejected):
+                run = self._runs.get(order.request_id)
+                if run is not None and run.grant.lease_id == order.lease_id:
+                    log.info("worker %s: %s fenced off: %s", self.name, run, order.message)
+                    run.stop("fenced")
+                else:
+                    log.debug("worker %s: rejected: %s", self.name, order)
+
+    def _start(self, grant: LeaseGrant, context: RunContext) -> None:
+        old = self._runs.get(grant.request_id)
+        if old is not None:
+            old.abandon()  # a re-grant supersedes whatever ran before under an old lease
+        self.stats.granted += 1
+        run = Run(grant, context)
+        self._runs[grant.request_id] = run
+        self.stats.running = len(self._runs)
+
+        def ended(_: asyncio.Task[None]) -> None:
+            if self._runs.get(grant.request_id) is run:
+                del self._runs[grant.request_id]
+            self.stats.running = len(self._runs)
+
+        run.start().add_done_callback(ended)
