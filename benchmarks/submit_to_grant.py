@@ -8,13 +8,14 @@ credit back), then submits at a fixed open-loop rate from one process and
 measures, per request, from the moment the client calls Submit to the
 moment the worker's stream receives the grant (the same process's monotonic
 clock). Also reports the Submit round trip (admission + durable write).
-One JSON line.
+One JSON line. BENCH_SERVER_LOG=PATH keeps the server's log.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -22,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 from grpc import aio
 
 from broker.proto import inference_pb2 as pb
@@ -61,7 +62,7 @@ def start_server(directory: Path, fsync: str) -> tuple[subprocess.Popen[str], st
             "127.0.0.1:0",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a"),  # noqa: SIM115
         text=True,
         env=env,
     )
@@ -86,20 +87,23 @@ async def run(address: str, rate: float, seconds: float) -> dict[str, float]:
         pb.WorkerMessage(hello=pb.WorkerHello(worker_id="bench", capacity=256), credits=256)
     )
 
-    async def messages() -> object:
+    async def messages() -> AsyncIterator[pb.WorkerMessage]:
         while True:
             yield await outgoing.get()
 
     call = stub.Lease(messages(), metadata=(("x-api-key", "f-key"),))
+    total = int(rate * seconds)
     started: dict[str, float] = {}
     granted: dict[str, float] = {}
-    early: dict[str, float] = {}  # grants that arrive before Submit has answered
+    early: dict[str, float] = {}  # request id -> when its grant arrived
+    arrived = asyncio.Event()
 
     async def worker() -> None:
         async for frame in call:
             now = time.monotonic()
             for grant in frame.grants:
                 early[grant.request_id] = now
+                arrived.set()
                 done = pb.Completion(
                     request_id=grant.request_id,
                     lease_id=grant.lease_id,
@@ -125,7 +129,6 @@ async def run(address: str, rate: float, seconds: float) -> dict[str, float]:
     started.clear()
     early.clear()
     acks.clear()
-    total = int(rate * seconds)
     tasks = []
     t0 = time.monotonic()
     for i in range(total):
@@ -136,14 +139,16 @@ async def run(address: str, rate: float, seconds: float) -> dict[str, float]:
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - t0
     deadline = time.monotonic() + 10
-    while len(set(started) & set(early)) < len(started) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    while not started.keys() <= early.keys() and time.monotonic() < deadline:
+        arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
     for rid, begin in started.items():
         if rid in early:
             granted[rid] = early[rid] - begin
     reader.cancel()
     call.cancel()
-    await channel.close()
+    await channel.close(None)
     waits = [v * 1000 for v in granted.values()]
     acked = [v * 1000 for v in acks]
     return {
@@ -178,5 +183,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    grpc.aio.init_grpc_aio()
     main()

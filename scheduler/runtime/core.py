@@ -184,6 +184,13 @@ class Core:
             # Completing (its end is being stored) or already stopping: the
             # policy's pending preemption clears when that run ends.
             return
+        if not lease.sent:
+            # The worker has not seen its grant: take it back without asking.
+            self.revoke(lease)
+            self.policy.preempted(order.request_id, lease.done_output_tokens, now)
+            self.counters["preempted"] += 1
+            self.kick()
+            return
         lease.state = STOPPING
         lease.stop_at = now
         session.push(StopOut(order.request_id, lease.lease_id, StopReason.PREEMPT))

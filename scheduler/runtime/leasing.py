@@ -277,6 +277,7 @@ class Leasing:
                 return item
             grant = await self.prepare(item.lease)
             if grant is not None:
+                item.lease.sent = True
                 return grant
             # Its lease went while it was prepared: the worker never saw it,
             # so the credit it took is still the worker's.

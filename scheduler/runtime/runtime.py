@@ -266,7 +266,7 @@ class Runtime:
         core.check_serving()
         core.policy.cancel(request_id, core.clock.now())
         lease = live.lease
-        if lease is not None and lease.state != COMPLETING:
+        if lease is not None and lease.sent and lease.state != COMPLETING:
             lease.session.push(StopOut(request_id, lease.lease_id, StopReason.CANCEL))
         view = await asyncio.shield(core.finish(live, State.CANCELLED, "cancelled by the client"))
         core.kick()

@@ -14,10 +14,12 @@ from tests.integration.inference.harness import Server
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     made: list[Server] = []
 
-    def make(fsync: str = "interval", extra: str = "", name: str = "srv") -> Server:
+    def make(
+        fsync: str = "interval", extra: str = "", name: str = "srv", args: tuple[str, ...] = ()
+    ) -> Server:
         directory = tmp_path / name
         directory.mkdir(exist_ok=True)
-        server = Server(directory, fsync, extra).start()
+        server = Server(directory, fsync, extra, args).start()
         made.append(server)
         return server
 

@@ -71,6 +71,7 @@ class Server:
     directory: Path
     fsync: str = "interval"
     extra: str = ""
+    args: tuple[str, ...] = ()
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     channels: list[grpc.Channel] = field(default_factory=list)
@@ -101,6 +102,7 @@ class Server:
                     str(self.directory / "data"),
                     "--listen",
                     "127.0.0.1:0",
+                    *self.args,
                 ],
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import queue
-from collections.abc import Iterator
+import socket
+import urllib.request
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -147,3 +149,31 @@ def test_a_queued_request_past_its_deadline_is_dropped(server: Server) -> None:
     with pytest.raises(queue.Empty):
         worker.expect("grants", timeout=0.5)  # nothing to run
     worker.close()
+
+
+def test_a_settings_reload_applies_without_dropping_the_queue(server: Server) -> None:
+    first = submit(server, priority=7, session_id="a")
+    assert first.priority == 2
+    config = server.directory / "config.yaml"
+    config.write_text(config.read_text().replace("max_priority: 2", "max_priority: 1"))
+    seen: list[int] = []
+
+    def capped() -> bool:
+        seen.append(submit(server, priority=7).priority)
+        return seen[-1] == 1
+
+    wait_for(capped, timeout=10)  # the server polls the file every second
+    assert status(server, first.request_id).state == pb.RequestStatus.QUEUED
+
+
+def test_metrics_name_the_scheduler(server_factory: Callable[..., Server]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = server_factory(args=("--metrics-port", str(port)))
+    submit(server)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert 'tidegate_scheduler_queued{tenant="acme"} 1.0' in text
+    assert 'tidegate_scheduler_events_total{event="submitted"} 1.0' in text
+    assert "tidegate_broker_published_messages_total" in text

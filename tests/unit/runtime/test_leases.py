@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from scheduler.runtime import (
@@ -282,6 +284,32 @@ def test_feedback_reaches_the_window() -> None:
         window = runtime.stats().policy.workers[worker.session.key].window
         worker.send(WorkerInput(feedback=WorkerFeedback(kv_usage=0.99, queue_depth=50)))
         assert runtime.stats().policy.workers[worker.session.key].window < window
+        await runtime.stop()
+
+    run(body)
+
+
+def test_a_grant_not_yet_sent_is_taken_back_without_telling_the_worker() -> None:
+    async def body() -> None:
+        runtime, store, _ = make_runtime()
+        await runtime.start()
+        worker = FakeWorker(runtime, "w1")
+        worker.credit(1)
+        store.gate = asyncio.Event()  # the submit write, and so the grant, hangs
+        submitting = asyncio.ensure_future(runtime.submit("acme", SubmitSpec(), b"p"))
+        await settle()
+        live = next(iter(runtime.core.live.values()))
+        assert live.lease is not None
+        assert not live.lease.sent
+        cancelling = asyncio.ensure_future(runtime.cancel("acme", live.request_id))
+        await settle()
+        store.gate.set()
+        await submitting
+        cancelled, view = await cancelling
+        assert cancelled
+        assert view.state == State.CANCELLED
+        assert await worker.drain() == []  # neither the grant nor a stop for it
+        assert worker.session.credits == 1  # the credit came back
         await runtime.stop()
 
     run(body)

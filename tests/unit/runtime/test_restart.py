@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import MappingProxyType
+
 import pytest
 
 from scheduler.clock import VirtualClock
 from scheduler.runtime import RejectOut, State, SubmitSpec, WorkerInput
-from scheduler.runtime.errors import ServingUnavailableError
+from scheduler.runtime.errors import RefusedError, ServingUnavailableError
 from scheduler.runtime.records import SubmitRecord
 from scheduler.runtime.recovery import lifted
 from scheduler.types import RateLimit
@@ -210,3 +213,34 @@ def test_lifted_config_admits_every_record() -> None:
     assert out.tenants["acme"].max_priority == 5
     assert out.tenants["gone"].max_priority == 5
     assert out.shed_queue_fraction == 1.0
+
+
+def test_a_reload_keeps_what_is_queued_and_applies_new_limits() -> None:
+    async def body() -> None:
+        runtime, _, _ = make_runtime()
+        await runtime.start()
+        queued = [await runtime.submit("acme", SubmitSpec(priority=2), b"p") for _ in range(3)]
+        stricter = tenants_config(max_queued=3)
+        runtime.update_config(
+            replace(
+                stricter,
+                tenants=MappingProxyType(
+                    {**stricter.tenants, "acme": replace(stricter.tenants["acme"], max_priority=1)}
+                ),
+            )
+        )
+        assert runtime.stats().policy.queued == 3
+        for request in queued:
+            assert runtime.status("acme", request.request_id).state == State.QUEUED
+        with pytest.raises(RefusedError) as full:
+            await runtime.submit("acme", SubmitSpec(), b"q")
+        assert full.value.refusal.reason == "tenant_queue_full"
+        assert (await runtime.submit("beta", SubmitSpec(priority=0), b"r")).priority == 0
+        worker = FakeWorker(runtime, "w1")
+        worker.credit(1)
+        await worker.grant()
+        later = await runtime.submit("acme", SubmitSpec(priority=2), b"s")
+        assert later.priority == 1  # the new cap
+        await runtime.stop()
+
+    run(body)
