@@ -411,7 +411,7 @@ class Core:
 
     async def _commit(self, low: int) -> None:
         try:
-            await self.writer.flush()  # done records below it are on disk first
+            # No flush needed: an offset closes only once its done record is stored.
             await self.store.commit(low)
             self.committed = low
         except ServingUnavailableError as exc:
