@@ -34,6 +34,7 @@ from scheduler.runtime.errors import (
     TooMuchError,
 )
 from scheduler.runtime.records import (
+    BOOTS_LITE,
     BOOTS_TOPIC,
     END,
     GROUP,
@@ -58,7 +59,7 @@ from scheduler.runtime.store import (
 __all__ = ["BrokerRequestStore"]
 
 _REQUESTS = QueueName("", REQUESTS_TOPIC)
-_BOOTS = QueueName("", BOOTS_TOPIC)
+_BOOTS = QueueName("", BOOTS_TOPIC, BOOTS_LITE)
 
 
 @contextlib.contextmanager
@@ -80,11 +81,11 @@ class BrokerRequestStore:
         self._hub = hub
         self._broker = hub.broker
 
-    async def boot(self) -> int:
+    async def boot(self, floor: int) -> int:
         with _translated():
-            return await self._hub.run(self._boot)
+            return await self._hub.run(self._boot, floor)
 
-    def _boot(self) -> int:
+    def _boot(self, floor: int) -> int:
         broker = self._broker
         number = 0
         with contextlib.suppress(NotFound):
@@ -94,9 +95,9 @@ class BrokerRequestStore:
                 if last:
                     with contextlib.suppress(ValueError, KeyError, TypeError):
                         number = int(json.loads(last[0].body)["boot"])
-        number += 1
+        number = max(number + 1, floor)
         body = json.dumps({"boot": number}).encode()
-        broker.publish_batch([PublishRequest(BOOTS_TOPIC, body, (), {}, "")])
+        broker.publish_batch([PublishRequest(BOOTS_TOPIC, body, (BOOTS_LITE,), {}, "")])
         broker.sync()  # whatever the fsync policy: a boot number must never repeat
         return number
 

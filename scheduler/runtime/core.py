@@ -106,8 +106,9 @@ class Core:
     def new_lease_id(self) -> int:
         # Boot number on top: ids never repeat across restarts, so a report
         # about a lease from before a restart can never match a new one.
+        # (2**32 grants in one run would wrap into the next boot's range.)
         self._lease_seq += 1
-        return (self.epoch << 32) | self._lease_seq
+        return (self.epoch << 32) | (self._lease_seq & 0xFFFF_FFFF)
 
     def new_session_key(self, tenant: str, worker_id: str) -> str:
         self._session_seq += 1

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 __all__ = [
+    "BOOTS_LITE",
     "BOOTS_TOPIC",
     "END",
     "GROUP",
@@ -39,7 +40,11 @@ __all__ = [
 ]
 
 REQUESTS_TOPIC = "requests"  # namespace "": submit and done records
-BOOTS_TOPIC = "scheduler-boots"  # namespace "": one record per server start (lease epochs)
+# Namespace "": one record per server start (lease epochs). A lite-topic, so it
+# expires when idle instead of pinning the log's head for ever; the numbers
+# never go back even then, since a boot number is at least the wall-clock second.
+BOOTS_TOPIC = "scheduler"
+BOOTS_LITE = "boots"
 GROUP = "scheduler"  # the consumer group whose committed offset is the restart point
 
 CHUNK = "chunk"

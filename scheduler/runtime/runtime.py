@@ -90,7 +90,7 @@ class Runtime:
     async def start(self) -> None:
         """Number this start, queue again what a previous run left, start ticking."""
         core = self.core
-        core.epoch = await core.store.boot()
+        core.epoch = await core.store.boot(int(core.wall()) & 0xFFFF_FFFF)
         core.writer.start()
         core.submits.start()
         await restore(core)

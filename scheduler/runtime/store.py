@@ -92,8 +92,10 @@ class Replayed:
 
 
 class RequestStore(Protocol):
-    async def boot(self) -> int:
-        """Record one more server start; returns its number (1, 2, ...), durable."""
+    async def boot(self, floor: int) -> int:
+        """Record one more server start, durably; returns its number: above every
+        earlier one still recorded, and at least ``floor`` (the runtime gives the
+        wall-clock second, so numbers grow even if old records are gone)."""
 
     async def replay(self) -> Replayed:
         """Every record from the committed restart point to the end."""

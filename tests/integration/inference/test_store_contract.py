@@ -82,9 +82,13 @@ def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def test_boot_numbers_grow_across_opens(stores: Stores) -> None:
     async def body() -> None:
         async with stores.open() as store:
-            assert await store.boot() == 1
+            assert await store.boot(0) == 1
         async with stores.open() as store:
-            assert await store.boot() == 2
+            assert await store.boot(0) == 2
+        async with stores.open() as store:
+            assert await store.boot(1000) == 1000  # the wall-clock floor wins
+        async with stores.open() as store:
+            assert await store.boot(10) == 1001  # and a clock gone back does not
 
     run(body)
 

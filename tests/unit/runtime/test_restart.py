@@ -44,7 +44,7 @@ def test_queued_and_running_requests_survive_a_crash() -> None:
         # A crash: no stop, the process is gone. A new one opens the same store.
         again, _, _ = make_runtime(store.reopen(), clock=VirtualClock(clock.now() + 50))
         await again.start()
-        assert again.epoch == old_epoch + 1
+        assert again.epoch > old_epoch
         stats = again.stats()
         assert stats.counters["restored"] == 3
         assert (stats.policy.queued, stats.policy.in_flight) == (3, 0)
@@ -57,7 +57,7 @@ def test_queued_and_running_requests_survive_a_crash() -> None:
         back.credit(3)
         grants = {g.request_id: g for g in [await back.grant() for _ in range(3)]}
         resumed = grants[first.request_id]
-        assert resumed.lease_id >> 32 == old_epoch + 1
+        assert resumed.lease_id >> 32 == again.epoch
         assert (resumed.next_chunk, resumed.resume_output, resumed.payload) == (2, b"a0a1", b"p0")
         assert grants[ids[3]].payload == b"p3"
         back.chunks(resumed, b"a2")
