@@ -169,7 +169,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fsync", choices=("always", "interval"), default="always")
+    parser.add_argument(
+        "--server", help="HOST:PORT of a running server (keys a-key / f-key, see CONFIG)"
+    )
     args = parser.parse_args()
+    if args.server:
+        figures = asyncio.run(run(args.server, args.rate, args.seconds))
+        print(json.dumps({"server": args.server, **figures}, sort_keys=True), flush=True)
+        return
     with tempfile.TemporaryDirectory(prefix="tg-bench-") as tmp:
         proc, address = start_server(Path(tmp), args.fsync)
         try:
