@@ -14,7 +14,6 @@ are queued on the :class:`Writer` and awaited by whoever needs them done.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
@@ -27,6 +26,7 @@ from scheduler.policy import Policy
 from scheduler.runtime.errors import ServingUnavailableError, WrongStateError
 from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Live
 from scheduler.runtime.records import DoneRecord, end_properties
+from scheduler.runtime.restart_point import RestartPoint
 from scheduler.runtime.sessions import PendingGrant, WorkerSession
 from scheduler.runtime.store import DoneWrite, ReplyWrite, RequestStore, Write
 from scheduler.runtime.submits import SubmitBatcher
@@ -88,12 +88,7 @@ class Core:
         self._session_seq = 0
         self._pump_scheduled = False
         self._rotation = 0
-        # The restart point: the lowest submit-record offset still needed.
-        self._open: list[int] = []
-        self._closed: set[int] = set()
-        self._floors: Counter[int] = Counter()  # known end when each in-flight append began
-        self.known_end = 0
-        self.committed = 0
+        self.restart = RestartPoint()
         self._committing = False
         self._last_commit = 0.0
 
@@ -319,7 +314,7 @@ class Core:
 
     def _note_end(self, future: asyncio.Future[int]) -> None:
         if not future.cancelled() and future.exception() is None:
-            self.known_end = max(self.known_end, future.result() + 1)
+            self.restart.stored(future.result())
 
     async def ensure_chunks_known(self, live: Live) -> None:
         """After a restart: count the chunks a request already has in its reply."""
@@ -361,7 +356,7 @@ class Core:
             self.cache_bytes -= len(live.payload)
             live.payload = None
         if live.offset is not None:
-            self.close_offset(live.offset)
+            self.restart.close(live.offset)
         self.finished[live.request_id] = self.final_view(live, outcome, reason, usage)
         while len(self.finished) > self.options.finished_capacity:
             self.finished.popitem(last=False)
@@ -369,42 +364,11 @@ class Core:
 
     # ------------------------------------------------------------- restart point
 
-    def open_floor(self) -> int:
-        """An append begins: nothing at or above the known end may be skipped on replay."""
-        floor = self.known_end
-        self._floors[floor] += 1
-        return floor
-
-    def close_floor(self, floor: int, offset: int | None) -> None:
-        self._floors[floor] -= 1
-        if not self._floors[floor]:
-            del self._floors[floor]
-        if offset is not None:
-            self.known_end = max(self.known_end, offset + 1)
-            heapq.heappush(self._open, offset)
-
-    def track_offset(self, offset: int) -> None:
-        heapq.heappush(self._open, offset)
-        self.known_end = max(self.known_end, offset + 1)
-
-    def close_offset(self, offset: int) -> None:
-        self._closed.add(offset)
-
-    def restart_point(self) -> int:
-        """The lowest offset a replay must start at."""
-        heap = self._open
-        while heap and heap[0] in self._closed:
-            self._closed.discard(heapq.heappop(heap))
-        low = heap[0] if heap else self.known_end
-        if self._floors:
-            low = min(low, *self._floors)
-        return low
-
     def maybe_commit(self, now: float) -> None:
         if self._committing or now - self._last_commit < self.options.commit_interval_s:
             return
-        low = self.restart_point()
-        if low <= self.committed:
+        low = self.restart.point()
+        if low <= self.restart.committed:
             return
         self._committing = True
         self._last_commit = now
@@ -414,7 +378,7 @@ class Core:
         try:
             # No flush needed: an offset closes only once its done record is stored.
             await self.store.commit(low)
-            self.committed = low
+            self.restart.committed = low
         except ServingUnavailableError as exc:
             log.warning("restart point not moved: %s", exc)
         finally:

@@ -62,8 +62,9 @@ def lifted(config: SchedulerConfig, records: list[SubmitRecord]) -> SchedulerCon
 async def restore(core: Core) -> int:
     """Queue again what the log says is unfinished; returns how many."""
     replayed = await core.store.replay()
-    core.committed = replayed.start
-    core.known_end = replayed.end
+    core.restart.committed = replayed.start
+    if replayed.end:
+        core.restart.stored(replayed.end - 1)
     alive: dict[str, tuple[int, SubmitRecord]] = {}
     for offset, record in replayed.records:
         if isinstance(record, SubmitRecord):
@@ -106,7 +107,7 @@ async def restore(core: Core) -> int:
                 chunks_known=False,
             )
             core.live[record.request_id] = live
-            core.track_offset(offset)
+            core.restart.track(offset)
             decision = policy.submit(request, now)
             if isinstance(decision, Refusal):
                 refused.append((live, decision))

@@ -128,11 +128,11 @@ class Runtime:
             await asyncio.wait(set(core.tasks), timeout=timeout_s)
         await core.writer.close()
         if not core.writer.failed:
-            low = core.restart_point()
-            if low > core.committed:
+            low = core.restart.point()
+            if low > core.restart.committed:
                 with contextlib.suppress(Exception):
                     await core.store.commit(low)
-                    core.committed = low
+                    core.restart.committed = low
 
     # ------------------------------------------------------------- clients
 
@@ -207,7 +207,7 @@ class Runtime:
         core.live[request_id] = live
         core.counters["submitted"] += 1
         core.kick()
-        floor = core.open_floor()
+        floor = core.restart.open_floor()
         if rest is None:
             task = core.submits.append(record, payload)  # batched with others under way
         else:
@@ -222,7 +222,7 @@ class Runtime:
             return
         error = None if task.cancelled() else task.exception()
         if task.cancelled() or error is not None:
-            core.close_floor(floor, None)
+            core.restart.close_floor(floor, None)
             live.stored.set_exception(error or asyncio.CancelledError())
             live.stored.exception()  # retrieved: nobody else may look
             if live.finishing is None:
@@ -232,7 +232,7 @@ class Runtime:
                 core.kick()
             return
         appended = task.result()
-        core.close_floor(floor, appended.offset)
+        core.restart.close_floor(floor, appended.offset)
         live.offset = appended.offset
         live.record = replace(live.record, reply_from=appended.reply_from)
         live.stored.set_result(None)
