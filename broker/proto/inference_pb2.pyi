@@ -405,7 +405,8 @@ class WorkerHello(_message.Message):
       5. `stops` orders a request off the worker (preempted for more urgent
          work, or cancelled): stop it, then send `stopped` with the output
          tokens made so far (preempt) — the request resumes elsewhere from
-         what is stored. A worker may also hand a request back by itself with
+         what is stored. A stop naming a lease the worker no longer runs is
+         ignored. A worker may also hand a request back by itself with
          `stopped`, or report `failed`.
       6. Send something at least every `lease_s` (feedback, or an empty
          message as a heartbeat). A stream that goes quiet for lease_s, or
