@@ -5,8 +5,10 @@ Called under the broker's lock with requests already checked (see
 It is the loop a million lite-topics or a quarter of a million messages a
 second go through, so it is kept flat: local names for hot callables, plain
 attribute writes on registry entries (the registry's ``stage`` turns them
-into expiry keys and reference counts), one branch for the common shape of
-one queue and an inline body.
+into expiry keys and reference counts), and *runs*: consecutive messages
+for the same one queue with the same properties and inline bodies (what a
+producer's batch almost always is) take their offsets as one range, their
+records from one prefix and their registry changes once per run.
 
 Order of writes, and why it is safe: the message records reach the log
 first (durable per the fsync policy when ``append`` returns); the index
@@ -18,6 +20,8 @@ which replay on open indexes exactly as this would have.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
+from typing import NamedTuple, cast
 
 from broker import envelope
 from broker.bodies import ChunkedBody
@@ -42,21 +46,38 @@ def append_batch(
     now: float,
     prepared: Sequence[Prepared],
     bodies: Sequence[Stored],
-) -> tuple[list[PublishResult], int]:
-    """Publish ``prepared`` (bodies stored as ``bodies``); return results and covered position."""
-    by_key = registry.resolve([key for keys, _, _ in prepared for key in keys], now)
+) -> tuple[list[PublishResult], int, dict[bytes, int]]:
+    """Publish ``prepared`` (bodies stored as ``bodies``).
+
+    Returns the results, the covered log position and each queue's new end
+    offset (what the publish listeners are told).
+    """
+    by_key = registry.resolve(_unique_keys(prepared), now)
     records: list[bytes] = []
-    assigned: list[tuple[tuple[QueueEntry, int], ...]] = []
+    plan: list[_Run | _Spread] = []
     head = envelope.single_head(now)
-    encode_single = envelope.encode_single
-    for (keys, properties, _), body in zip(prepared, bodies, strict=True):
+    count = len(prepared)
+    at = 0
+    while at < count:
+        keys, properties, _ = prepared[at]
+        body = bodies[at]
         if len(keys) == 1 and type(body) is bytes:
+            end = at + 1
+            while (
+                end < count
+                and prepared[end][0] == keys
+                and prepared[end][1] == properties
+                and type(bodies[end]) is bytes
+            ):
+                end += 1
             key = keys[0]
             entry = by_key[key]
-            offset = entry.next_offset
-            entry.next_offset = offset + 1
-            assigned.append(((entry, offset),))
-            records.append(encode_single(head, key, offset, properties, body))
+            first = entry.next_offset
+            entry.next_offset = first + end - at
+            run = cast("Sequence[bytes]", bodies[at:end])  # checked in the loop above
+            records += envelope.encode_run(head, key, first, properties, run)
+            plan.append(_Run(entry, first, at, end))
+            at = end
             continue
         slots = []
         queues = []
@@ -66,12 +87,13 @@ def append_batch(
             entry.next_offset = offset + 1
             slots.append((entry, offset))
             queues.append((key, offset))
-        assigned.append(tuple(slots))
+        plan.append(_Spread(at, tuple(slots)))
         if type(body) is bytes:
             records.append(envelope.encode_inline(now, queues, properties, body))
         else:
             assert isinstance(body, ChunkedBody)
             records.append(envelope.encode_chunked(now, queues, properties, body.size, body.chunks))
+        at += 1
 
     positions = log.append(records)
 
@@ -79,27 +101,65 @@ def append_batch(
     put = batch.put
     index_column = Column.INDEX
     offset_key = k.OFFSET_KEY.pack
-    encode_index = k.encode_index
+    index_value = k.INDEX_VALUE.pack
     results: list[PublishResult] = []
-    for position, body, placed in zip(positions, bodies, assigned, strict=True):
+    for step in plan:
+        if type(step) is _Run:
+            entry, first, at, end = step
+            qid = entry.qid
+            spots = positions[at:end]
+            offsets = range(first, first + end - at)
+            run = cast("Sequence[bytes]", bodies[at:end])
+            for offset, position, body in zip(offsets, spots, run, strict=True):
+                put(index_column, offset_key(qid, offset), index_value(position, len(body), 0))
+            entry.last_active = now
+            if spots[0] < entry.first_position:  # noqa: PLR1730 - cheaper than min()
+                entry.first_position = spots[0]
+            results += map(PublishResult, spots, repeat(now), [(o,) for o in offsets])
+            continue
+        assert type(step) is _Spread
+        at, placed = step
+        position = positions[at]
+        body = bodies[at]
         if type(body) is bytes:
-            value = encode_index(position, len(body))
+            value = k.encode_index(position, len(body))
             low = position
         else:
             assert isinstance(body, ChunkedBody)
             low = min(body.chunks)  # chunks precede the record: the message needs them
-            value = encode_index(position, body.size, low)
+            value = k.encode_index(position, body.size, low)
         for entry, offset in placed:
             put(index_column, offset_key(entry.qid, offset), value)
             entry.last_active = now
             if low < entry.first_position:  # noqa: PLR1730 - a compare is cheaper than min()
                 entry.first_position = low
-        if len(placed) == 1:
-            results.append(PublishResult(position, now, (placed[0][1],)))
-        else:
-            results.append(PublishResult(position, now, tuple(o for _, o in placed)))
+        results.append(PublishResult(position, now, tuple(o for _, o in placed)))
     registry.stage(batch)
     covered = positions[-1] + HEADER_SIZE + len(records[-1])
     put(Column.META, k.META_COVERED, k.encode_u64(covered))
     index.write(batch)
-    return results, covered
+    return results, covered, {key: entry.next_offset for key, entry in by_key.items()}
+
+
+class _Run(NamedTuple):
+    """Messages ``[at, end)`` of a batch: one queue, offsets from ``first`` on."""
+
+    entry: QueueEntry
+    first: int
+    at: int
+    end: int
+
+
+class _Spread(NamedTuple):
+    """Message ``at`` of a batch, in several queues or with a chunked body."""
+
+    at: int
+    placed: tuple[tuple[QueueEntry, int], ...]
+
+
+def _unique_keys(prepared: Sequence[Prepared]) -> list[bytes]:
+    """Each queue key once (a batch mostly repeats one key tuple object)."""
+    seen: dict[int, tuple[bytes, ...]] = {}
+    for keys, _, _ in prepared:
+        seen[id(keys)] = keys
+    return list(dict.fromkeys(key for keys in seen.values() for key in keys))

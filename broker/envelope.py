@@ -41,6 +41,7 @@ __all__ = [
     "encode_chunked",
     "encode_inline",
     "encode_properties",
+    "encode_run",
     "encode_single",
     "kind_of",
     "single_head",
@@ -122,6 +123,16 @@ def single_head(timestamp: float) -> bytes:
 def encode_single(head: bytes, name: bytes, offset: int, properties: bytes, body: bytes) -> bytes:
     """``encode_inline(timestamp, [(name, offset)], properties, body)``, given its head."""
     return b"".join((head, _H.pack(len(name)), name, _Q.pack(offset), properties, body))
+
+
+def encode_run(
+    head: bytes, name: bytes, first: int, properties: bytes, bodies: Sequence[bytes]
+) -> list[bytes]:
+    """``encode_single`` of each body, at offsets ``first``, ``first + 1``, ... of ``name``."""
+    prefix = head + _H.pack(len(name)) + name
+    pack = _Q.pack
+    join = b"".join
+    return [join((prefix, pack(first + i), properties, body)) for i, body in enumerate(bodies)]
 
 
 def encode_inline(

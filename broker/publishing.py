@@ -9,7 +9,7 @@ a bytes body) take the short branches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 from broker import envelope
@@ -66,6 +66,39 @@ class Preparer:
             )
         encoded = envelope.encode_properties(properties) if properties else envelope.NO_PROPERTIES
         return keys, encoded, body
+
+    def all(self, requests: Sequence[PublishRequest]) -> list[Prepared]:
+        """``[self(r) for r in requests]``, checking a destination once per run.
+
+        A batch mostly sends message after message to one destination: a
+        request with the same topic, namespace, lite-topic tuple (the same
+        object) and no or the same properties as the one before reuses its
+        keys and encoded properties, and only its body is checked.
+        """
+        out: list[Prepared] = []
+        append = out.append
+        last: PublishRequest | None = None
+        keys: tuple[bytes, ...] = ()
+        encoded = envelope.NO_PROPERTIES
+        limit = self._max_bytes
+        for request in requests:
+            topic, body, lites, properties, namespace = request
+            if (
+                last is not None
+                and lites is last[2]
+                and topic == last[0]
+                and namespace == last[4]
+                and (properties is last[3] or not (properties or last[3]))
+                and type(body) is bytes
+                and len(body) <= limit
+            ):
+                append((keys, encoded, body))
+                continue
+            prepared = self(request)
+            keys, encoded = prepared[0], prepared[1]
+            last = request
+            append(prepared)
+        return out
 
     def _many(self, prefix: bytes, lites: Iterable[str]) -> tuple[bytes, ...]:
         if isinstance(cast(object, lites), str):

@@ -20,6 +20,7 @@ recovers from the log.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from types import MappingProxyType
 from broker.appending import Stored, append_batch
 from broker.bodies import write_body
 from broker.errors import (
+    BrokerError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -39,6 +41,7 @@ from broker.index import keys as k
 from broker.index.rocks import RocksIndex, RocksTuning
 from broker.index.store import Column, IndexStore, WriteOps
 from broker.log.commitlog import CommitLog, FsyncPolicy
+from broker.log.segment import Fsync
 from broker.publishing import Prepared, Preparer
 from broker.reading import Reader
 from broker.replay import catch_up, check_layout, ttl_fingerprint
@@ -109,6 +112,7 @@ class Broker:
         self._inflight: dict[int, int] = {}  # chunk writers -> log end when they began
         self._inflight_seq = 0
         self._published = 0
+        self._expired = 0  # queues removed by expiry since open (metrics)
         self._sync_control = settings.fsync is FsyncPolicy.ALWAYS
         self._listeners: list[PublishListener] = []
         covered = index.get(Column.META, k.META_COVERED)
@@ -122,16 +126,20 @@ class Broker:
         *,
         clock: Callable[[], float] = time.time,
         index_opener: IndexOpener = open_rocks,
+        fsync: Fsync = os.fsync,
     ) -> Broker:
         """Open (or create) the store in ``directory`` (``log/`` and ``index/`` inside).
 
         Recovers the log (torn tail, corruption per ``skip_corrupt``) and then
-        brings the index level with it, replaying what it misses.
+        brings the index level with it, replaying what it misses. ``fsync``
+        is the log's (a server passes a timed one for its latency metric).
         """
         settings = settings or BrokerSettings()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        log = CommitLog.open(directory / "log", settings.log_config(), wall_clock=clock)
+        log = CommitLog.open(
+            directory / "log", settings.log_config(), wall_clock=clock, fsync=fsync
+        )
         try:
             index = index_opener(directory / "index", settings)
         except BaseException:
@@ -210,30 +218,63 @@ class Broker:
         All or nothing for validation: a bad request raises before anything
         is written. Results come back in request order.
         """
-        if not requests:
-            return []
-        prepared = list(map(self._prepare, requests))
+        outcome = self.publish_batches((requests,))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def publish_batches(
+        self, batches: Sequence[Sequence[PublishRequest]]
+    ) -> list[list[PublishResult] | BrokerError]:
+        """Publish several independent batches with one log append and one index write.
+
+        Each batch is validated on its own and is all or nothing, exactly as
+        :meth:`publish_batch`: a batch that breaks a rule gets its error in
+        its place and nothing of it is written, while the others go on. The
+        server gathers concurrent publish calls into one of these, so many
+        callers share one write, one index batch and one wake-up of the
+        subscribers. A failed write raises (the store is failed for all).
+        """
+        outcomes: list[list[PublishResult] | BrokerError] = []
+        prepared: list[Prepared] = []
+        bodies: list[Stored] = []
+        spans: list[tuple[int, int, int]] = []  # (outcome slot, first, count)
         chunk_bytes = self.settings.chunk_bytes
         token = None
         try:
-            bodies: list[Stored] = []
-            for _, _, body in prepared:
-                if type(body) is bytes and len(body) <= chunk_bytes:
-                    bodies.append(body)
+            for requests in batches:
+                try:
+                    mine = self._prepare.all(requests)
+                    stored: list[Stored] = []
+                    for _, _, body in mine:
+                        if type(body) is bytes and len(body) <= chunk_bytes:
+                            stored.append(body)
+                            continue
+                        if token is None:
+                            token = self._begin_chunks()
+                        stored.append(self._store_body(body))
+                except BrokerError as exc:
+                    outcomes.append(exc)
                     continue
-                if token is None:
-                    token = self._begin_chunks()
-                bodies.append(self._store_body(body))
+                outcomes.append([])
+                if mine:
+                    spans.append((len(outcomes) - 1, len(prepared), len(mine)))
+                    prepared += mine
+                    bodies += stored
+            if not prepared:
+                return outcomes
             with self._lock:
                 self._check()
                 try:
-                    results = self._append(prepared, bodies)
+                    results, ends = self._append(prepared, bodies)
                 except BaseException as exc:
                     self._fail(exc)
                     raise
                 if self._listeners:
-                    self._notify(prepared, results)
-                return results
+                    self._notify(ends)
+            for slot, first, count in spans:
+                outcomes[slot] = results[first : first + count]
+            return outcomes
         finally:
             if token is not None:
                 with self._lock:
@@ -250,11 +291,7 @@ class Broker:
         with self._lock:
             self._listeners.append(listener)
 
-    def _notify(self, prepared: list[Prepared], results: list[PublishResult]) -> None:
-        ends: dict[bytes, int] = {}
-        for (keys, _, _), result in zip(prepared, results, strict=True):
-            for key, offset in zip(keys, result.offsets, strict=True):
-                ends[key] = offset + 1
+    def _notify(self, ends: dict[bytes, int]) -> None:
         for listener in self._listeners:
             with contextlib.suppress(Exception):
                 listener(ends)
@@ -275,8 +312,10 @@ class Broker:
             limit=self.settings.max_message_bytes,
         )
 
-    def _append(self, prepared: list[Prepared], bodies: list[Stored]) -> list[PublishResult]:
-        results, covered = append_batch(
+    def _append(
+        self, prepared: list[Prepared], bodies: list[Stored]
+    ) -> tuple[list[PublishResult], dict[bytes, int]]:
+        results, covered, ends = append_batch(
             self._log,
             self._index,
             self._registry,
@@ -286,7 +325,7 @@ class Broker:
         )
         self._covered = covered
         self._published += len(results)
-        return results
+        return results, ends
 
     # ---------------------------------------------------------------- read
 
@@ -414,6 +453,7 @@ class Broker:
                 self._check()
                 count, more = self._registry.expire_chunk(now, _EXPIRE_CHUNK)
                 removed += count
+                self._expired += count
         with self._lock:
             self._check()
             retained = self._log.apply_retention()
@@ -484,7 +524,14 @@ class Broker:
                 log_segments=log.segments,
                 index_covered=self._covered,
                 index_memory_bytes=self._index.memory_bytes(),
-                counters={"log_fsyncs": log.fsyncs, "log_records": log.records_appended},
+                counters={
+                    "log_fsyncs": log.fsyncs,
+                    "log_records": log.records_appended,
+                    "log_appends": log.batches_appended,
+                    "log_appended_bytes": log.bytes_appended,
+                    "queues_created": self._registry.created,
+                    "queues_expired": self._expired,
+                },
             )
 
     def sync(self) -> None:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "FLAG_CHUNKED",
+    "INDEX_VALUE",
     "LAYOUT_VERSION",
     "META_COVERED",
     "META_EXPIRY_SEQ",
@@ -99,6 +100,7 @@ _QQ = struct.Struct(">QQ")
 OFFSET_KEY = _QQ  # offset_key() is OFFSET_KEY.pack; hot loops bind the method
 
 _INDEX = struct.Struct(">QIB")
+INDEX_VALUE = _INDEX  # encode_index(p, size) is INDEX_VALUE.pack(p, size, 0); hot loops bind it
 _INDEX_CHUNKED = struct.Struct(">QIBQ")
 _REGISTRY = struct.Struct(">QQQQdd")
 REGISTRY_VALUE = _REGISTRY
