@@ -10,9 +10,11 @@ a user does should show a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tidegate.errors import TidegateError, UsageError
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from broker.server import ExtensionFactory
     from broker.tenancy import KeyRing
     from scheduler.settings import Settings
+    from scheduler.sim.events import EventRow
+    from tidegate import demo as demo_types
+    from tidegate.loadgen import LoadEvent
 
 __all__ = ["main"]
 
@@ -51,7 +56,225 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tidegate import demo
 
-    return demo.run(args)
+    return demo.run(args, _demo_plan(args))
+
+
+def _demo_plan(args: argparse.Namespace) -> demo_types.DemoPlan:
+    """What the demo replays, read from its config (settings are read here only),
+    with the simulator's prediction for the same trace and fleet."""
+    from scheduler.settings import (
+        load_settings,
+        to_fleet_config,
+        to_scheduler_config,
+        to_workload_spec,
+    )
+    from scheduler.sim.simulate import simulate
+    from scheduler.sim.workload import generate
+    from tidegate.bench.replay import fairness_summary
+    from tidegate.demo import DemoPlan
+    from tidegate.loadgen import LoadRow
+
+    config = Path(args.config) if args.config else _default_demo_config()
+    settings = load_settings(config, environ={})
+    fleet = to_fleet_config(settings)
+    scheduler_config = to_scheduler_config(settings)
+    trace = generate(to_workload_spec(settings), args.seed)
+    if args.seconds is not None:  # a short run: the arrivals of its first half
+        trace = [r for r in trace if r.arrival_s < args.seconds / 2]
+    clients = {n: t for n, t in settings.tenants.items() if t.role != "worker"}
+    fleets = [t.api_key_env for t in settings.tenants.values() if t.role == "worker"]
+    key_envs = {n: t.api_key_env for n, t in clients.items() if t.api_key_env}
+    if len(fleets) != 1 or fleets[0] is None or len(key_envs) != len(clients):
+        raise UsageError(
+            f"{config}: the demo needs api_key_env on every tenant and one tenant with role: worker"
+        )
+    weights = {n: t.weight for n, t in scheduler_config.tenants.items() if n in clients}
+    predicted = simulate(trace, scheduler_config, fleet).summary
+
+    def summarize(events: Sequence[LoadEvent]) -> dict[str, object]:
+        return fairness_summary(
+            _event_rows(events),
+            weights,
+            workers=fleet.workers,
+            input_weight=scheduler_config.input_token_weight,
+            output_weight=scheduler_config.output_token_weight,
+            label="demo",
+        )
+
+    return DemoPlan(
+        config=config,
+        rows=tuple(
+            LoadRow(r.arrival_s, r.tenant, r.priority, r.input_tokens, r.output_tokens, r.session)
+            for r in trace
+        ),
+        weights=weights,
+        key_envs=key_envs,
+        fleet_key_env=fleets[0],
+        workers=fleet.workers,
+        summarize=summarize,
+        predicted=predicted,
+    )
+
+
+def _event_rows(events: Sequence[LoadEvent]) -> list[EventRow]:
+    """The load generator's rows as the simulator's (one events format, one writer)."""
+    from scheduler.sim.events import EventRow
+
+    return [
+        EventRow(
+            e.request_id,
+            e.tenant,
+            e.priority,
+            e.arrival_s,
+            e.admitted,
+            e.reject_reason,
+            e.dispatch_s,
+            e.first_token_s,
+            e.finish_s,
+            e.input_tokens,
+            e.output_tokens,
+            e.worker,
+            e.preemptions,
+        )
+        for e in events
+    ]
+
+
+def _default_demo_config() -> Path:
+    """configs/demo.yaml of the working directory, else of the source tree."""
+    for here in (
+        Path("configs/demo.yaml"),
+        Path(__file__).resolve().parents[1] / "configs/demo.yaml",
+    ):
+        if here.is_file():
+            return here
+    raise UsageError("the demo's config configs/demo.yaml is missing; pass --config")
+
+
+def _cmd_workers(args: argparse.Namespace) -> int:
+    from tidegate.scripting import api_key
+    from workers.fleet import FleetSpec
+    from workers.serve import serve_in_process, serve_ray
+
+    options: dict[str, object] = {}
+    replicas = args.replicas
+    key = None
+    if args.config:
+        from scheduler.settings import load_settings, tenant_api_keys
+
+        settings = load_settings(args.config)
+        fleet = settings.fleet
+        if args.backend == "simulated" and fleet is not None and fleet.model is not None:
+            options["model"] = fleet.model.model_dump(exclude_none=True)
+        if replicas is None and fleet is not None and fleet.workers is not None:
+            replicas = fleet.workers
+        if args.api_key_file is None and "TIDEGATE_API_KEY" not in os.environ:
+            keys = tenant_api_keys(settings)
+            fleets = [n for n, t in settings.tenants.items() if t.role == "worker" and n in keys]
+            if len(fleets) == 1:
+                key = keys[fleets[0]].get_secret_value()
+    for item in args.backend_option:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--backend-option {item!r}: expected KEY=VALUE")
+        _set_option(options, name.split("."), text)
+    if key is None:
+        key = api_key(args, os.environ).reveal()
+    spec = FleetSpec(
+        server=args.server,
+        api_key=key,
+        backend=args.backend,
+        backend_options=options,
+        capacity=args.capacity,
+        prefix=args.prefix,
+    )
+
+    def announce(text: str) -> None:
+        print(f"tidegate workers: {text}", flush=True)
+
+    replicas = replicas or 1
+    if args.in_process:
+        return serve_in_process(spec, replicas, announce)
+    return serve_ray(spec, replicas, announce, address=args.ray_address, gpus=args.gpus)
+
+
+def _set_option(options: dict[str, object], path: list[str], text: str) -> None:
+    """``model.decode_step_s=0.02`` -> options["model"]["decode_step_s"] = 0.02 (YAML scalars)."""
+    import yaml
+
+    target = options
+    for part in path[:-1]:
+        inner = target.setdefault(part, {})
+        if not isinstance(inner, dict):
+            raise UsageError(f"--backend-option {'.'.join(path)}: {part} is not a mapping")
+        target = inner
+    try:
+        target[path[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError:
+        target[path[-1]] = text
+
+
+def _cmd_loadgen(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from scheduler.sim.events import write_events
+    from scheduler.sim.traces import read_trace
+    from tidegate.loadgen import LoadGenerator, LoadOptions, LoadRow
+
+    trace = read_trace(args.trace)
+    rows = [
+        LoadRow(r.arrival_s, r.tenant, r.priority, r.input_tokens, r.output_tokens, r.session)
+        for r in trace
+    ]
+    keys = _loadgen_keys(args, sorted({r.tenant for r in rows}))
+    generator = LoadGenerator(
+        args.server, rows, keys, LoadOptions(speed=args.speed, deadline_s=args.deadline_s)
+    )
+    events = asyncio.run(generator.run())
+    try:
+        count = write_events(args.events, _event_rows(events))
+    except OSError as exc:
+        raise UsageError(f"--events {args.events}: cannot write: {exc.strerror or exc}") from None
+    completed = sum(1 for e in events if e.finish_s is not None)
+    refused = sum(1 for e in events if not e.admitted)
+    summary = {
+        "requests": count,
+        "admitted": count - refused,
+        "refused": refused,
+        "completed": completed,
+        "unfinished": sum(1 for e in events if e.admitted and e.finish_s is None),
+        "errors": generator.errors[:5],
+    }
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"wrote {count} rows to {args.events}: {completed} completed, {refused} refused, "
+        f"{summary['unfinished']} admitted but not completed"
+    )
+    return 0
+
+
+def _loadgen_keys(args: argparse.Namespace, tenants: list[str]) -> dict[str, str]:
+    """Each tenant's key: from --config (as the server reads it), else from
+    TIDEGATE_API_KEY_<TENANT> (upper case, '-' as '_'); a one-tenant trace may
+    use TIDEGATE_API_KEY or --api-key-file."""
+    keys: dict[str, str] = {}
+    if args.config:
+        from scheduler.settings import load_settings, tenant_api_keys
+
+        found = tenant_api_keys(load_settings(args.config))
+        keys = {t: found[t].get_secret_value() for t in tenants if t in found}
+    for tenant in tenants:
+        env = "TIDEGATE_API_KEY_" + tenant.upper().replace("-", "_")
+        if tenant not in keys and os.environ.get(env):
+            keys[tenant] = os.environ[env].strip()
+    if len(tenants) == 1 and tenants[0] not in keys:
+        from tidegate.scripting import api_key
+
+        with contextlib.suppress(UsageError):
+            keys[tenants[0]] = api_key(args, os.environ).reveal()
+    return keys
 
 
 def _cmd_pub(args: argparse.Namespace) -> int:
@@ -397,8 +620,104 @@ def _add_sub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the embedded demo (what `make demo` runs)")
+    p = sub.add_parser(
+        "demo",
+        help="run the embedded demo (what `make demo` runs)",
+        description="Start a server, simulated GPU workers (local Ray) and a load generator "
+        "replaying a bursty three-tenant workload (configs/demo.yaml); show a live table of "
+        "admissions, waits, shares and fairness; end with a summary. Ctrl-C stops it all.",
+    )
+    # Hidden: for tests and quick looks; `make demo` takes none of them.
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=_seconds, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--headless", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-ray", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=_cmd_demo)
+
+
+def _add_workers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "workers",
+        help="run GPU workers (Ray actors) that lease requests from a server",
+        description="Start N workers that open Lease streams to the server and run what it "
+        "grants on a backend: one Ray actor per GPU (num_gpus=1) on GPU clusters, CPU actors "
+        "elsewhere, restarted by Ray when they die; a local Ray when --ray-address is not "
+        "given. The fleet's key (a tenant with role: worker) comes from $TIDEGATE_API_KEY, "
+        "--api-key-file, or the one worker tenant of --config. Runs until SIGTERM/SIGINT.",
+    )
+    p.add_argument("--server", required=True, help="HOST:PORT of the tidegate server")
+    p.add_argument("--ray-address", help="a Ray cluster's address (default: start a local Ray)")
+    p.add_argument("--replicas", type=_positive_int, help="workers to run (default 1)")
+    p.add_argument(
+        "--backend",
+        choices=("simulated", "hf", "openai", "vllm"),
+        default="simulated",
+        help="inference backend (default simulated)",
+    )
+    p.add_argument(
+        "--backend-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backend option (repeatable; dotted keys nest, e.g. model.max_batch=32)",
+    )
+    p.add_argument(
+        "--config",
+        help="a config whose fleet: section gives the simulated model and the replicas",
+    )
+    p.add_argument(
+        "--capacity", type=_positive_int, default=64, help="requests a worker runs at once"
+    )
+    p.add_argument("--prefix", default="worker", help="worker ids are PREFIX-0, PREFIX-1, ...")
+    p.add_argument(
+        "--gpus",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="one GPU per actor: auto (when the cluster has GPUs and the backend is not "
+        "simulated), yes, no",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the workers as tasks of this process instead of Ray actors",
+    )
+    p.add_argument("--api-key-file", help="the fleet's API key file (default: $TIDEGATE_API_KEY)")
+    p.set_defaults(handler=_cmd_workers)
+
+
+def _add_loadgen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "loadgen",
+        help="replay a trace against a running server and write the events CSV",
+        description="Replay a trace CSV (CONTRACTS.md section 3) against a running server in "
+        "real time (arrivals divided by --speed) and write the same events file as "
+        "`tidegate simulate`, measured on the wall clock (times on the trace's scale). Each "
+        "tenant's API key comes from --config (the api_key_env/api_key_file the server reads) "
+        "or from $TIDEGATE_API_KEY_<TENANT> (upper case, '-' as '_'); a one-tenant trace may "
+        "use $TIDEGATE_API_KEY or --api-key-file.",
+    )
+    p.add_argument("--server", required=True, help="HOST:PORT of the tidegate server")
+    p.add_argument("--trace", required=True, help="trace CSV (arrival_s,tenant,priority,...)")
+    p.add_argument("--events", required=True, help="where to write the events CSV")
+    p.add_argument("--speed", type=_speed, default=1.0, help="replay X times faster (default 1)")
+    p.add_argument("--config", help="the server's config: tenants' keys are read as it reads them")
+    p.add_argument("--api-key-file", help="a one-tenant trace's key file")
+    p.add_argument(
+        "--deadline-s", type=_seconds, default=0.0, help="each request's deadline (0: none)"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(handler=_cmd_loadgen)
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
 
 
 _POLICIES = ("tidegate", "fifo", "round-robin", "strict-priority")  # CONTRACTS.md section 3
@@ -482,10 +801,12 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_bench,
     _add_demo,
+    _add_loadgen,
     _add_pub,
     _add_serve,
     _add_simulate,
     _add_sub,
+    _add_workers,
 ]
 
 

@@ -21,8 +21,10 @@ window controller grants at most that, usually fewer); then, concurrently,
   server rejects for a fenced lease stops that run the same way;
 * every ``feedback_interval_s``, send feedback: the GPU probe's latest
   readings, the engine's own signals and the latencies measured on the
-  streams it served (:func:`workers.feedback.build_feedback`). This is also
-  the heartbeat that keeps the leases alive.
+  streams it served (:func:`workers.feedback.build_feedback`); GPU memory
+  only where the engine reports no KV-cache use (engines that reserve their
+  cache up front read ~90% on NVML whatever their load). This is also the
+  heartbeat that keeps the leases alive.
 
 When the stream breaks, every run is cancelled (the server has already
 put those requests back in the queue, and their output stays stored) and
@@ -289,13 +291,20 @@ class Worker:
             log.debug("worker %s: engine signals failed: %s", self.name, exc)
             signals = None
         fb = build_feedback(readings, signals, self.tracker.summary(now))
+        gpu_mem = fb.gpu_mem
+        if fb.kv_usage is not None:
+            # An engine that reports its KV cache (vLLM, the simulated one)
+            # reserves GPU memory up front, so NVML reads ~0.9 however loaded it
+            # is: the KV figure is the memory signal, the NVML one would only
+            # hold the window down.
+            gpu_mem = None
         return LeaseFeedback(
             ttft_s=fb.ttft_s,
             tpot_s=fb.tpot_s,
             queue_depth=fb.queue_depth,
             kv_usage=fb.kv_usage,
             gpu_util=fb.gpu_util,
-            gpu_mem=fb.gpu_mem,
+            gpu_mem=gpu_mem,
         )
 
     async def _receive(self, link: LeaseLink, context: RunContext) -> None:
