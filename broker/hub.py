@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, ParamSpec, TypeVar
 
 from broker.errors import BrokerError, NotFound
+from broker.gathering import Gatherer
 from broker.producers import ProducerState, ProducerTable, decode_journal, journal_queue
 from broker.producers import journal_request as make_journal
 from broker.store import Broker
@@ -37,6 +38,9 @@ log = logging.getLogger("tidegate.broker")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# One publish call waiting to be gathered: tenant, requests, producer journal entry.
+_Publish = tuple[str, Sequence[PublishRequest], PublishRequest | None]
 
 
 class Stored(NamedTuple):
@@ -78,6 +82,8 @@ class Hub:
             weakref.WeakValueDictionary()
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._gatherer: Gatherer[_Publish, list[PublishResult]] = Gatherer(self._store_gathered)
+        self._gather_bytes = broker.settings.chunk_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -183,7 +189,7 @@ class Hub:
         sequence are duplicates: not stored, answered with what is known.
         """
         if not producer:
-            results = await self.run(self._store, tenant, requests, None)
+            results = await self._publish(tenant, requests, None)
             return [Stored(r.offsets, r.timestamp, False, 0) for r in results]
         key = (tenant, producer)
         lock = self._producer_locks.get(key)
@@ -205,15 +211,59 @@ class Hub:
             fresh = requests[skip:]
             if fresh:
                 last = first + len(requests) - 1
-                results = await self.run(
-                    self._store, tenant, fresh, make_journal(tenant, producer, last)
-                )
+                results = await self._publish(tenant, fresh, make_journal(tenant, producer, last))
                 start = first + skip
                 state.record(start, [(r.offsets, r.timestamp, 0) for r in results])
                 stored += [
                     Stored(r.offsets, r.timestamp, False, start + i) for i, r in enumerate(results)
                 ]
             return stored
+
+    async def _publish(
+        self, tenant: str, requests: Sequence[PublishRequest], journal: PublishRequest | None
+    ) -> list[PublishResult]:
+        """Store ``requests`` (and the journal entry); gathered with concurrent calls
+        unless a body is large or streamed, which would hold the others up."""
+        limit = self._gather_bytes
+        for request in requests:
+            body = request[1]
+            if type(body) is not bytes or len(body) > limit:
+                return await self.run(self._store, tenant, requests, journal)
+        return await self._gatherer((tenant, requests, journal))
+
+    async def _store_gathered(
+        self, items: list[_Publish]
+    ) -> list[list[PublishResult] | BaseException]:
+        return await self.run(self._store_many, items)
+
+    def _store_many(self, items: list[_Publish]) -> list[list[PublishResult] | BaseException]:
+        """Thread: the gathered calls in one append (each checked and reserved on its own)."""
+        outcomes: list[list[PublishResult] | BaseException] = []
+        batches: list[list[PublishRequest]] = []
+        placed: list[tuple[int, str, int, int]] = []  # outcome slot, tenant, reserved, count
+        for tenant, requests, journal in items:
+            try:
+                new = self.new_lite_topics(tenant, requests)
+                self.quotas.reserve_lite_topics(tenant, new)
+            except BrokerError as exc:
+                outcomes.append(exc)
+                continue
+            placed.append((len(outcomes), tenant, new, len(requests)))
+            outcomes.append([])
+            batches.append(list(requests) if journal is None else [*requests, journal])
+        try:
+            stored = self.broker.publish_batches(batches) if batches else []
+        except BaseException:
+            for _, tenant, new, _ in placed:
+                self.quotas.release_lite_topics(tenant, new)
+            raise
+        for (slot, tenant, new, count), outcome in zip(placed, stored, strict=True):
+            if isinstance(outcome, BaseException):
+                self.quotas.release_lite_topics(tenant, new)
+                outcomes[slot] = outcome
+            else:
+                outcomes[slot] = outcome[:count]
+        return outcomes
 
     def _load_producer(self, tenant: str, producer: str) -> ProducerState:
         queue = journal_queue(tenant, producer)
