@@ -39,6 +39,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from broker.allocator import keep_large_buffers
 from broker.hub import Hub
 from broker.proto import broker_pb2 as pb
 from broker.service import BrokerService
@@ -255,7 +256,11 @@ async def serve_until_signalled(
     metrics_port: int | None = None,
 ) -> None:
     """Make the server (on this loop), start it, announce the port, serve until
-    SIGTERM or SIGINT, then drain and stop."""
+    SIGTERM or SIGINT, then drain and stop.
+
+    The process is a server from here on, so it also takes the allocator
+    setting for large short-lived buffers (:mod:`broker.allocator`)."""
+    keep_large_buffers()
     server = make()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
