@@ -135,6 +135,11 @@ class Registry:
         return self._queues
 
     @property
+    def created(self) -> int:
+        """Queues ever created here (ids are handed out in order from 1)."""
+        return self._next_qid - 1
+
+    @property
     def hot_count(self) -> int:
         return len(self._hot)
 
