@@ -7,6 +7,7 @@
     --from-json FILE        re-render a saved run; starts nothing
     --systems a,b           a subset of tidegate,redis,jetstream
     --workloads a,b         a subset of produce,consume,publish-one,topics,fanin
+    --fanin-rate N          fan-in messages per second instead of the size's
 
 Progress goes to stderr. A workload that fails is reported (in the JSON's
 ``errors`` and on stderr) and the run goes on; every server is stopped by its
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--systems", default=",".join(s.value for s in System))
     p.add_argument("--workloads", default=",".join(w.value for w in Workload))
     p.add_argument("--seed", type=int, default=7, help="seeds the fan-in's choice of sessions")
+    p.add_argument(
+        "--fanin-rate", type=int, help="fan-in messages per second (default: the size's)"
+    )
     return p
 
 
@@ -94,7 +97,7 @@ def _unavailable(systems: Sequence[System]) -> dict[tuple[System, Tier], str]:
 
 
 def _run_step(
-    step: Step, sizes: Sizes, rng: random.Random, log: Console
+    step: Step, sizes: Sizes, seed: int, log: Console
 ) -> tuple[list[Figure], list[dict[str, str]], str]:
     """Start the step's server, run its workloads, stop it by pid."""
     figures: list[Figure] = []
@@ -112,7 +115,7 @@ def _run_step(
             client_cpu = time.process_time()
             try:
                 if workload is Workload.FANIN:
-                    made = runner.fanin(server, step.tier, sizes, rng)
+                    made = runner.fanin(server, step.tier, sizes, seed)
                 else:
                     made = getattr(runner, workload.value.replace("-", "_"))(
                         server, step.tier, sizes
@@ -152,17 +155,18 @@ def run(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     systems: list[System] = _names(args.systems, System)
     workloads: list[Workload] = _names(args.workloads, Workload)
     sizes = QUICK if args.quick else FULL
+    if args.fanin_rate is not None:
+        sizes = replace(sizes, fanin_rate=args.fanin_rate)
     unavailable = _unavailable(systems)
     machine = describe()
     log.print(f"machine: {summary(machine)}")
-    rng = random.Random(args.seed)
     figures: list[Figure] = []
     errors: list[dict[str, str]] = []
     versions: dict[str, str] = {}
     started = time.monotonic()
     for step in plan(systems, workloads, unavailable):
         try:
-            made, failed, version = _run_step(step, sizes, rng, log)
+            made, failed, version = _run_step(step, sizes, args.seed, log)
         except servers.ServerError as exc:
             errors.append({"system": step.system.value, "tier": step.tier.value, "error": str(exc)})
             log.print(f"[red]{step.system.value} did not start[/]: {exc}")

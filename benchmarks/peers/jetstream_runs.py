@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,13 +17,12 @@ from nats.js.client import JetStreamContext
 from benchmarks.peers.common import (
     TOPIC_BODY,
     Deadline,
-    due,
     latency_figures,
     payload,
     rate_figure,
     sent_at,
-    stamped,
 )
+from benchmarks.peers.pacer import Pace, Pacer
 from benchmarks.peers.results import Figure, Metric, System, Tier
 from benchmarks.peers.servers import PeerServer
 from benchmarks.peers.workloads import Sizes
@@ -210,11 +208,11 @@ def topics(server: PeerServer, tier: Tier, sizes: Sizes) -> list[Figure]:
     ]
 
 
-def fanin(server: PeerServer, tier: Tier, sizes: Sizes, rng: random.Random) -> list[Figure]:
-    """An ordered push consumer on ``fan.>``; acked publishes to random sessions."""
+def fanin(server: PeerServer, tier: Tier, sizes: Sizes, seed: int) -> list[Figure]:
+    """An ordered push consumer on the wildcard ``fan.>``; the pacer publishes."""
     total = int(sizes.fanin_rate * sizes.fanin_seconds)
 
-    async def work(_nc: NatsClient, js: JetStreamContext) -> tuple[list[float], float, int]:
+    async def work(_nc: NatsClient, js: JetStreamContext) -> tuple[list[float], int, float]:
         await js.add_stream(name="FAN", subjects=["fan.>"], storage=api.StorageType.FILE)
         latencies: list[float] = []
         enough = asyncio.Event()
@@ -225,28 +223,22 @@ def fanin(server: PeerServer, tier: Tier, sizes: Sizes, rng: random.Random) -> l
                 enough.set()
 
         sub = await js.subscribe(
-            "fan.>",
-            cb=on_message,
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.NEW,
+            "fan.>", cb=on_message, ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW
         )
-        deadline = Deadline.after(sizes.fanin_seconds + 30)
-        sessions = [f"fan.s-{i}" for i in range(sizes.fanin_topics)]
-        sent = 0
-        started = time.perf_counter()
-        while sent < total and not deadline.passed():
-            pause = due(started, sent, sizes.fanin_rate) - time.perf_counter()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            await js.publish(rng.choice(sessions), stamped(time.time()))
-            sent += 1
-        seconds = time.perf_counter() - started
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(enough.wait(), timeout=max(0.1, deadline.left()))
+        pace = Pace(
+            System.JETSTREAM, server.port, "fan.s-", sizes.fanin_topics, total,
+            sizes.fanin_rate, sizes.fanin_seconds + 30, seed,
+        )  # fmt: skip
+        pacer = Pacer(pace).start()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), timeout=sizes.fanin_seconds + 30)
+        finally:
+            sent, seconds = await asyncio.to_thread(pacer.finish)
         await sub.unsubscribe()
-        return list(latencies), seconds, sent
+        return list(latencies), sent, seconds
 
-    latencies, seconds, sent = _run(server, work)
+    latencies, sent, seconds = _run(server, work)
     return latency_figures(
         System.JETSTREAM,
         tier,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from typing import Any
@@ -12,13 +11,12 @@ import redis
 from benchmarks.peers.common import (
     TOPIC_BODY,
     Deadline,
-    due,
     latency_figures,
     payload,
     rate_figure,
     sent_at,
-    stamped,
 )
+from benchmarks.peers.pacer import Pace, Pacer
 from benchmarks.peers.results import Figure, Metric, System, Tier
 from benchmarks.peers.servers import PeerServer
 from benchmarks.peers.workloads import Sizes
@@ -204,51 +202,37 @@ def topics(server: PeerServer, tier: Tier, sizes: Sizes) -> list[Figure]:
     ]
 
 
-def fanin(server: PeerServer, tier: Tier, sizes: Sizes, rng: random.Random) -> list[Figure]:
+def fanin(server: PeerServer, tier: Tier, sizes: Sizes, seed: int) -> list[Figure]:
     """XREAD BLOCK over every session key, each with the last id read from it."""
     keys = [f"f-{i}" for i in range(sizes.fanin_topics)]
     total = int(sizes.fanin_rate * sizes.fanin_seconds)
     deadline = Deadline.after(sizes.fanin_seconds + 30)
     latencies: list[float] = []
-    reads = [0]
-
-    def consume_all() -> None:
-        client = _client(server)
-        last: dict[Any, Any] = dict.fromkeys(keys, "0-0")
-        try:
-            while len(latencies) < total and not deadline.passed():
-                reply: Any = client.xread(last, block=1000)
-                reads[0] += 1
-                now = time.time()
-                for key, entries in reply or []:
-                    for entry_id, fields in entries:
-                        latencies.append(max(0.0, (now - sent_at(fields[b"b"])) * 1e3))
-                        last[key.decode()] = entry_id
-        finally:
-            client.close()
-
-    reader = threading.Thread(target=consume_all, daemon=True)
-    reader.start()
-    time.sleep(0.5)  # let the first XREAD block on every key
-    publisher = _client(server)
-    sent = 0
+    reads = 0
+    last: dict[Any, Any] = dict.fromkeys(keys, "0-0")
+    pace = Pace(
+        System.REDIS, server.port, "f-", sizes.fanin_topics, total, sizes.fanin_rate,
+        sizes.fanin_seconds + 30, seed,
+    )  # fmt: skip
+    pacer = Pacer(pace).start()
+    client = _client(server)
     try:
-        started = time.perf_counter()
-        while sent < total and not deadline.passed():
-            pause = due(started, sent, sizes.fanin_rate) - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            publisher.xadd(rng.choice(keys), {"b": stamped(time.time())})
-            sent += 1
-        sent_seconds = time.perf_counter() - started
+        while len(latencies) < total and not deadline.passed():
+            reply: Any = client.xread(last, block=1000)
+            reads += 1
+            now = time.time()
+            for key, entries in reply or []:
+                for entry_id, fields in entries:
+                    latencies.append(max(0.0, (now - sent_at(fields[b"b"])) * 1e3))
+                    last[key.decode()] = entry_id
     finally:
-        publisher.close()
-    reader.join(deadline.left() + 5)
+        client.close()
+        sent, seconds = pacer.finish()
     return latency_figures(
         System.REDIS,
         tier,
-        list(latencies),
+        latencies,
         planned=total,
-        seconds=sent_seconds,
-        details={"xread_calls": float(reads[0]), "sent_per_s": round(sent / sent_seconds, 1)},
+        seconds=seconds,
+        details={"xread_calls": float(reads), "sent_per_s": round(sent / seconds, 1)},
     )

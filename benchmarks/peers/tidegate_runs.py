@@ -8,10 +8,8 @@ the stubs measure the server and the wire, as the other two clients do.
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,13 +18,12 @@ import grpc
 from benchmarks.peers.common import (
     TOPIC_BODY,
     Deadline,
-    due,
     latency_figures,
     payload,
     rate_figure,
     sent_at,
-    stamped,
 )
+from benchmarks.peers.pacer import Pace, Pacer
 from benchmarks.peers.results import Figure, Metric, System, Tier
 from benchmarks.peers.servers import TidegateServer
 from benchmarks.peers.workloads import Sizes
@@ -39,7 +36,6 @@ _TOPIC = "bench"
 _LITE = "p"
 _GROUP = "g"
 _SUBSCRIBE_CHUNK = 5000  # subscriptions added per request in fan-in setup
-_IN_FLIGHT = 64  # fan-in publishes awaiting their acknowledgement
 _OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -308,8 +304,8 @@ def topics(server: TidegateServer, tier: Tier, sizes: Sizes) -> list[Figure]:
     ]
 
 
-def fanin(server: TidegateServer, tier: Tier, sizes: Sizes, rng: random.Random) -> list[Figure]:
-    """One Subscribe stream holding every session lite-topic; unary publishes to random ones."""
+def fanin(server: TidegateServer, tier: Tier, sizes: Sizes, seed: int) -> list[Figure]:
+    """One Subscribe stream holding every session lite-topic; the pacer publishes."""
     total = int(sizes.fanin_rate * sizes.fanin_seconds)
     lites = [f"s-{i}" for i in range(sizes.fanin_topics)]
     conn = _Conn(server)
@@ -320,7 +316,6 @@ def fanin(server: TidegateServer, tier: Tier, sizes: Sizes, rng: random.Random) 
     )
     latest = pb.StartPosition(kind=pb.StartPosition.LATEST)
     latencies: list[float] = []
-    sent: list[float] = [0, 0.0]  # messages sent, seconds the publisher ran
     frames = stream.frames()
     try:
         setup = Deadline.after(sizes.step_seconds)
@@ -339,26 +334,19 @@ def fanin(server: TidegateServer, tier: Tier, sizes: Sizes, rng: random.Random) 
                     break
         setup_s = time.perf_counter() - t0
         deadline = Deadline.after(sizes.fanin_seconds + 30)
-        publisher = threading.Thread(
-            target=_paced_publisher,
-            args=(server,),
-            kwargs={
-                "lites": lites,
-                "total": total,
-                "sizes": sizes,
-                "rng": rng,
-                "deadline": deadline,
-                "sent": sent,
-            },
-        )
-        publisher.daemon = True
-        publisher.start()
-        for frame in frames:
-            now = time.time()
-            latencies.extend(max(0.0, (now - sent_at(d.body)) * 1e3) for d in frame.messages)
-            if len(latencies) >= total or deadline.passed():
-                break
-        publisher.join(deadline.left() + 5)
+        pace = Pace(
+            System.TIDEGATE, server.port, "fan/s-", sizes.fanin_topics, total,
+            sizes.fanin_rate, sizes.fanin_seconds + 30, seed, api_key=server.api_key,
+        )  # fmt: skip
+        pacer = Pacer(pace).start()
+        try:
+            for frame in frames:
+                now = time.time()
+                latencies.extend(max(0.0, (now - sent_at(d.body)) * 1e3) for d in frame.messages)
+                if len(latencies) >= total or deadline.passed():
+                    break
+        finally:
+            sent, seconds = pacer.finish()
     finally:
         stream.close()
         conn.close()
@@ -367,51 +355,6 @@ def fanin(server: TidegateServer, tier: Tier, sizes: Sizes, rng: random.Random) 
         tier,
         latencies,
         planned=total,
-        seconds=sent[1],
-        details={
-            "setup_s": round(setup_s, 2),
-            "sent_per_s": round(sent[0] / sent[1], 1) if sent[1] else 0.0,
-        },
+        seconds=seconds,
+        details={"setup_s": round(setup_s, 2), "sent_per_s": round(sent / seconds, 1)},
     )
-
-
-def _paced_publisher(
-    server: TidegateServer,
-    *,
-    lites: list[str],
-    total: int,
-    sizes: Sizes,
-    rng: random.Random,
-    deadline: Deadline,
-    sent: list[float],
-) -> None:
-    """Publish ``total`` stamped messages at the fan-in rate; ``sent`` = [count, seconds].
-
-    Each Publish is sent when due and its acknowledgement collected later
-    (at most ``_IN_FLIGHT`` pending), so the rate holds even when one unary
-    round trip takes longer than the gap between two messages.
-    """
-    conn = _Conn(server)
-    pending: deque[Any] = deque()
-    started = time.perf_counter()
-    try:
-        while sent[0] < total and not deadline.passed():
-            pause = due(started, int(sent[0]), sizes.fanin_rate) - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            while len(pending) >= _IN_FLIGHT:
-                pending.popleft().result(timeout=max(1.0, deadline.left()))
-            message = pb.OutboundMessage(
-                topic="fan", lite_topics=[rng.choice(lites)], body=stamped(time.time())
-            )
-            pending.append(
-                conn.stub.Publish.future(
-                    pb.PublishRequest(messages=[message]), metadata=conn.metadata, timeout=30
-                )
-            )
-            sent[0] += 1
-        while pending:
-            pending.popleft().result(timeout=max(1.0, deadline.left()))
-    finally:
-        sent[1] = time.perf_counter() - started
-        conn.close()
