@@ -1,0 +1,243 @@
+"""The lease loop against an in-memory Lease stream and a scripted backend (virtual clock)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from scheduler.clock import VirtualClock
+from tidegate.client import Completion, Failed, LeaseRejected, LeaseStop, Stopped
+from workers.engine_metrics import EngineSignals
+from workers.errors import BackendFailedError, BackendRejectedError
+from workers.probe import GpuReading, ScriptedProbe
+from workers.worker import Worker, WorkerConfig
+
+from .fakes import BREAK, Connector, ScriptedBackend, grant
+
+Body = Callable[[Worker, Connector, ScriptedBackend, VirtualClock], Awaitable[None]]
+
+
+def run(
+    body: Body,
+    backend: ScriptedBackend | None = None,
+    *,
+    capacity: int = 4,
+    probe: ScriptedProbe | None = None,
+) -> Worker:
+    async def main() -> Worker:
+        clock = VirtualClock()
+        connector = Connector()
+        engine = backend or ScriptedBackend()
+        worker = Worker(
+            WorkerConfig("w1", capacity=capacity, feedback_interval_s=1.0),
+            engine,
+            connector,
+            clock=clock,
+            probe=probe,
+        )
+        task = asyncio.create_task(worker.run())
+        try:
+            await body(worker, connector, engine, clock)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 5.0)
+        return worker
+
+    return asyncio.run(main())
+
+
+def test_hello_gives_the_capacity_as_credits_and_a_grant_streams_in_order() -> None:
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        assert (link.hello.worker_id, link.hello.capacity, link.credits) == ("w1", 4, 4)
+        assert link.hello.backend == "scripted"
+        link.push(grant("r1"))
+        await link.until(lambda ln: bool(ln.completions))
+        assert link.chunks("r1") == [(0, b"w0 "), (1, b"w1 "), (2, b"w2 ")]
+        assert [p.request_id for r in link.reports for p in r.first_tokens] == ["r1"]
+        assert link.completions == [Completion("r1", 1, 7, 3, "length")]
+        assert link.credits_back == 1
+        request = b.requests[0]
+        assert (request.prompt, request.max_tokens, request.input_tokens_hint) == ("prompt", 10, 7)
+
+    worker = run(body)
+    assert (worker.stats.granted, worker.stats.completed, worker.stats.chunks) == (1, 1, 3)
+
+
+def test_a_resumed_grant_continues_after_the_stored_output() -> None:
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        # A lost worker's request: three chunks stored, the tokens unknown to the server.
+        link.push(grant("r1", 9, next_chunk=3, resume_output=b"w0 w1 w2 "))
+        await link.until(lambda ln: bool(ln.completions))
+        assert [i for i, _ in link.chunks("r1")] == [3, 4, 5]
+        request = b.requests[0]
+        assert (request.resume_text, request.resume_tokens) == ("w0 w1 w2 ", 3)
+        assert link.chunks("r1")[0] == (3, b"w3 ")
+        assert link.completions == [Completion("r1", 9, 7, 6, "length")]
+
+    run(body)
+
+
+def test_a_preempted_run_stops_and_reports_its_cumulative_tokens() -> None:
+    backend = ScriptedBackend(words=2)
+    backend.gate.clear()  # it makes two tokens, then holds
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 5, next_chunk=4, done_output_tokens=4, resume_output=b"abcd"))
+        await link.until(lambda ln: len(ln.chunks("r1")) == 2)
+        link.push(LeaseStop("r1", 5, "preempt"))
+        await link.until(lambda ln: bool(ln.stopped))
+        assert link.stopped == [Stopped("r1", 5, 6)]  # 4 before + 2 in this run
+        assert link.completions == []
+        assert link.credits_back == 1
+        assert b.cancelled == ["r1"]
+
+    worker = run(body, backend)
+    assert worker.stats.preempted == 1
+
+
+def test_a_cancel_order_or_a_fenced_lease_gives_only_the_credit_back() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 1))
+        link.push(grant("r2", 2))
+        await link.until(lambda ln: bool(ln.chunks("r1")) and bool(ln.chunks("r2")))
+        link.push(LeaseStop("r1", 1, "cancel"))
+        link.push(LeaseStop("r2", 99, "cancel"))  # another lease's order: not this run
+        link.push(LeaseRejected("r2", 2, "FAILED_PRECONDITION", "lease gone"))
+        await link.until(lambda ln: ln.credits_back == 2)
+        assert (link.stopped, link.completions, link.failed) == ([], [], [])
+        assert sorted(b.cancelled) == ["r1", "r2"]
+
+    worker = run(body, backend)
+    assert (worker.stats.cancelled, worker.stats.fenced) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [(BackendRejectedError("bad request", 422), False), (BackendFailedError("engine died"), True)],
+)
+def test_backend_errors_are_reported_as_failed(error: Exception, retryable: bool) -> None:
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 3))
+        await link.until(lambda ln: bool(ln.failed))
+        (failed,) = link.failed
+        assert isinstance(failed, Failed)
+        assert (failed.request_id, failed.lease_id, failed.retryable) == ("r1", 3, retryable)
+        assert link.credits_back == 1
+
+    run(body, ScriptedBackend(fail_with=error))
+
+
+def test_a_grant_with_a_bad_property_fails_for_good() -> None:
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", properties={"temperature": "hot"}))
+        await link.until(lambda ln: bool(ln.failed))
+        (failed,) = link.failed
+        assert isinstance(failed, Failed)
+        assert not failed.retryable
+        assert "temperature" in failed.message
+        assert b.requests == []
+
+    run(body)
+
+
+def test_a_broken_stream_abandons_its_runs_and_the_worker_reconnects() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        first = await c.link(0)
+        first.push(grant("r1", 1))
+        await first.until(lambda ln: bool(ln.chunks("r1")))
+        first.push(BREAK)
+        while len(c.links) < 2:  # the backoff sleeps on the virtual clock
+            await asyncio.sleep(0)
+            deadline = clock.next_deadline()
+            if deadline is not None:
+                clock.jump(deadline)
+        second = c.links[1]
+        assert first.closed
+        assert b.cancelled == ["r1"]
+        assert second.credits == 4  # a fresh stream: the whole capacity again
+        # Nothing about r1 was reported after the break: its lease died with the stream.
+        assert (first.completions, first.stopped, first.failed) == ([], [], [])
+        b.gate.set()
+        second.push(grant("r1", 2, next_chunk=1, resume_output=b"w0 "))
+        await second.until(lambda ln: bool(ln.completions))
+        assert second.chunks("r1") == [(1, b"w1 ")]
+
+    worker = run(body, backend)
+    assert worker.stats.connects == 2
+
+
+def test_feedback_every_interval_carries_probe_engine_and_latency() -> None:
+    probe = ScriptedProbe([GpuReading(0, 0.0, utilisation=0.5, memory_used=0.9)])
+    backend = ScriptedBackend(signals=EngineSignals(queue_depth=2, running=3))
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        link.push(grant("r1"))
+        await link.until(lambda ln: bool(ln.completions))
+        clock.advance(1.0)
+        await link.until(lambda ln: bool(ln.feedback))
+        (fb,) = link.feedback
+        assert (fb.gpu_util, fb.gpu_mem, fb.queue_depth) == (0.5, 0.9, 2)
+        assert fb.ttft_s == 0.0  # the virtual clock stood still while it streamed
+        b._signals = EngineSignals(kv_usage=0.4)
+        clock.advance(1.0)
+        await link.until(lambda ln: len(ln.feedback) == 2)
+        second = link.feedback[1]
+        # An engine that reports KV use reserved its memory: NVML's figure is left out.
+        assert (second.kv_usage, second.gpu_mem) == (0.4, None)
+
+    worker = run(body, backend, probe=probe)
+    assert worker.stats.feedback_sent == 2
+
+
+def test_a_server_it_cannot_reach_is_retried_with_backoff() -> None:
+    async def main() -> None:
+        clock = VirtualClock()
+        connector = Connector(fail=3)
+        worker = Worker(WorkerConfig("w1"), ScriptedBackend(), connector, clock=clock)
+        task = asyncio.create_task(worker.run())
+        waits = []
+        while not connector.links:
+            await asyncio.sleep(0)
+            deadline = clock.next_deadline()
+            if deadline is not None:
+                waits.append(deadline - clock.now())
+                clock.jump(deadline)
+        worker.stop()
+        await asyncio.wait_for(task, 5.0)
+        assert len(waits) == 3
+        assert waits[0] <= 0.1 < waits[2] * 4  # growing, jittered
+
+    asyncio.run(main())
+
+
+def test_chunks_larger_than_the_server_takes_are_split_in_order() -> None:
+    async def main() -> None:
+        clock = VirtualClock()
+        connector = Connector(max_chunk_bytes=2)
+        worker = Worker(WorkerConfig("w1"), ScriptedBackend(words=2), connector, clock=clock)
+        task = asyncio.create_task(worker.run())
+        link = await connector.link(0)
+        link.push(grant("r1"))
+        await link.until(lambda ln: bool(ln.completions))
+        worker.stop()
+        await asyncio.wait_for(task, 5.0)
+        assert link.chunks("r1") == [(0, b"w0"), (1, b" "), (2, b"w1"), (3, b" ")]
+        tokens = [c.tokens for r in link.reports for c in r.chunks]
+        assert tokens == [1, 0, 1, 0]
+
+    asyncio.run(main())
