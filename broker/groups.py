@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Protocol
 
 from broker import delivery
@@ -173,7 +172,7 @@ class Groups:
                     batch.put(Column.LEASES, key, delivery.encode(state))
                     self._write(batch)
                     attempts = {p.offset: p.attempt for p in again}
-                    messages = tuple(replace(m, attempt=attempts[m.offset]) for m in found)
+                    messages = tuple(m._replace(attempt=attempts[m.offset]) for m in found)
                     return Lease(group, name, messages, deadline, tuple(dead))
             assert state.settled, "a batch with nothing leased or released is settled"
             position = max(position, state.end)
@@ -184,7 +183,7 @@ class Groups:
             fresh = delivery.new_batch([m.offset for m in found], deadline)
             batch.put(Column.LEASES, key, delivery.encode(fresh))
         self._write(batch)
-        messages = tuple(replace(m, attempt=1) for m in found)
+        messages = tuple(m._replace(attempt=1) for m in found)
         return Lease(group, name, messages, deadline if found else now, tuple(dead))
 
     def _dead_letter(
