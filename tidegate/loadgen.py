@@ -189,6 +189,7 @@ class LoadGenerator:
         self._waiting: defaultdict[tuple[str, int], deque[_Track]] = defaultdict(deque)
         self._clients: dict[str, InferenceClient] = {}
         self._stopping = asyncio.Event()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self.errors: list[str] = []
 
     # ------------------------------------------------------------ time
@@ -250,7 +251,9 @@ class LoadGenerator:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
+            for side in list(self._side_tasks):
+                side.cancel()
+            await asyncio.gather(poller, *self._side_tasks, return_exceptions=True)
             for client in self._clients.values():
                 with contextlib.suppress(Exception):
                     await client.close()
@@ -311,10 +314,22 @@ class LoadGenerator:
                 if track.first_token_s is None:
                     track.first_token_s = now
                     self._dispatched(track, now, "")
+                    if not track.worker:  # while it runs, Status names its worker
+                        learn = asyncio.create_task(self._learn_worker(track, client))
+                        self._side_tasks.add(learn)
+                        learn.add_done_callback(self._side_tasks.discard)
                 continue
             self._ended(track, event, now, live)
         with contextlib.suppress(CallFailed):
             status = await client.status(submitted.request_id)
+            track.attempts = max(track.attempts, status.attempts)
+            track.worker = status.worker_id or track.worker
+
+    async def _learn_worker(self, track: _Track, client: InferenceClient) -> None:
+        if track.submitted is None:
+            return
+        with contextlib.suppress(CallFailed):
+            status = await client.status(track.submitted.request_id)
             track.attempts = max(track.attempts, status.attempts)
             track.worker = status.worker_id or track.worker
 
