@@ -1,0 +1,356 @@
+"""Issue 5's serving targets, measured over real processes (reports, never asserts).
+
+    .venv/bin/python -m benchmarks.serving_targets submit [--rate 500] [--seconds 10]
+    .venv/bin/python -m benchmarks.serving_targets relay [--streams 1000] [--rate 20] [--seconds 10]
+
+Both start a ``tidegate serve`` on loopback (fsync interval, a temporary data
+directory) and worker processes running the real lease loop
+(:class:`workers.worker.Worker`) over the SDK, with a backend made for the
+measurement; the client is this process. Times come from CLOCK_MONOTONIC,
+which all processes of the machine share.
+
+* ``submit``: open-loop Submit calls at ``--rate`` per second; per request,
+  from the moment the client calls Submit to the moment the worker's
+  backend is handed the request (its ``generate`` starts). The backend
+  makes one chunk and finishes.
+* ``relay``: ``--streams`` requests run at once, each making a chunk every
+  ``1/--rate`` seconds for ``--seconds``; each chunk carries the worker's
+  clock at the moment the worker handed it to its Lease stream, and the
+  client subtracts it from its own clock when the chunk arrives on the
+  reply lite-topic (worker publish -> server store -> client receive).
+
+One JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from scheduler.clock import MonotonicClock
+from tidegate.client import InferenceClient, ReplyChunk, SubmitOptions, Submitted
+from workers.backends.base import LENGTH, Chunk, GenerationEvent, GenerationRequest
+from workers.backends.streams import Emit, Ending, RequestStreams
+from workers.engine_metrics import EngineSignals
+from workers.worker import Worker, WorkerConfig
+
+KEYS = {"acme": "bench-acme", "fleet": "bench-fleet"}
+CONFIG = """\
+tenants:
+  acme: {{api_key_env: BENCH_ACME, max_queued: 1000000}}
+  fleet: {{role: worker, api_key_env: BENCH_FLEET}}
+broker: {{fsync: interval}}
+scheduler:
+  window: {{initial: {window}, minimum: 1, maximum: {window}}}
+"""
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 3)
+
+
+# ------------------------------------------------------------------ backends
+
+
+class TimedBackend:
+    """``start``: note when each request reached the backend, make one chunk.
+    ``tick``: a chunk every ``interval_s`` for ``seconds``, carrying the clock."""
+
+    def __init__(self, mode: str, interval_s: float, seconds: float) -> None:
+        self.mode = mode
+        self.interval_s = interval_s
+        self.seconds = seconds
+        self.started: dict[str, float] = {}
+        self._streams = RequestStreams("timed")
+
+    @property
+    def name(self) -> str:
+        return "timed"
+
+    async def start(self) -> None:
+        pass
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        self.started[request.request_id] = time.monotonic()
+
+        async def produce(emit: Emit) -> Ending:
+            if self.mode == "start":  # no output: the start path alone
+                return Ending(LENGTH, 1, 0)
+            end = time.monotonic() + self.seconds
+            made = 0
+            next_at = time.monotonic()
+            while time.monotonic() < end:
+                emit(Chunk(f"{time.monotonic():.6f}", 1))
+                made += 1
+                next_at += self.interval_s
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            return Ending(LENGTH, 1, made)
+
+        return self._streams.stream(request, produce)
+
+    async def cancel(self, request_id: str) -> bool:
+        return await self._streams.cancel(request_id)
+
+    async def signals(self) -> EngineSignals:
+        return EngineSignals()
+
+    async def aclose(self) -> None:
+        await self._streams.cancel_all()
+
+
+async def worker_main(args: argparse.Namespace) -> None:
+    backend = TimedBackend(args.mode, args.interval_s, args.seconds)
+    client = InferenceClient(args.server, api_key=KEYS["fleet"])
+    worker = Worker(
+        WorkerConfig(args.worker_id, capacity=args.capacity, feedback_interval_s=1.0),
+        backend,
+        client.lease,
+        clock=MonotonicClock(),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    task = asyncio.create_task(worker.run())
+    await worker.connected.wait()
+    print("ready", flush=True)
+    await stop.wait()
+    worker.stop()
+    await task
+    await client.close()
+    await asyncio.to_thread(Path(args.out).write_text, json.dumps(backend.started))
+
+
+# ------------------------------------------------------------------ processes
+
+
+def start_server(directory: Path, window: int) -> tuple[subprocess.Popen[str], str]:
+    config = directory / "config.yaml"
+    config.write_text(CONFIG.format(window=window))
+    env = {**os.environ, "BENCH_ACME": KEYS["acme"], "BENCH_FLEET": KEYS["fleet"]}
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tidegate", "serve", "--config", str(config)),
+            *("--data-dir", str(directory / "data"), "--listen", "127.0.0.1:0"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+def start_worker(
+    address: str,
+    index: int,
+    mode: str,
+    *,
+    capacity: int,
+    interval_s: float,
+    seconds: float,
+    out: Path,
+) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "benchmarks.serving_targets", "_worker", "--server", address),
+            *("--worker-id", f"bench-{index}", "--mode", mode, "--capacity", str(capacity)),
+            *("--interval-s", str(interval_s), "--seconds", str(seconds), "--out", str(out)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    if "ready" not in proc.stdout.readline():
+        proc.kill()
+        raise SystemExit("worker did not start")
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+# ------------------------------------------------------------------ measurements
+
+
+async def submit_at_rate(
+    address: str, rate: float, seconds: float
+) -> tuple[dict[str, float], list[float]]:
+    sent: dict[str, float] = {}
+    acks: list[float] = []
+    async with InferenceClient(address, api_key=KEYS["acme"]) as client:
+        warm = SubmitOptions(input_tokens=1, output_tokens=1)
+        await asyncio.gather(*(client.submit("warm-up", warm) for _ in range(50)))
+
+        async def one(i: int) -> None:
+            t = time.monotonic()
+            done = await client.submit(f"req {i}", SubmitOptions(input_tokens=1, output_tokens=1))
+            acks.append(time.monotonic() - t)
+            sent[done.request_id] = t
+
+        tasks = []
+        start = time.monotonic()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(1.0)  # the last grants reach the worker
+    return sent, acks
+
+
+def run_submit(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        server, address = start_server(directory, window=256)
+        out = directory / "started.json"
+        worker = start_worker(
+            address, 0, "start", capacity=256, interval_s=0.0, seconds=0.0, out=out
+        )
+        try:
+            began = time.monotonic()
+            sent, acks = asyncio.run(submit_at_rate(address, args.rate, args.seconds))
+            took = time.monotonic() - began
+        finally:
+            stop(worker)
+            stop(server)
+        started = json.loads(out.read_text())
+    delays = [started[rid] - t for rid, t in sent.items() if rid in started]
+    return {
+        "target": "submit_to_worker_start",
+        "rate_per_s": args.rate,
+        "requests": len(sent),
+        "started": len(delays),
+        "achieved_per_s": round(len(sent) / took, 1),
+        "p50_ms": ms(percentile(delays, 50)),
+        "p99_ms": ms(percentile(delays, 99)),
+        "max_ms": ms(max(delays, default=None)),
+        "submit_ack_p50_ms": ms(percentile(acks, 50)),
+        "submit_ack_p99_ms": ms(percentile(acks, 99)),
+        "target_p99_ms": 5.0,
+    }
+
+
+async def relay(address: str, streams: int, seconds: float) -> dict[str, object]:
+    delays: list[float] = []
+    async with InferenceClient(address, api_key=KEYS["acme"], reply_buffer=20000) as client:
+        submitted: list[Submitted] = await asyncio.gather(
+            *(
+                client.submit(f"s{i}", SubmitOptions(input_tokens=1, output_tokens=100000))
+                for i in range(streams)
+            )
+        )
+
+        async def follow(s: Submitted) -> None:
+            async for event in client.stream(s):
+                if isinstance(event, ReplyChunk):
+                    with contextlib.suppress(ValueError):
+                        delays.append(time.monotonic() - float(event.data))
+
+        began = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(follow(s) for s in submitted)), seconds + 120.0)
+        took = time.monotonic() - began
+    settled = delays[len(delays) // 10 :]  # the first tenth is the streams starting up
+    return {
+        "chunks": len(delays),
+        "chunks_per_s": round(len(delays) / took, 1),
+        "p50_ms": ms(percentile(settled, 50)),
+        "p99_ms": ms(percentile(settled, 99)),
+        "max_ms": ms(max(settled, default=None)),
+    }
+
+
+def run_relay(args: argparse.Namespace) -> dict[str, object]:
+    per_worker = -(-args.streams // args.workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        server, address = start_server(directory, window=per_worker)
+        workers = [
+            start_worker(
+                address,
+                i,
+                "tick",
+                capacity=per_worker,
+                interval_s=1.0 / args.rate,
+                seconds=args.seconds,
+                out=directory / f"{i}",
+            )
+            for i in range(args.workers)
+        ]
+        try:
+            figures = asyncio.run(relay(address, args.streams, args.seconds))
+        finally:
+            for worker in workers:
+                stop(worker)
+            stop(server)
+    return {
+        "target": "chunk_relay",
+        "streams": args.streams,
+        "rate_per_stream": args.rate,
+        "offered_chunks_per_s": args.streams * args.rate,
+        "workers": args.workers,
+        **figures,
+        "target_p99_ms": 10.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="serving_targets")
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("submit")
+    s.add_argument("--rate", type=float, default=500.0)
+    s.add_argument("--seconds", type=float, default=10.0)
+    r = sub.add_parser("relay")
+    r.add_argument("--streams", type=int, default=1000)
+    r.add_argument("--rate", type=float, default=20.0)
+    r.add_argument("--seconds", type=float, default=10.0)
+    r.add_argument("--workers", type=int, default=4)
+    w = sub.add_parser("_worker")
+    w.add_argument("--server", required=True)
+    w.add_argument("--worker-id", required=True)
+    w.add_argument("--mode", choices=("start", "tick"), required=True)
+    w.add_argument("--capacity", type=int, required=True)
+    w.add_argument("--interval-s", type=float, required=True)
+    w.add_argument("--seconds", type=float, required=True)
+    w.add_argument("--out", required=True)
+    args = parser.parse_args()
+    if args.what == "_worker":
+        asyncio.run(worker_main(args))
+        return
+    figures = run_submit(args) if args.what == "submit" else run_relay(args)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
