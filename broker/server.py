@@ -254,9 +254,11 @@ async def serve_until_signalled(
     announce: Callable[[int], None],
     *,
     metrics_port: int | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """Make the server (on this loop), start it, announce the port, serve until
-    SIGTERM or SIGINT, then drain and stop.
+    SIGTERM or SIGINT, then drain and stop. With ``metrics_port``, /metrics
+    serves the broker's figures, the extensions' and ``collectors``.
 
     The process is a server from here on, so it also takes the allocator
     setting for large short-lived buffers (:mod:`broker.allocator`)."""
@@ -270,10 +272,8 @@ async def serve_until_signalled(
     if metrics_port is not None:
         from broker.metrics import start_metrics  # noqa: PLC0415 - only with --metrics-port
 
-        registry = start_metrics(metrics_port, server.hub)
-        for extension in server.extensions:
-            for collector in extension.collectors():
-                registry.register(collector)
+        extra = [c for extension in server.extensions for c in extension.collectors()]
+        start_metrics(metrics_port, server.hub, loop=loop, collectors=[*extra, *collectors])
     announce(port)
     await stop.wait()
     log.info("stopping: draining calls for up to %.1f s", server.options.grace_s)

@@ -40,7 +40,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Engine", "Pull"]
+__all__ = ["Engine", "EngineStats", "Pull"]
 
 _NO_SUBSCRIBERS: tuple[int, ...] = ()
 
@@ -52,6 +52,17 @@ class Pull:
     key: bytes
     cursor: int | None
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot for metrics: sizes of the ready sets and what plain subscriptions lag."""
+
+    consumers: int
+    subscriptions: int
+    ready: int  # entries over all ready sets
+    max_ready: int  # the largest ready set of one consumer
+    lag: int  # messages appended but not yet read by plain subscriptions
 
 
 class _Consumer:
@@ -257,6 +268,26 @@ class Engine:
         consumer.subs[pull.key] = next_cursor
         if next_cursor < self._ends[pull.key]:
             consumer.ready[pull.key] = None
+
+    def stats(self) -> EngineStats:
+        """Sizes for metrics. Lag is summed over ready sets only: a plain queue
+        is ready exactly when its cursor is behind its end, so this costs one
+        step per ready entry, not one per subscription (a queue being read at the
+        moment is out of its ready set, so its lag is not counted)."""
+        subscriptions = ready = max_ready = lag = 0
+        ends = self._ends
+        for consumer in self._consumers.values():
+            subscriptions += len(consumer.subs)
+            size = len(consumer.ready)
+            ready += size
+            max_ready = max(max_ready, size)
+            if not consumer.grouped:
+                subs = consumer.subs
+                for key in consumer.ready:
+                    cursor = subs[key]
+                    if cursor is not None:
+                        lag += max(0, ends.get(key, cursor) - cursor)
+        return EngineStats(len(self._consumers), subscriptions, ready, max_ready, lag)
 
     def subscribers_of(self, key: bytes) -> Iterable[int]:
         return self._subscribers.get(key, _NO_SUBSCRIBERS)

@@ -4,7 +4,8 @@ The composition root builds the runtime and hands a factory that receives
 the server's hub; this module adds the servicer to the same grpc.aio server,
 starts the runtime (replaying the requests queue) before the server accepts
 calls, ends worker streams first when the server drains, and stops the
-runtime before the hub's threads go. Background jobs (settings hot reload)
+runtime before the hub's threads go. Background jobs (settings hot reload,
+the fairness sampler of a :class:`~scheduler.metrics.SchedulerTelemetry`)
 run between start and stop.
 """
 
@@ -19,7 +20,7 @@ from grpc import aio
 from prometheus_client.registry import Collector
 
 from broker.tenancy import KeyRing
-from scheduler.metrics import SchedulerCollector
+from scheduler.metrics import SchedulerCollector, SchedulerTelemetry
 from scheduler.runtime import Runtime
 from scheduler.service import SERVICE_NAME, InferenceService, add_inference_service
 
@@ -31,9 +32,24 @@ Job = Callable[[], Coroutine[Any, Any, None]]
 class InferenceExtension:
     """Serves ``tidegate.v1.Inference`` from ``runtime`` on the broker's server."""
 
-    def __init__(self, runtime: Runtime, keys: KeyRing, jobs: Sequence[Job] = ()) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        keys: KeyRing,
+        jobs: Sequence[Job] = (),
+        telemetry: SchedulerTelemetry | None = None,
+    ) -> None:
+        """``telemetry``: the one whose observer ``runtime`` was built with."""
         self.runtime = runtime
         self.service = InferenceService(runtime, keys)
+        self.telemetry = telemetry
+        if telemetry is not None:
+            clock = runtime.core.clock
+
+            async def sample() -> None:
+                await telemetry.sample(runtime.stats, clock)
+
+            jobs = (*jobs, sample)
         self._jobs = tuple(jobs)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -60,4 +76,6 @@ class InferenceExtension:
         await self.runtime.stop()
 
     def collectors(self) -> Sequence[Collector]:
+        if self.telemetry is not None:
+            return (self.telemetry.collector(self.runtime.stats),)
         return (SchedulerCollector(self.runtime.stats),)

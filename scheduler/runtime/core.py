@@ -25,6 +25,7 @@ from scheduler.errors import SchedulerError
 from scheduler.policy import Policy
 from scheduler.runtime.errors import ServingUnavailableError, WrongStateError
 from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Live
+from scheduler.runtime.observer import NO_OBSERVER, RequestObserver, RequeueCause
 from scheduler.runtime.records import DoneRecord, end_properties
 from scheduler.runtime.restart_point import RestartPoint
 from scheduler.runtime.sessions import PendingGrant, WorkerSession
@@ -63,8 +64,10 @@ class Core:
         wall: Callable[[], float],
         options: RuntimeOptions,
         worker_tenants: frozenset[str],
+        observer: RequestObserver = NO_OBSERVER,
     ) -> None:
         self.policy = policy
+        self.observer = observer  # metrics and traces of each request's moves
         self.store = store
         self.config = config
         self.clock = clock
@@ -171,6 +174,7 @@ class Core:
         self.counters["granted"] += 1
         if live.attempts > 1:
             self.counters["regranted"] += 1
+        self.observer.granted(decision.request, session.key, live.attempts, self.clock.now())
         session.push(PendingGrant(lease))
 
     def order_preempt(self, order: Preempt, now: float) -> None:
@@ -185,6 +189,7 @@ class Core:
             self.revoke(lease)
             self.policy.preempted(order.request_id, lease.done_output_tokens, now)
             self.counters["preempted"] += 1
+            self.observer.requeued(order.request_id, session.key, RequeueCause.PREEMPTED, now)
             self.kick()
             return
         lease.state = STOPPING
@@ -229,6 +234,9 @@ class Core:
             self.revoke(lease)
             self.policy.lease_expired(lease.live.request_id, now)
             self.counters["lease_expired"] += 1
+            self.observer.requeued(
+                lease.live.request_id, session.key, RequeueCause.LEASE_EXPIRED, now
+            )
         if session.leases:
             self.draining[session.key] = session
         else:
@@ -361,6 +369,7 @@ class Core:
         while len(self.finished) > self.options.finished_capacity:
             self.finished.popitem(last=False)
         self.counters[outcome] += 1
+        self.observer.finished(live.request_id, outcome, self.clock.now())
 
     # ------------------------------------------------------------- restart point
 
@@ -408,6 +417,9 @@ class Core:
                     self.revoke(lease)
                     self.policy.lease_expired(lease.live.request_id, now)
                     self.counters["lease_expired"] += 1
+                    self.observer.requeued(
+                        lease.live.request_id, session.key, RequeueCause.LEASE_EXPIRED, now
+                    )
                     session.push(StopOut(lease.live.request_id, lease.lease_id, StopReason.CANCEL))
         self.pump()
         self.maybe_commit(now)

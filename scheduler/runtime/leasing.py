@@ -33,6 +33,7 @@ from scheduler.runtime.errors import (
     WrongStateError,
 )
 from scheduler.runtime.live import ACTIVE, COMPLETING, STOPPING, Lease, Live
+from scheduler.runtime.observer import RequeueCause
 from scheduler.runtime.records import chunk_properties
 from scheduler.runtime.sessions import PendingGrant, WorkerSession
 from scheduler.runtime.store import ReplyWrite
@@ -116,6 +117,7 @@ class Leasing:
             core.kick()
         if message.feedback is not None:
             core.policy.feedback(session.key, message.feedback, now)
+            core.observer.feedback(session.key, message.feedback, now)
             core.kick()
         if message.chunks:
             self._chunks(session, message.chunks)
@@ -123,6 +125,7 @@ class Leasing:
             lease = self._lease(session, progress.request_id, progress.lease_id, _RUNNING)
             if lease is not None and progress.first_token:
                 core.policy.first_token(progress.request_id, now)
+                core.observer.first_token(progress.request_id, session.key, now)
         for stopped in message.stopped:
             self._stopped(session, stopped, now)
         for failed in message.failed:
@@ -158,6 +161,7 @@ class Leasing:
         limit = core.options.max_chunk_bytes
         writes: list[ReplyWrite] = []
         owners: list[Live] = []
+        tokens = 0
         for chunk in chunks:
             lease = self._lease(session, chunk.request_id, chunk.lease_id, _RUNNING)
             if lease is None:
@@ -197,9 +201,12 @@ class Leasing:
                 )
             )
             owners.append(live)
+            tokens += chunk.tokens
         if not writes:
             return
         core.counters["chunks"] += len(writes)
+        if tokens:
+            core.observer.tokens(session.key, tokens)
         for live, future in zip(owners, core.writer.write(writes), strict=True):
             live.pending = future
             if live.first_reply_offset is None:
@@ -218,6 +225,7 @@ class Leasing:
             input_processed=stopped.input_processed,
         )
         core.counters["preempted"] += 1
+        core.observer.requeued(stopped.request_id, session.key, RequeueCause.PREEMPTED, now)
         core.kick()
 
     def _failed(self, session: WorkerSession, failed: FailedIn, now: float) -> None:
@@ -231,6 +239,7 @@ class Leasing:
         if failed.retryable and live.failures < core.options.max_attempts:
             core.policy.lease_expired(failed.request_id, now)
             core.counters["retried"] += 1
+            core.observer.requeued(failed.request_id, session.key, RequeueCause.RETRIED, now)
             core.kick()
             return
         core.policy.cancel(failed.request_id, now)
@@ -245,6 +254,7 @@ class Leasing:
         if lease is None:
             return
         lease.state = COMPLETING
+        core.observer.completing(completion.request_id, core.clock.now())
         usage = (completion.input_tokens, completion.output_tokens)
 
         def stored() -> None:
@@ -304,6 +314,9 @@ class Leasing:
             now = core.clock.now()
             if live.failures < core.options.max_attempts:
                 core.policy.lease_expired(live.request_id, now)
+                core.observer.requeued(
+                    live.request_id, lease.session.key, RequeueCause.RETRIED, now
+                )
                 core.kick()
             else:
                 core.policy.cancel(live.request_id, now)
@@ -363,7 +376,7 @@ class Leasing:
             payload_pieces=pieces,
             input_tokens=record.input_tokens,
             output_tokens=record.output_tokens,
-            properties=record.properties,
+            properties=core.observer.carry(record.request_id, record.properties),
             next_chunk=live.next_chunk,
             done_output_tokens=lease.done_output_tokens,
             resume_output=resume,

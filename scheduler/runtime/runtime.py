@@ -35,6 +35,7 @@ from scheduler.runtime.errors import (
 )
 from scheduler.runtime.leasing import Leasing
 from scheduler.runtime.live import COMPLETING, Live
+from scheduler.runtime.observer import NO_OBSERVER, RequestObserver
 from scheduler.runtime.records import SubmitRecord
 from scheduler.runtime.recovery import restore
 from scheduler.runtime.sessions import WorkerSession
@@ -72,6 +73,7 @@ class Runtime:
         wall: Callable[[], float],
         options: RuntimeOptions | None = None,
         worker_tenants: frozenset[str] = frozenset(),
+        observer: RequestObserver = NO_OBSERVER,
     ) -> None:
         self.core = Core(
             policy,
@@ -81,6 +83,7 @@ class Runtime:
             wall=wall,
             options=options or RuntimeOptions(),
             worker_tenants=worker_tenants,
+            observer=observer,
         )
         self.leasing = Leasing(self.core)
         self._ticker: asyncio.Task[None] | None = None
@@ -173,6 +176,7 @@ class Runtime:
         decision = core.policy.submit(request, now)
         if isinstance(decision, Refusal):
             core.counters["refused"] += 1
+            core.observer.refused(request, decision, spec.properties)
             raise RefusedError(decision)
         record = SubmitRecord(
             request_id=request_id,
@@ -206,6 +210,7 @@ class Runtime:
         )
         core.live[request_id] = live
         core.counters["submitted"] += 1
+        core.observer.admitted(request, spec.properties, core.clock.now())
         core.kick()
         floor = core.restart.open_floor()
         if rest is None:
@@ -236,6 +241,7 @@ class Runtime:
         live.offset = appended.offset
         live.record = replace(live.record, reply_from=appended.reply_from)
         live.stored.set_result(None)
+        core.observer.stored(live.request_id, core.clock.now())
 
     def _owned(self, tenant: str, request_id: str) -> Live | RequestView:
         core = self.core
