@@ -43,6 +43,7 @@ from workers.errors import BackendError, BackendRejectedError
 from workers.feedback import LatencyTracker
 from workers.grants import GrantError, plan_run
 from workers.outbox import Outbox
+from workers.tracing import NO_TRACING, RunSpan, RunTracer
 
 __all__ = ["Run", "RunContext", "StopCause", "WorkerStats", "split_bytes"]
 
@@ -83,6 +84,7 @@ class RunContext:
     max_chunk_bytes: int
     default_max_tokens: int
     worker_id: str
+    tracer: RunTracer = NO_TRACING  # a span per run, under the server's dispatch span
 
     def bump(self, counter: str, by: int = 1) -> None:
         setattr(self.stats, counter, getattr(self.stats, counter) + by)
@@ -108,6 +110,9 @@ class Run:
         self.next_index = grant.next_chunk
         self.sent_tokens = 0
         self.resumed = 0  # output tokens of earlier runs, as this run was told
+        self._span: RunSpan | None = None
+        self._outcome = ""  # how it ended, for its span
+        self._error = ""
 
     def __repr__(self) -> str:
         g = self.grant
@@ -143,6 +148,13 @@ class Run:
     # ------------------------------------------------------------ running
 
     async def _main(self) -> None:
+        span = self._span = self.context.tracer.start(self.grant, self.context.worker_id)
+        try:
+            await self._run()
+        finally:
+            span.end(self._outcome or ("abandoned" if self.abandoned else "ended"), self._error)
+
+    async def _run(self) -> None:
         grant, ctx = self.grant, self.context
         try:
             plan = plan_run(grant, ctx.default_max_tokens)
@@ -218,11 +230,17 @@ class Run:
         ctx.bump("chunks", len(pieces))
         if first:
             ctx.outbox.first_token(FirstToken(grant.request_id, grant.lease_id))
+            if self._span is not None:
+                self._span.first_token()
 
     # ------------------------------------------------------------ endings
 
     def _end(self, finished: Finished | None) -> None:
         ctx = self.context
+        if self.cause is not None:
+            self._outcome = {"preempt": "preempted", "cancel": "cancelled"}.get(
+                self.cause, self.cause
+            )
         if self.cause == "preempt":
             done = self.resumed + self.sent_tokens
             ctx.outbox.stopped(Stopped(self.grant.request_id, self.grant.lease_id, done))
@@ -248,6 +266,7 @@ class Run:
         )
         ctx.outbox.credit()
         ctx.bump("completed")
+        self._outcome = "completed"
 
     def _failed(self, message: str, *, retryable: bool) -> None:
         ctx, grant = self.context, self.grant
@@ -257,6 +276,7 @@ class Run:
             self._end(None)
             return
         log.warning("worker %s: %s failed: %s", ctx.worker_id, self, message)
+        self._outcome, self._error = "failed", message
         ctx.outbox.failed(Failed(grant.request_id, grant.lease_id, message, retryable))
         ctx.outbox.credit()
         ctx.bump("failed")

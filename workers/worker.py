@@ -64,6 +64,7 @@ from workers.feedback import LatencyTracker, build_feedback
 from workers.outbox import Outbox
 from workers.probe import GpuProbe, GpuReading
 from workers.runs import Run, RunContext, WorkerStats
+from workers.tracing import RunTracer, default_run_tracer
 
 __all__ = ["LeaseConnector", "LeaseLink", "Worker", "WorkerConfig", "WorkerStats"]
 
@@ -131,13 +132,17 @@ class Worker:
         clock: Clock,
         probe: GpuProbe | None = None,
         rng: random.Random | None = None,
+        tracer: RunTracer | None = None,
     ) -> None:
+        """``tracer``: spans of its runs (default: OpenTelemetry's when this process
+        set up a provider, else none)."""
         self.config = config
         self.backend = backend
         self._connect = connect
         self.clock = clock
         self.probe = probe
         self._rng = rng or random.Random()
+        self.tracer = tracer if tracer is not None else default_run_tracer()
         self.stats = WorkerStats()
         self.tracker = LatencyTracker()
         self._runs: dict[str, Run] = {}
@@ -226,6 +231,7 @@ class Worker:
             max_chunk_bytes=max(1, link.opened.max_chunk_bytes),
             default_max_tokens=self.config.default_max_tokens,
             worker_id=self.name,
+            tracer=self.tracer,
         )
         tasks = [
             asyncio.create_task(self._send(link, outbox), name=f"{self.name}:send"),
