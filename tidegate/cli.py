@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from tidegate.errors import TidegateError, UsageError
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from broker.server import ExtensionFactory
     from broker.tenancy import KeyRing
     from scheduler.settings import Settings
@@ -295,6 +297,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from broker import Broker, BrokerSettings
+    from broker.metrics import FsyncTimer
     from broker.server import BrokerServer, ServerOptions, TlsFiles, serve_until_signalled
     from broker.tenancy import KeyRing, Quotas, TenantLimits
     from scheduler.settings import broker_options, load_settings, tenant_api_keys
@@ -342,29 +345,46 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    with Broker.open(data_dir, broker_settings) as store:
+    tracing = _setup_tracing(args, "tidegate-server")
+    fsync = FsyncTimer()  # the commit log's fsync, timed for /metrics
+    with Broker.open(data_dir, broker_settings, fsync=fsync) as store:
         options = ServerOptions(listen=listen, tls=tls)
-        inference = _inference_extension(args.config, settings, ring)
+        inference = _inference_extension(args.config, settings, ring, traced=tracing is not None)
 
         def make() -> BrokerServer:
             return BrokerServer(store, ring, quotas, options, extensions=[inference])
 
         try:
-            asyncio.run(serve_until_signalled(make, announce, metrics_port=metrics_port))
+            asyncio.run(
+                serve_until_signalled(make, announce, metrics_port=metrics_port, collectors=[fsync])
+            )
         except OSError as exc:
             raise UsageError(f"--listen {listen}: {exc}") from None
+        finally:
+            if tracing is not None:
+                tracing.shutdown()  # flush the last spans
     print("tidegate serve: stopped", flush=True)
     return 0
 
 
-def _inference_extension(config_path: str, settings: Settings, ring: KeyRing) -> ExtensionFactory:
-    """The scheduler's Inference API on the broker's server, with settings hot reload."""
+def _setup_tracing(args: argparse.Namespace, service: str) -> TracerProvider | None:
+    from tidegate.tracing import TracingOptions, setup_tracing
+
+    return setup_tracing(TracingOptions(args.tracing, args.otlp_endpoint, service))
+
+
+def _inference_extension(
+    config_path: str, settings: Settings, ring: KeyRing, *, traced: bool = False
+) -> ExtensionFactory:
+    """The scheduler's Inference API on the broker's server, with settings hot reload,
+    metrics of every request's moves and, when ``traced``, their spans."""
     import asyncio
     import random
     import time
 
     from broker.hub import Hub
     from scheduler.clock import MonotonicClock
+    from scheduler.metrics import SchedulerTelemetry
     from scheduler.policy import create_policy
     from scheduler.runtime import BrokerRequestStore, Runtime
     from scheduler.serving import InferenceExtension
@@ -373,6 +393,16 @@ def _inference_extension(config_path: str, settings: Settings, ring: KeyRing) ->
     def make(hub: Hub) -> InferenceExtension:
         clock = MonotonicClock()
         config = to_scheduler_config(settings)
+        tracer = None
+        if traced:
+            from opentelemetry import trace
+
+            from scheduler.tracing import RequestTracer
+
+            tracer = RequestTracer(
+                trace.get_tracer("tidegate.scheduler"), time.time() - clock.now()
+            )
+        telemetry = SchedulerTelemetry(tracer=tracer)
         runtime = Runtime(
             create_policy("tidegate", config, random.Random()),
             BrokerRequestStore(hub),
@@ -380,6 +410,7 @@ def _inference_extension(config_path: str, settings: Settings, ring: KeyRing) ->
             clock=clock,
             wall=time.time,
             worker_tenants=worker_tenants(settings),
+            observer=telemetry.observer,
         )
 
         def reload(new: Settings) -> None:
@@ -397,7 +428,7 @@ def _inference_extension(config_path: str, settings: Settings, ring: KeyRing) ->
             finally:
                 watcher.remove_sighup(loop)
 
-        return InferenceExtension(runtime, ring, jobs=[watch])
+        return InferenceExtension(runtime, ring, jobs=[watch], telemetry=telemetry)
 
     return make
 
@@ -554,7 +585,63 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--data-dir", help="where the store lives (default: server.data_dir)")
     p.add_argument("--listen", help="HOST:PORT to serve gRPC on (default 127.0.0.1:7400)")
     p.add_argument("--metrics-port", type=_port, help="serve Prometheus /metrics on this port")
+    _add_tracing_flags(p)
     p.set_defaults(handler=_cmd_serve)
+
+
+def _add_tracing_flags(p: argparse.ArgumentParser) -> None:
+    from tidegate.tracing import MODES
+
+    p.add_argument(
+        "--tracing",
+        choices=MODES,
+        default="off",
+        help="OpenTelemetry spans of each request: otlp (to --otlp-endpoint), console "
+        "(stderr) or off (default; costs nothing)",
+    )
+    p.add_argument(
+        "--otlp-endpoint",
+        help="with --tracing otlp: the collector (default $OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else localhost:4317)",
+    )
+
+
+def _add_dashboards(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "dashboards",
+        help="render the Grafana dashboards' panels to PNG from a Prometheus",
+        description="Work with the dashboards of dashboards/ without a Grafana: `render` "
+        "runs every panel's queries over a time range against Prometheus' HTTP API "
+        "(query_range) and plots each panel to DIR/<dashboard>/<NN>-<panel>.png with "
+        "matplotlib (pip install 'tidegate[dashboards]').",
+    )
+    dsub = p.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
+    r = dsub.add_parser("render", help="every panel to PNG")
+    r.add_argument("--prometheus", required=True, help="Prometheus' URL, e.g. http://host:9090")
+    r.add_argument("--out", required=True, help="directory for the PNG files")
+    r.add_argument(
+        "--dashboards", help="directory of dashboard JSON (default: dashboards/json of the tree)"
+    )
+    r.add_argument(
+        "--minutes", type=_seconds, default=15.0, help="the time range: the last N minutes"
+    )
+    r.add_argument("--step", type=_seconds, help="seconds between points (default: range/200)")
+    p.set_defaults(handler=_cmd_dashboards)
+
+
+def _cmd_dashboards(args: argparse.Namespace) -> int:
+    from tidegate.render import render_dashboards
+
+    written = render_dashboards(
+        args.prometheus,
+        Path(args.out),
+        Path(args.dashboards) if args.dashboards else None,
+        minutes=args.minutes,
+        step_s=args.step,
+    )
+    for path in written:
+        print(path)
+    return 0
 
 
 def _add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -800,6 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_bench,
+    _add_dashboards,
     _add_demo,
     _add_loadgen,
     _add_pub,
