@@ -39,7 +39,7 @@ from benchmarks.peers.report import (
     rich_table,
     rows,
 )
-from benchmarks.peers.results import Figure, System, Tier, supports_sync_always
+from benchmarks.peers.results import Figure, System, Tier, combine, supports_sync_always
 from benchmarks.peers.workloads import FULL, QUICK, Sizes, Step, Workload, plan
 
 __all__ = ["main"]
@@ -105,7 +105,7 @@ def _run_step(
     runner = _RUNNERS[step.system]
     server = _STARTERS[step.system](step.tier)
     log.print(
-        f"[bold]{step.system.value}[/] {server.version} at {step.tier.value} "
+        f"[bold]{step.system.value}[/] {server.version} at {step.tier.value}, round {step.round} "
         f"(pid {server.pid}, 127.0.0.1:{server.port}): {', '.join(w.value for w in step.workloads)}"
     )
     try:
@@ -137,6 +137,7 @@ def _run_step(
                 "wall_s": round(time.monotonic() - started, 3),
                 "server_cpu_s": round(server.cpu_seconds() - server_cpu, 3),
                 "client_cpu_s": round(time.process_time() - client_cpu, 3),
+                "load_1m": round(os.getloadavg()[0], 2),  # how busy the machine was
             }
             made = [
                 replace(f, details={**cost, **f.details})  # a runner's own figures win
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     errors: list[dict[str, str]] = []
     versions: dict[str, str] = {}
     started = time.monotonic()
-    for step in plan(systems, workloads, unavailable):
+    for step in plan(systems, workloads, unavailable, sizes.rounds):
         try:
             made, failed, version = _run_step(step, sizes, args.seed, log)
         except servers.ServerError as exc:
@@ -185,7 +186,8 @@ def run(args: argparse.Namespace, log: Console) -> dict[str, Any]:
             {"system": s.value, "tier": t.value, "reason": why}
             for (s, t), why in unavailable.items()
         ],
-        "figures": [f.to_json() for f in figures],
+        "figures": [f.to_json() for f in combine(figures)],
+        "every_run": [f.to_json() for f in figures],
         "errors": errors,
     }
 

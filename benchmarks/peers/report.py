@@ -181,7 +181,8 @@ def rich_table(table: Sequence[Row], title: str) -> Table:
 
 _CAPTION = (
     "vs X = how many times better tidegate is (throughput: ours/theirs; "
-    "memory, latency: theirs/ours); * = cut short by its time bound"
+    "memory, latency: theirs/ours); * = cut short by its time bound; "
+    "repeated rows show the median run"
 )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Metric",
     "System",
     "Tier",
+    "combine",
     "listening_addresses",
     "non_loopback",
     "parse_nats_version",
@@ -165,6 +166,39 @@ class Figure:
             complete=bool(data.get("complete", True)),
             details={str(k): float(str(v)) for k, v in details.items()},
         )
+
+
+def combine(figures: Sequence[Figure]) -> list[Figure]:
+    """One figure per (system, metric, tier): the median of its repetitions.
+
+    The median run's figure is kept whole (its count, seconds and details)
+    and gains ``runs``, ``min`` and ``max`` so the spread stays visible; it
+    is complete only if every repetition was. Order follows first appearance.
+    """
+    groups: dict[tuple[System, Metric, Tier], list[Figure]] = {}
+    for figure in figures:
+        groups.setdefault((figure.system, figure.metric, figure.tier), []).append(figure)
+    out = []
+    for runs in groups.values():
+        if len(runs) == 1:
+            out.append(runs[0])
+            continue
+        ordered = sorted(runs, key=lambda f: f.value)
+        middle = ordered[(len(ordered) - 1) // 2]
+        spread = {"runs": float(len(runs)), "min": ordered[0].value, "max": ordered[-1].value}
+        out.append(
+            Figure(
+                middle.system,
+                middle.metric,
+                middle.tier,
+                middle.value,
+                middle.count,
+                middle.seconds,
+                complete=all(f.complete for f in runs),
+                details={**middle.details, **spread},
+            )
+        )
+    return out
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

@@ -12,6 +12,7 @@ from benchmarks.peers.results import (
     Metric,
     System,
     Tier,
+    combine,
     listening_addresses,
     non_loopback,
     parse_nats_version,
@@ -165,3 +166,27 @@ def test_listening_addresses_are_the_listening_sockets_of_the_given_inodes() -> 
         ipaddress.ip_address("::1"),
     ]
     assert non_loopback(found) == []
+
+
+def test_combine_keeps_the_median_run_and_its_spread() -> None:
+    runs = [
+        Figure(System.REDIS, Metric.PRODUCE, Tier.WINDOW, v, 10, 1.0, True, {"run": v})
+        for v in (80.0, 30.0, 60.0)
+    ]
+    other = Figure(System.TIDEGATE, Metric.PRODUCE, Tier.WINDOW, 5.0, 10, 1.0)
+    combined = combine([runs[0], other, runs[1], runs[2]])
+    assert [f.system for f in combined] == [System.REDIS, System.TIDEGATE]
+    median = combined[0]
+    assert median.value == 60.0
+    assert median.details == {"run": 60.0, "runs": 3.0, "min": 30.0, "max": 80.0}
+    assert combined[1] is other  # a single run passes through untouched
+
+
+def test_combine_is_complete_only_if_every_run_was() -> None:
+    runs = [
+        Figure(System.REDIS, Metric.CONSUME, Tier.FSYNC, 1.0, 10, 1.0, complete=True),
+        Figure(System.REDIS, Metric.CONSUME, Tier.FSYNC, 2.0, 5, 1.0, complete=False),
+    ]
+    (only,) = combine(runs)
+    assert only.value == 1.0  # the lower middle of an even count
+    assert not only.complete

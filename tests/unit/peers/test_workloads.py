@@ -60,3 +60,19 @@ def test_sizes_is_a_frozen_value() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         QUICK.batch = 5  # type: ignore[misc]
     assert isinstance(QUICK, Sizes)
+
+
+def test_plan_repeats_only_the_throughput_groups() -> None:
+    steps = plan([System.REDIS], list(Workload), rounds=3)
+    throughput = [s for s in steps if Workload.PRODUCE in s.workloads]
+    assert [(s.round, s.tier) for s in throughput] == [
+        (1, Tier.WINDOW),
+        (1, Tier.FSYNC),
+        (2, Tier.WINDOW),
+        (2, Tier.FSYNC),
+        (3, Tier.WINDOW),
+        (3, Tier.FSYNC),
+    ]
+    assert [s.workloads for s in steps[6:]] == [(Workload.TOPICS,), (Workload.FANIN,)]
+    assert FULL.rounds == 3
+    assert QUICK.rounds == 1
