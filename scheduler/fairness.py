@@ -59,11 +59,12 @@ class FairnessFigures:
 
 def jain_index(values: list[float]) -> float | None:
     """Jain's fairness index of non-negative ``values``; None when all are 0 or none given."""
-    squares = sum(v * v for v in values)
-    if not values or squares <= 0:
+    top = max(values, default=0.0)
+    if top <= 0:
         return None
-    total = sum(values)
-    return total * total / (len(values) * squares)
+    scaled = [v / top for v in values]  # the index is scale-free; this keeps squares in range
+    total = sum(scaled)
+    return total * total / (len(scaled) * sum(v * v for v in scaled))
 
 
 class FairnessWindow:
