@@ -196,7 +196,17 @@ def _cmd_workers(args: argparse.Namespace) -> int:
 
     replicas = replicas or 1
     if args.in_process:
-        return serve_in_process(spec, replicas, announce)
+        if args.tracing == "off":
+            return serve_in_process(spec, replicas, announce)
+        # The workers of this process trace under the provider set up here.
+        tracing = _setup_tracing(args, "tidegate-worker")
+        try:
+            return serve_in_process(spec, replicas, announce)
+        finally:
+            if tracing is not None:
+                tracing.shutdown()
+    if args.tracing != "off":
+        raise UsageError("--tracing needs --in-process: Ray actors set up no tracer yet")
     return serve_ray(spec, replicas, announce, address=args.ray_address, gpus=args.gpus)
 
 
@@ -770,6 +780,7 @@ def _add_workers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="run the workers as tasks of this process instead of Ray actors",
     )
     p.add_argument("--api-key-file", help="the fleet's API key file (default: $TIDEGATE_API_KEY)")
+    _add_tracing_flags(p)
     p.set_defaults(handler=_cmd_workers)
 
 
