@@ -300,7 +300,10 @@ class SchedulerTelemetry:
     async def sample(self, stats: Callable[[], RuntimeStats], clock: Clock) -> None:
         """Feed the fairness window every ``sample_s`` until cancelled."""
         while True:
-            self.fairness.sample(clock.now(), fairness_sample(stats()))
+            try:
+                self.fairness.sample(clock.now(), fairness_sample(stats()))
+            except Exception:  # a bad sample must not end the sampling
+                log.exception("fairness sample failed")
             await clock.sleep(self.sample_s)
 
     def collector(self, stats: Callable[[], RuntimeStats]) -> SchedulerCollector:
