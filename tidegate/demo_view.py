@@ -2,8 +2,10 @@
 
 Pure rendering: figures in, renderables out. The live fairness index is
 Jain's index over the tenants backlogged right now (requests waiting in the
-scheduler), of the tokens each was served in the last ``window_s`` seconds
-divided by its weight: 1.0 is a split exactly by weight.
+scheduler), of the work (tokens) dispatched to each in the last
+``window_s`` seconds divided by its weight: 1.0 is a split exactly by
+weight. Dispatched work shows the scheduler's choices as it makes them;
+served work would lag them by the length of a request.
 """
 
 from __future__ import annotations
@@ -41,15 +43,15 @@ def jain(values: Sequence[float]) -> float | None:
 def live_jain(
     tenants: Mapping[str, TenantLive], weights: Mapping[str, float], now: float, window_s: float
 ) -> float | None:
-    """Jain's index of weight-normalised recent service over the backlogged tenants."""
+    """Jain's index of weight-normalised recent dispatches over the backlogged tenants."""
     backlogged = [name for name, t in tenants.items() if t.queued > 0]
     if len(backlogged) < 2:
         return None
     since = now - window_s
     xs = []
     for name in backlogged:
-        served = sum(tokens for at, tokens in tenants[name].served if at >= since)
-        xs.append(served / weights.get(name, 1.0))
+        given = sum(tokens for at, tokens in tenants[name].dispatched if at >= since)
+        xs.append(given / weights.get(name, 1.0))
     return jain(xs)
 
 
@@ -110,7 +112,7 @@ def live_table(
         )
     index = live_jain(tenants, weights, now, window_s)
     line = Text.assemble(
-        ("fairness (Jain, backlogged tenants, last 10 s): ", "bold"),
+        ("fairness (Jain, work dispatched in the last 10 s to the tenants waiting now): ", "bold"),
         "-  (fewer than two tenants waiting)" if index is None else f"{index:.3f}",
         f"    workers: {workers}",
     )

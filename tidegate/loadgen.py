@@ -119,6 +119,7 @@ class TenantLive:
     served_tokens: int = 0  # input + output of completed requests
     waits: list[float] = field(default_factory=list)
     served: list[tuple[float, int]] = field(default_factory=list)  # (finish, tokens)
+    dispatched: list[tuple[float, int]] = field(default_factory=list)  # (dispatch, tokens)
 
 
 @dataclass(slots=True, eq=False)
@@ -341,6 +342,7 @@ class LoadGenerator:
         track.dispatch_s = now if track.first_token_s is None else min(now, track.first_token_s)
         live = self.tenants[track.row.tenant]
         live.waits.append(track.dispatch_s - track.row.arrival_s)
+        live.dispatched.append((track.dispatch_s, track.row.input_tokens + track.row.output_tokens))
         if not track.ended:  # an ended request's counters are settled already
             live.queued -= 1
             live.running += 1
