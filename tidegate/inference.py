@@ -59,7 +59,7 @@ RETRY_AFTER_MS = "retry-after-ms"
 R = TypeVar("R")
 
 
-def _refusal(exc: grpc.RpcError, error: CallFailed) -> CallFailed:
+def _refusal(exc: BaseException, error: CallFailed) -> CallFailed:
     """A refusal's reason and retry-after, when the trailer carries them."""
     trailer_of = getattr(exc, "trailing_metadata", None)
     trailer = trailer_of() if callable(trailer_of) else None
