@@ -61,7 +61,7 @@ def test_a_watch_keeps_order_drops_repeats_and_refuses_a_gap() -> None:
     asyncio.run(main())
 
 
-class _Refusal(Exception):  # what _refusal reads of a grpc error
+class _RefusalError(Exception):  # what _refusal reads of a grpc error
     def __init__(self, trailer: tuple[tuple[str, str], ...]) -> None:
         self._trailer = trailer
 
@@ -72,7 +72,7 @@ class _Refusal(Exception):  # what _refusal reads of a grpc error
 def test_a_refusal_carries_its_reason_and_retry_after() -> None:
     error = ResourceExhausted("Submit failed (RESOURCE_EXHAUSTED): full")
     refused = _refusal(
-        _Refusal((("tidegate-refusal-reason", "tenant_queue_full"), ("retry-after-ms", "250"))),
+        _RefusalError((("tidegate-refusal-reason", "tenant_queue_full"), ("retry-after-ms", "250"))),
         error,
     )
     assert isinstance(refused, Refused)
@@ -81,4 +81,4 @@ def test_a_refusal_carries_its_reason_and_retry_after() -> None:
         0.25,
         "RESOURCE_EXHAUSTED",
     )
-    assert _refusal(_Refusal(()), error) is error  # a size limit, not admission
+    assert _refusal(_RefusalError(()), error) is error  # a size limit, not admission
