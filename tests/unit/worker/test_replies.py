@@ -72,7 +72,9 @@ class _RefusalError(Exception):  # what _refusal reads of a grpc error
 def test_a_refusal_carries_its_reason_and_retry_after() -> None:
     error = ResourceExhausted("Submit failed (RESOURCE_EXHAUSTED): full")
     refused = _refusal(
-        _RefusalError((("tidegate-refusal-reason", "tenant_queue_full"), ("retry-after-ms", "250"))),
+        _RefusalError(
+            (("tidegate-refusal-reason", "tenant_queue_full"), ("retry-after-ms", "250"))
+        ),
         error,
     )
     assert isinstance(refused, Refused)
