@@ -123,21 +123,43 @@ _SEQUENCE_TAG = b"\x30"  # PublishResult.sequence = 6, varint
 
 
 def encode_response(requests: Sequence[PublishRequest], stored: Sequence[Stored]) -> bytes:
-    """The serialized PublishResponse of ``requests`` and their outcomes (see the module doc)."""
-    templates: dict[tuple[object, ...], bytes] = {}
+    """The serialized PublishResponse of ``requests`` and their outcomes (see the module doc).
+
+    Consecutive results mostly share their template, and a result with one
+    offset and no sequence is then the template's bytes and the offset's:
+    everything before the offset is cached per template and offset length.
+    """
+    templates: dict[tuple[object, ...], tuple[bytes, dict[int, bytes]]] = {}
     parts: list[bytes] = []
     append = parts.append
     high = -1
     high_bytes = b""
+    last: tuple[object, ...] = ()
+    template = b""
+    heads: dict[int, bytes] = {}
     for request, (offsets, timestamp, duplicate, sequence) in zip(requests, stored, strict=True):
         topic, body, lites = request[0], request[1], request[2]
-        size = _size(body)
-        key = (topic, lites, timestamp, duplicate, size)
-        template = templates.get(key)
-        if template is None:
-            template = templates[key] = pb.PublishResult(
-                topic=topic, lite_topics=lites, timestamp=timestamp, duplicate=duplicate, size=size
-            ).SerializeToString()
+        size = len(body) if type(body) is bytes else _size(body)
+        if not (
+            last
+            and lites is last[1]
+            and timestamp == last[2]
+            and duplicate is last[3]
+            and size == last[4]
+            and topic == last[0]
+        ):
+            last = (topic, lites, timestamp, duplicate, size)
+            known = templates.get(last)
+            if known is None:
+                encoded = pb.PublishResult(
+                    topic=topic,
+                    lite_topics=lites,
+                    timestamp=timestamp,
+                    duplicate=duplicate,
+                    size=size,
+                ).SerializeToString()
+                known = templates[last] = (encoded, {})
+            template, heads = known
         if len(offsets) == 1:
             offset = offsets[0]
             if offset < 0x80:
@@ -147,6 +169,22 @@ def encode_response(requests: Sequence[PublishRequest], stored: Sequence[Stored]
                     high = offset >> 7
                     high_bytes = uvarint(high)
                 packed = _MORE[offset & 0x7F] + high_bytes
+            if not sequence:
+                head = heads.get(len(packed))
+                if head is None:
+                    item_size = len(template) + 2 + len(packed)
+                    head = heads[len(packed)] = b"".join(
+                        (
+                            _RESULTS_TAG,
+                            uvarint(item_size),
+                            template,
+                            _OFFSETS_TAG,
+                            _ONE[len(packed)],
+                        )
+                    )
+                append(head)
+                append(packed)
+                continue
             item = template + _OFFSETS_TAG + _ONE[len(packed)] + packed
         elif offsets:
             packed = b"".join(map(uvarint, offsets))
