@@ -1,6 +1,6 @@
 """Prometheus metrics of the broker server, from stats snapshots (private registry).
 
-Names, help and labels come from :mod:`tidegate.metrics` (one place for the
+Names, help and labels come from :mod:`broker.metric_names` (one place for the
 collectors and the dashboards). Nothing is registered or served at import:
 :func:`start_metrics` does both, for ``--metrics-port``.
 
@@ -40,9 +40,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from broker import metric_names as m
 from broker.errors import BrokerError
 from broker.hub import Hub
-from tidegate import metrics as m
 
 __all__ = [
     "LOG_BYTES",
@@ -63,7 +63,7 @@ log = logging.getLogger("tidegate.broker")
 
 T = TypeVar("T")
 
-# The names this module exported before they moved to tidegate.metrics.
+# The names this module exported before they moved to broker.metric_names.
 PUBLISHED = m.BROKER_PUBLISHED.name
 QUEUES = m.BROKER_QUEUES.name
 SUBSCRIBED_QUEUES = m.BROKER_SUBSCRIBED_QUEUES.name

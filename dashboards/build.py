@@ -1,8 +1,9 @@
 """The four dashboards, built with Grafana's own typed builder (grafana-foundation-sdk).
 
-Every query takes its metric names from :mod:`tidegate.metrics`, the module
-the server's collectors export from, so a renamed metric cannot leave a
-dashboard querying nothing unnoticed (``tests/unit/observability``
+Every query takes its metric names from :mod:`broker.metric_names` (``bn``)
+and :mod:`scheduler.metric_names` (``sn``), the modules the server's
+collectors export from, so a renamed metric cannot leave a dashboard
+querying nothing unnoticed (``tests/unit/observability``
 checks every name a query uses, ``tests/integration/observability`` runs
 every query against a real Prometheus scraping a real server).
 
@@ -28,7 +29,9 @@ from grafana_foundation_sdk.models.common import (
 from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
-from tidegate import metrics as m
+from broker import metric_names as bn
+from broker.metric_names import MetricSpec
+from scheduler import metric_names as sn
 
 __all__ = ["DASHBOARDS", "DATASOURCE_UID", "generate"]
 
@@ -50,12 +53,12 @@ def _rate(series: str, by: str = "") -> str:
     return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
 
 
-def _quantile(q: float, spec: m.MetricSpec, by: str = "") -> str:
+def _quantile(q: float, spec: MetricSpec, by: str = "") -> str:
     labels = f"le, {by}" if by else "le"
     return f"histogram_quantile({q}, sum by ({labels}) (rate({spec.bucket}{_RATE})))"
 
 
-def _mean(spec: m.MetricSpec, by: str) -> str:
+def _mean(spec: MetricSpec, by: str) -> str:
     return f"{_rate(spec.sum, by)} / {_rate(spec.count, by)}"
 
 
@@ -161,8 +164,8 @@ def fairness() -> DashboardModel:
         "Share of service against weight",
         "Each tenant's share of the tokens served over the fairness window (served) beside "
         "the share its weight entitles it to among the tenants active then (entitled).",
-        Q(m.TENANT_SERVICE_SHARE.name, "{{tenant}} served"),
-        Q(m.TENANT_WEIGHT_SHARE.name, "{{tenant}} entitled"),
+        Q(sn.TENANT_SERVICE_SHARE.name, "{{tenant}} served"),
+        Q(sn.TENANT_WEIGHT_SHARE.name, "{{tenant}} entitled"),
         unit="percentunit",
         lo=0,
         hi=1,
@@ -171,14 +174,14 @@ def fairness() -> DashboardModel:
         "Served / entitled",
         "Share of service divided by the weight's share: 1 is exactly fair, below 1 the "
         "tenant got less than its weight says.",
-        Q(f"{m.TENANT_SERVICE_SHARE.name} / {m.TENANT_WEIGHT_SHARE.name}", "{{tenant}}"),
+        Q(f"{sn.TENANT_SERVICE_SHARE.name} / {sn.TENANT_WEIGHT_SHARE.name}", "{{tenant}}"),
         lo=0,
     )
     b.series(
         "Jain's fairness index",
         "Jain's index of the weight-normalised service rate of the tenants backlogged in the "
         "window: 1 when every backlogged tenant gets service in proportion to its weight.",
-        Q(m.FAIRNESS_JAIN.name, "Jain's index"),
+        Q(sn.FAIRNESS_JAIN.name, "Jain's index"),
         unit="percentunit",
         lo=0,
         hi=1,
@@ -187,42 +190,42 @@ def fairness() -> DashboardModel:
     b.stat(
         "Backlogged tenants",
         "Tenants with requests waiting at some point in the fairness window.",
-        Q(m.FAIRNESS_BACKLOGGED.name, "backlogged"),
+        Q(sn.FAIRNESS_BACKLOGGED.name, "backlogged"),
     )
     b.series(
         "Tokens served per second",
         "Input and output tokens of completed requests, per tenant.",
-        Q(_rate(m.TENANT_SERVED_TOKENS.total, "tenant"), "{{tenant}}"),
+        Q(_rate(sn.TENANT_SERVED_TOKENS.total, "tenant"), "{{tenant}}"),
     )
     b.series(
         "Weights",
         "Configured share weights (hot-reloaded with the settings).",
-        Q(m.TENANT_WEIGHT.name, "{{tenant}}"),
+        Q(sn.TENANT_WEIGHT.name, "{{tenant}}"),
     )
     b.row("Waits by tenant and band")
     b.series(
         "Queue wait p95 by tenant",
         "95th percentile of the time from entering the queue to a grant.",
-        Q(_quantile(0.95, m.TENANT_WAIT, "tenant"), "{{tenant}}"),
+        Q(_quantile(0.95, sn.TENANT_WAIT, "tenant"), "{{tenant}}"),
         unit="s",
     )
     b.series(
         "Mean queue wait by tenant",
         "Mean time from entering the queue to a grant.",
-        Q(_mean(m.TENANT_WAIT, "tenant"), "{{tenant}}"),
+        Q(_mean(sn.TENANT_WAIT, "tenant"), "{{tenant}}"),
         unit="s",
     )
     b.series(
         "Queue wait p95 by priority band",
         "95th percentile of the queue wait per priority band (higher bands go first).",
-        Q(_quantile(0.95, m.BAND_WAIT, "band"), "band {{band}}"),
+        Q(_quantile(0.95, sn.BAND_WAIT, "band"), "band {{band}}"),
         unit="s",
     )
     b.series(
         "Queued requests",
         "Requests waiting, by tenant and by priority band.",
-        Q(m.TENANT_QUEUED.name, "{{tenant}}"),
-        Q(m.BAND_QUEUED.name, "band {{band}}"),
+        Q(sn.TENANT_QUEUED.name, "{{tenant}}"),
+        Q(sn.BAND_QUEUED.name, "band {{band}}"),
     )
     return b.builder.build()
 
@@ -240,67 +243,67 @@ def latency() -> DashboardModel:
     b.series(
         "Time to first token by tenant",
         "From admission to the first output token, p50 and p95.",
-        Q(_quantile(0.5, m.TENANT_TTFT, "tenant"), "{{tenant}} p50"),
-        Q(_quantile(0.95, m.TENANT_TTFT, "tenant"), "{{tenant}} p95"),
+        Q(_quantile(0.5, sn.TENANT_TTFT, "tenant"), "{{tenant}} p50"),
+        Q(_quantile(0.95, sn.TENANT_TTFT, "tenant"), "{{tenant}} p95"),
         unit="s",
     )
     b.series(
         "Time to first token, all tenants",
         "p50, p95 and p99 over every tenant.",
-        Q(_quantile(0.5, m.TENANT_TTFT), "p50"),
-        Q(_quantile(0.95, m.TENANT_TTFT), "p95"),
-        Q(_quantile(0.99, m.TENANT_TTFT), "p99"),
+        Q(_quantile(0.5, sn.TENANT_TTFT), "p50"),
+        Q(_quantile(0.95, sn.TENANT_TTFT), "p95"),
+        Q(_quantile(0.99, sn.TENANT_TTFT), "p99"),
         unit="s",
     )
     b.series(
         "Queue wait, all tenants",
         "p50 and p99 of the time from entering the queue to a grant.",
-        Q(_quantile(0.5, m.TENANT_WAIT), "p50"),
-        Q(_quantile(0.99, m.TENANT_WAIT), "p99"),
+        Q(_quantile(0.5, sn.TENANT_WAIT), "p50"),
+        Q(_quantile(0.99, sn.TENANT_WAIT), "p99"),
         unit="s",
     )
     b.series(
         "Mean time to first token by tenant",
         "Mean from admission to the first output token.",
-        Q(_mean(m.TENANT_TTFT, "tenant"), "{{tenant}}"),
+        Q(_mean(sn.TENANT_TTFT, "tenant"), "{{tenant}}"),
         unit="s",
     )
     b.row("Admission")
     b.series(
         "Submitted, admitted and completed per second",
         "Requests per second, by tenant.",
-        Q(_rate(m.TENANT_SUBMITTED.total, "tenant"), "{{tenant}} submitted"),
-        Q(_rate(m.TENANT_ADMITTED.total, "tenant"), "{{tenant}} admitted"),
-        Q(_rate(m.TENANT_COMPLETED.total, "tenant"), "{{tenant}} completed"),
+        Q(_rate(sn.TENANT_SUBMITTED.total, "tenant"), "{{tenant}} submitted"),
+        Q(_rate(sn.TENANT_ADMITTED.total, "tenant"), "{{tenant}} admitted"),
+        Q(_rate(sn.TENANT_COMPLETED.total, "tenant"), "{{tenant}} completed"),
         unit="reqps",
     )
     b.series(
         "Refused per second by reason",
         "Submits refused by admission (rate limits, queue caps, shedding, ...).",
-        Q(_rate(m.TENANT_REFUSED.total, "tenant, reason"), "{{tenant}} {{reason}}"),
+        Q(_rate(sn.TENANT_REFUSED.total, "tenant, reason"), "{{tenant}} {{reason}}"),
         unit="reqps",
     )
     b.series(
         "Dropped per second by reason",
         "Queued requests dropped without running (their deadline passed).",
-        Q(_rate(m.TENANT_DROPPED.total, "tenant, reason"), "{{tenant}} {{reason}}"),
+        Q(_rate(sn.TENANT_DROPPED.total, "tenant, reason"), "{{tenant}} {{reason}}"),
         unit="reqps",
     )
     b.series(
         "In flight by tenant",
         "Requests running on workers.",
-        Q(m.TENANT_IN_FLIGHT.name, "{{tenant}}"),
+        Q(sn.TENANT_IN_FLIGHT.name, "{{tenant}}"),
     )
     b.series(
         "Preemptions per second by priority band",
         "Running requests stopped to make room for a higher band (they resume later).",
-        Q(_rate(m.BAND_PREEMPTIONS.total, "band"), "band {{band}}"),
+        Q(_rate(sn.BAND_PREEMPTIONS.total, "band"), "band {{band}}"),
         unit="ops",
     )
     b.series(
         "Running by priority band",
         "Requests running, by priority band.",
-        Q(m.BAND_IN_FLIGHT.name, "band {{band}}"),
+        Q(sn.BAND_IN_FLIGHT.name, "band {{band}}"),
     )
     return b.builder.build()
 
@@ -318,7 +321,7 @@ def fleet() -> DashboardModel:
     b.series(
         "GPU utilisation",
         "As each worker's GPU probe last reported it.",
-        Q(m.WORKER_GPU_UTILIZATION.name, "{{worker}}"),
+        Q(sn.WORKER_GPU_UTILIZATION.name, "{{worker}}"),
         unit="percentunit",
         lo=0,
         hi=1,
@@ -328,7 +331,7 @@ def fleet() -> DashboardModel:
         "Fraction of each worker's GPU memory in use. Workers whose engine reports its KV "
         "cache (vLLM, simulated) report that instead: such an engine reserves its memory "
         "up front.",
-        Q(m.WORKER_GPU_MEMORY.name, "{{worker}}"),
+        Q(sn.WORKER_GPU_MEMORY.name, "{{worker}}"),
         unit="percentunit",
         lo=0,
         hi=1,
@@ -336,7 +339,7 @@ def fleet() -> DashboardModel:
     b.series(
         "KV-cache use",
         "Fraction of each engine's KV cache in use.",
-        Q(m.WORKER_KV_USAGE.name, "{{worker}}"),
+        Q(sn.WORKER_KV_USAGE.name, "{{worker}}"),
         unit="percentunit",
         lo=0,
         hi=1,
@@ -344,25 +347,25 @@ def fleet() -> DashboardModel:
     b.series(
         "Output tokens per second",
         "Tokens each worker streamed back.",
-        Q(_rate(m.WORKER_OUTPUT_TOKENS.total, "worker"), "{{worker}}"),
+        Q(_rate(sn.WORKER_OUTPUT_TOKENS.total, "worker"), "{{worker}}"),
     )
     b.row("Windows and leases")
     b.series(
         "Window and in flight",
         "The scheduler's AIMD window of each worker (how many it may hold) and what it holds.",
-        Q(m.WORKER_WINDOW.name, "{{worker}} window"),
-        Q(m.WORKER_IN_FLIGHT.name, "{{worker}} in flight"),
+        Q(sn.WORKER_WINDOW.name, "{{worker}} window"),
+        Q(sn.WORKER_IN_FLIGHT.name, "{{worker}} in flight"),
     )
     b.series(
         "Lease expiries",
         "Leases lost in the last 5 minutes because a worker went quiet (its requests went "
         "back to the queue).",
-        Q(f"sum by (worker) (increase({m.WORKER_LEASE_EXPIRIES.total}[5m]))", "{{worker}}"),
+        Q(f"sum by (worker) (increase({sn.WORKER_LEASE_EXPIRIES.total}[5m]))", "{{worker}}"),
     )
     b.stat(
         "Workers attached",
         "Lease streams open.",
-        Q(m.WORKERS.name, "workers"),
+        Q(sn.WORKERS.name, "workers"),
     )
     return b.builder.build()
 
@@ -380,61 +383,61 @@ def broker() -> DashboardModel:
     b.series(
         "Appends and records per second",
         "Log appends (one write each, shared by concurrent publishes) and the records in them.",
-        Q(_rate(m.BROKER_LOG_APPENDS.total), "appends"),
-        Q(_rate(m.BROKER_LOG_RECORDS.total), "records"),
-        Q(_rate(m.BROKER_PUBLISHED.total), "messages published"),
+        Q(_rate(bn.BROKER_LOG_APPENDS.total), "appends"),
+        Q(_rate(bn.BROKER_LOG_RECORDS.total), "records"),
+        Q(_rate(bn.BROKER_PUBLISHED.total), "messages published"),
         unit="ops",
     )
     b.series(
         "fsync latency",
         "p50 and p99 of the commit log's fsync calls.",
-        Q(_quantile(0.5, m.BROKER_FSYNC_SECONDS), "p50"),
-        Q(_quantile(0.99, m.BROKER_FSYNC_SECONDS), "p99"),
+        Q(_quantile(0.5, bn.BROKER_FSYNC_SECONDS), "p50"),
+        Q(_quantile(0.99, bn.BROKER_FSYNC_SECONDS), "p99"),
         unit="s",
     )
     b.series(
         "Log size",
         "Bytes in the commit log (retention and reclaim shrink it).",
-        Q(m.BROKER_LOG_BYTES.name, "log bytes"),
+        Q(bn.BROKER_LOG_BYTES.name, "log bytes"),
         unit="bytes",
     )
     b.series(
         "Bytes appended and fsyncs per second",
         "Write load on the disk.",
-        Q(_rate(m.BROKER_LOG_APPENDED_BYTES.total), "bytes/s"),
-        Q(_rate(m.BROKER_LOG_FSYNCS.total), "fsyncs/s"),
+        Q(_rate(bn.BROKER_LOG_APPENDED_BYTES.total), "bytes/s"),
+        Q(_rate(bn.BROKER_LOG_FSYNCS.total), "fsyncs/s"),
     )
     b.row("Lite-topics and delivery")
     b.series(
         "Lite-topics live",
         "Queues held (nearly all lite-topics), and per tenant where a quota counts them.",
-        Q(m.BROKER_QUEUES.name, "all"),
-        Q(m.BROKER_TENANT_LITE_TOPICS.name, "{{tenant}}"),
+        Q(bn.BROKER_QUEUES.name, "all"),
+        Q(bn.BROKER_TENANT_LITE_TOPICS.name, "{{tenant}}"),
     )
     b.series(
         "Lite-topics created and expired per second",
         "New lite-topics, and idle ones removed after their TTL.",
-        Q(_rate(m.BROKER_QUEUES_CREATED.total), "created"),
-        Q(_rate(m.BROKER_QUEUES_EXPIRED.total), "expired"),
+        Q(_rate(bn.BROKER_QUEUES_CREATED.total), "created"),
+        Q(_rate(bn.BROKER_QUEUES_EXPIRED.total), "expired"),
         unit="ops",
     )
     b.series(
         "Ready-set sizes",
         "Queues with something to deliver, over all consumers and in the largest one.",
-        Q(m.BROKER_READY_QUEUES.name, "all consumers"),
-        Q(m.BROKER_READY_QUEUES_MAX.name, "largest"),
+        Q(bn.BROKER_READY_QUEUES.name, "all consumers"),
+        Q(bn.BROKER_READY_QUEUES_MAX.name, "largest"),
     )
     b.series(
         "Consumer lag",
         "Messages appended but not yet delivered to plain subscriptions.",
-        Q(m.BROKER_CONSUMER_LAG.name, "messages"),
+        Q(bn.BROKER_CONSUMER_LAG.name, "messages"),
     )
     b.series(
         "Consumers and subscriptions",
         "Subscribe streams open, and the queues they subscribe.",
-        Q(m.BROKER_CONSUMERS.name, "consumers"),
-        Q(m.BROKER_SUBSCRIPTIONS.name, "subscriptions"),
-        Q(m.BROKER_SUBSCRIBED_QUEUES.name, "queues subscribed"),
+        Q(bn.BROKER_CONSUMERS.name, "consumers"),
+        Q(bn.BROKER_SUBSCRIPTIONS.name, "subscriptions"),
+        Q(bn.BROKER_SUBSCRIBED_QUEUES.name, "queues subscribed"),
     )
     return b.builder.build()
 

@@ -11,7 +11,7 @@ runtime's state lives there; :func:`broker.metrics.on_loop`):
 * :class:`~scheduler.fairness.FairnessWindow`: Jain's index and the shares,
   sampled once a second by a job on the loop (:meth:`SchedulerTelemetry.sample`).
 
-Names, help and labels are :mod:`tidegate.metrics`'. Nothing is registered
+Names, help and labels are :mod:`scheduler.metric_names`'. Nothing is registered
 at import: the server adds the collector to its private registry.
 """
 
@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from broker.metric_names import MetricSpec
 from broker.metrics import histogram_family, on_loop
+from scheduler import metric_names as m
 from scheduler.clock import Clock
 from scheduler.fairness import FairnessFigures, FairnessWindow, TenantSample
 from scheduler.request_metrics import RequestFigures, RequestMetrics, worker_label
 from scheduler.runtime.observer import Observers, RequestObserver
 from scheduler.runtime.values import RuntimeStats
 from scheduler.types import RefusalReason
-from tidegate import metrics as m
 
 __all__ = [
     "ADMITTED",
@@ -59,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger("tidegate.scheduler")
 
-# The names this module exported before they moved to tidegate.metrics.
+# The names this module exported before they moved to scheduler.metric_names.
 QUEUED = m.TENANT_QUEUED.name
 IN_FLIGHT = m.TENANT_IN_FLIGHT.name
 ADMITTED = m.TENANT_ADMITTED.name
@@ -135,7 +136,7 @@ class SchedulerCollector(Collector):
         )
 
 
-def _family(spec: m.MetricSpec) -> CounterMetricFamily | GaugeMetricFamily:
+def _family(spec: MetricSpec) -> CounterMetricFamily | GaugeMetricFamily:
     labels = list(spec.labels)
     if spec.kind == "counter":
         return CounterMetricFamily(spec.name, spec.help, labels=labels)
@@ -239,7 +240,7 @@ def _workers(
         yield _labelled(spec, {w: v for w, v in values.items() if v is not None})
 
 
-def _labelled(spec: m.MetricSpec, values: Mapping[str, float]) -> Metric:
+def _labelled(spec: MetricSpec, values: Mapping[str, float]) -> Metric:
     family = _family(spec)
     for name, value in sorted(values.items()):
         family.add_metric([name], value)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from broker.metrics import Buckets, HistogramSnapshot
+from scheduler import metric_names as m
 from scheduler.runtime.observer import RequeueCause
 from scheduler.types import Refusal, Request, WorkerFeedback
-from tidegate import metrics as m
 
 __all__ = ["OTHER", "RequestFigures", "RequestMetrics", "worker_label"]
 

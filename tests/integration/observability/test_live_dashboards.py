@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from broker import metric_names as bn
 from tests.integration.observability.conftest import KEYS, LiveServer, Prometheus
 from tests.integration.observability.load import LoadThread
-from tidegate import metrics as m
 from tidegate.cli import main
 from tidegate.errors import UsageError
 from tidegate.panels import expand, load_dashboards
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _scraped_since(api: PrometheusApi, since: float) -> bool:
-    found = api.query(f"timestamp({m.BROKER_LOG_BYTES.name})")
+    found = api.query(f"timestamp({bn.BROKER_LOG_BYTES.name})")
     return any(v >= since for s in found for _, v in s.points)
 
 

@@ -12,16 +12,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Broker, BrokerSettings
+from broker import metric_names as bn
 from broker.hub import Hub
 from broker.log.commitlog import FsyncPolicy
 from broker.metrics import BrokerCollector, Buckets, FsyncTimer, on_loop
 from broker.subscriptions import Engine
 from broker.tenancy import Quotas, TenantLimits
+from dashboards.metric_names import by_name
+from scheduler import metric_names as sn
 from scheduler.metrics import SchedulerTelemetry
 from scheduler.runtime import SubmitSpec, WorkerInput
 from scheduler.types import WorkerFeedback
 from tests.unit.runtime.support import FakeWorker, advance, make_runtime, run, settle
-from tidegate import metrics as m
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -68,30 +70,30 @@ def test_a_scrape_holds_waits_first_tokens_workers_and_fairness() -> None:
         return text
 
     samples = _samples(run(body))
-    assert _value(samples, m.TENANT_SUBMITTED.total, tenant="acme") == 3
-    assert _value(samples, m.TENANT_REFUSED.total, tenant="acme", reason="rate_requests") == 0
-    assert _value(samples, m.TENANT_DROPPED.total, tenant="beta", reason="deadline") == 0
+    assert _value(samples, sn.TENANT_SUBMITTED.total, tenant="acme") == 3
+    assert _value(samples, sn.TENANT_REFUSED.total, tenant="acme", reason="rate_requests") == 0
+    assert _value(samples, sn.TENANT_DROPPED.total, tenant="beta", reason="deadline") == 0
     assert (
-        _value(samples, m.TENANT_WAIT.count, tenant="acme")
-        + _value(samples, m.TENANT_WAIT.count, tenant="beta")
+        _value(samples, sn.TENANT_WAIT.count, tenant="acme")
+        + _value(samples, sn.TENANT_WAIT.count, tenant="beta")
         == 2
     )
-    assert _value(samples, m.BAND_WAIT.count, band="0") == 2
-    assert _value(samples, m.BAND_PREEMPTIONS.total, band="0") == 0
+    assert _value(samples, sn.BAND_WAIT.count, band="0") == 2
+    assert _value(samples, sn.BAND_PREEMPTIONS.total, band="0") == 0
     worker = "fleet/gpu-0"
-    assert _value(samples, m.WORKER_GPU_UTILIZATION.name, worker=worker) == 0.75
-    assert _value(samples, m.WORKER_KV_USAGE.name, worker=worker) == 0.5
-    assert (m.WORKER_GPU_MEMORY.name, frozenset({("worker", worker)})) not in samples  # unknown
-    assert _value(samples, m.WORKER_LEASE_EXPIRIES.total, worker=worker) == 0
-    assert _value(samples, m.WORKER_IN_FLIGHT.name, worker=worker) == 0
-    assert _value(samples, m.FAIRNESS_BACKLOGGED.name) == 2  # both waited
-    served = sum(v for (name, _), v in samples.items() if name == m.TENANT_SERVICE_SHARE.name)
+    assert _value(samples, sn.WORKER_GPU_UTILIZATION.name, worker=worker) == 0.75
+    assert _value(samples, sn.WORKER_KV_USAGE.name, worker=worker) == 0.5
+    assert (sn.WORKER_GPU_MEMORY.name, frozenset({("worker", worker)})) not in samples  # unknown
+    assert _value(samples, sn.WORKER_LEASE_EXPIRIES.total, worker=worker) == 0
+    assert _value(samples, sn.WORKER_IN_FLIGHT.name, worker=worker) == 0
+    assert _value(samples, sn.FAIRNESS_BACKLOGGED.name) == 2  # both waited
+    served = sum(v for (name, _), v in samples.items() if name == sn.TENANT_SERVICE_SHARE.name)
     assert served == pytest.approx(1.0)
-    jain = _value(samples, m.FAIRNESS_JAIN.name)
+    jain = _value(samples, sn.FAIRNESS_JAIN.name)
     assert 0.5 <= jain <= 1.0
     for name, _ in samples:
-        family = m.by_name(name) or m.by_name(name.removesuffix("_created"))
-        assert family is not None, f"{name} is not in tidegate.metrics"
+        family = by_name(name) or by_name(name.removesuffix("_created"))
+        assert family is not None, f"{name} is in neither broker nor scheduler metric_names"
 
 
 def test_two_streams_of_one_worker_are_one_series() -> None:
@@ -113,10 +115,10 @@ def test_two_streams_of_one_worker_are_one_series() -> None:
         return text
 
     text = run(body)
-    lines = [line for line in text.splitlines() if line.startswith(m.WORKER_WINDOW.name)]
+    lines = [line for line in text.splitlines() if line.startswith(sn.WORKER_WINDOW.name)]
     assert len(lines) == 1, lines  # the two streams' windows add up under one label
     samples = _samples(text)
-    assert _value(samples, m.WORKER_LEASE_EXPIRIES.total, worker="fleet/gpu-0") == 1
+    assert _value(samples, sn.WORKER_LEASE_EXPIRIES.total, worker="fleet/gpu-0") == 1
 
 
 def test_on_loop_runs_on_the_loop_s_thread_and_gives_up_on_a_blocked_loop() -> None:
@@ -150,7 +152,7 @@ def test_the_fsync_timer_times_every_fsync_of_the_log(tmp_path: Path) -> None:
     assert snap.count >= fsyncs  # segment fsyncs, and the directory's
     assert snap.total == pytest.approx(0.002 * snap.count)
     text = _registry_text(timer)
-    assert f"{m.BROKER_FSYNC_SECONDS.count} {float(snap.count)}" in text
+    assert f"{bn.BROKER_FSYNC_SECONDS.count} {float(snap.count)}" in text
 
 
 def test_buckets_count_a_value_on_a_bound_in_that_bound() -> None:
@@ -176,16 +178,16 @@ def test_the_broker_collector_reads_the_store_the_engine_and_quotas(tmp_path: Pa
         text = _registry_text(BrokerCollector(hub))
         hub._executor.shutdown()
     samples = _samples(text)
-    assert _value(samples, m.BROKER_PUBLISHED.total) == 2
-    assert _value(samples, m.BROKER_LOG_RECORDS.total) >= 2
-    assert _value(samples, m.BROKER_LOG_APPENDS.total) >= 1
-    assert _value(samples, m.BROKER_QUEUES_CREATED.total) >= 1
-    assert _value(samples, m.BROKER_QUEUES_EXPIRED.total) == 0
-    assert _value(samples, m.BROKER_CONSUMERS.name) == 1
-    assert _value(samples, m.BROKER_SUBSCRIPTIONS.name) == 2
-    assert _value(samples, m.BROKER_READY_QUEUES.name) == 1
-    assert _value(samples, m.BROKER_CONSUMER_LAG.name) == 3
-    assert _value(samples, m.BROKER_TENANT_LITE_TOPICS.name, tenant="acme") == 0
+    assert _value(samples, bn.BROKER_PUBLISHED.total) == 2
+    assert _value(samples, bn.BROKER_LOG_RECORDS.total) >= 2
+    assert _value(samples, bn.BROKER_LOG_APPENDS.total) >= 1
+    assert _value(samples, bn.BROKER_QUEUES_CREATED.total) >= 1
+    assert _value(samples, bn.BROKER_QUEUES_EXPIRED.total) == 0
+    assert _value(samples, bn.BROKER_CONSUMERS.name) == 1
+    assert _value(samples, bn.BROKER_SUBSCRIPTIONS.name) == 2
+    assert _value(samples, bn.BROKER_READY_QUEUES.name) == 1
+    assert _value(samples, bn.BROKER_CONSUMER_LAG.name) == 3
+    assert _value(samples, bn.BROKER_TENANT_LITE_TOPICS.name, tenant="acme") == 0
 
 
 def test_engine_stats_sum_ready_sets_and_plain_lag() -> None:

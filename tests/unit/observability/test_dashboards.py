@@ -8,9 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from broker import metric_names as bn
 from dashboards.__main__ import main as dashboards_main
 from dashboards.build import DASHBOARDS, DATASOURCE_UID, generate
-from tidegate import metrics as m
+from dashboards.metric_names import by_name
+from scheduler import metric_names as sn
 from tidegate.panels import load_dashboards
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,7 +50,7 @@ def test_every_query_names_exported_series_of_the_right_kind() -> None:
                 names = SERIES.findall(query.expr)
                 assert names, f"{panel.title}: {query.expr} names no tidegate series"
                 for series in names:
-                    spec = m.by_name(series)
+                    spec = by_name(series)
                     assert spec is not None, f"{panel.title}: {series} is not exported"
                     assert series in spec.series, f"{panel.title}: {series} of a {spec.kind}"
                     used.add(spec.name)
@@ -56,18 +58,18 @@ def test_every_query_names_exported_series_of_the_right_kind() -> None:
                     assert "_total" in query.expr or "_bucket" in query.expr or "_sum" in query.expr
     # What issue 6 asks the dashboards to show is there.
     for spec in (
-        m.TENANT_SERVICE_SHARE,
-        m.TENANT_WEIGHT_SHARE,
-        m.FAIRNESS_JAIN,
-        m.TENANT_WAIT,
-        m.BAND_WAIT,
-        m.TENANT_TTFT,
-        m.WORKER_GPU_UTILIZATION,
-        m.WORKER_GPU_MEMORY,
-        m.BROKER_FSYNC_SECONDS,
-        m.BROKER_CONSUMER_LAG,
-        m.BROKER_READY_QUEUES,
-        m.BROKER_QUEUES_EXPIRED,
+        sn.TENANT_SERVICE_SHARE,
+        sn.TENANT_WEIGHT_SHARE,
+        sn.FAIRNESS_JAIN,
+        sn.TENANT_WAIT,
+        sn.BAND_WAIT,
+        sn.TENANT_TTFT,
+        sn.WORKER_GPU_UTILIZATION,
+        sn.WORKER_GPU_MEMORY,
+        bn.BROKER_FSYNC_SECONDS,
+        bn.BROKER_CONSUMER_LAG,
+        bn.BROKER_READY_QUEUES,
+        bn.BROKER_QUEUES_EXPIRED,
     ):
         assert spec.name in used, spec.name
 
