@@ -88,9 +88,9 @@ class CorruptLog(BrokerError):
         self.reason = reason
 
 
-class Unauthenticated(BrokerError):  # noqa: N818 - named for the status it maps to
+class Unauthenticated(BrokerError):
     """The call carries no API key, or one that no tenant holds (never quoted back)."""
 
 
-class PermissionDenied(BrokerError):  # noqa: N818 - named for the status it maps to
+class PermissionDenied(BrokerError):
     """The caller's key is valid but the call reaches beyond its tenant."""
