@@ -285,7 +285,7 @@ class AsyncClient:
         topic: str | None = None,
         lites: str | Iterable[str] | None = None,
         *,
-        start: Start | None = None,
+        start: Start | str | int | None = None,
         group: str | None = None,
         buffer: int = 1000,
         lease_s: float | None = None,
@@ -298,7 +298,7 @@ class AsyncClient:
         if topic is None and lites is not None:
             raise InvalidArgument("lites given without a topic: name the topic they belong to")
         refs = refs_of(topic, lites) if topic is not None else []
-        change = state.add(refs, start or Start.default())
+        change = state.add(refs, Start.of(start))
         sub = AsyncSubscription(
             self._stub,
             self._conn,

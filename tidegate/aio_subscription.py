@@ -127,13 +127,13 @@ class AsyncSubscription:
         topic: str,
         lites: str | Iterable[str] | None = None,
         *,
-        start: Start | None = None,
+        start: Start | str | int | None = None,
         wait: bool = True,
         timeout_s: float | None = None,
     ) -> None:
         """Subscribe to more lite-topics (or move the start of ones held)."""
         self._check()
-        change = self._state.add(refs_of(topic, lites), start or Start.default())
+        change = self._state.add(refs_of(topic, lites), Start.of(start))
         self._kick()
         if wait:
             await self.wait_confirmed(change, timeout_s)

@@ -134,7 +134,7 @@ class Subscription:
         topic: str,
         lites: str | Iterable[str] | None = None,
         *,
-        start: Start | None = None,
+        start: Start | str | int | None = None,
         wait: bool = True,
         timeout_s: float | None = None,
     ) -> None:
@@ -142,7 +142,7 @@ class Subscription:
         refs = refs_of(topic, lites)
         with self._cond:
             self._check()
-            change = self._state.add(refs, start or Start.default())
+            change = self._state.add(refs, Start.of(start))
             self._send()
         if wait:
             self.wait_confirmed(change, timeout_s)

@@ -117,6 +117,22 @@ class Start:
         return cls(StartKind.TIMESTAMP, timestamp=timestamp)
 
     @classmethod
+    def of(cls, value: Start | str | int | None) -> Start:
+        """A start from what a caller may pass: a Start, ``"earliest"``,
+        ``"latest"``, an offset, or None for the default."""
+        if value is None:
+            return cls()
+        if isinstance(value, Start):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidArgument(
+                f"start is {value!r}; it must be a Start, 'earliest', 'latest' or an offset"
+            )
+        if isinstance(value, int):
+            return cls.at(value)
+        return cls.parse(value)
+
+    @classmethod
     def parse(cls, text: str) -> Start:
         """``earliest``, ``latest`` or an offset (the command line's ``--from``)."""
         word = text.strip().lower()

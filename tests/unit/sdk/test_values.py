@@ -33,6 +33,17 @@ def test_start_parse_reads_the_command_line_words() -> None:
         Start.parse("-1")
 
 
+def test_start_of_takes_what_a_caller_would_pass() -> None:
+    assert Start.of(None) == Start.default()
+    assert Start.of("earliest") == Start.earliest()
+    assert Start.of(7) == Start.at(7)
+    assert Start.of(Start.latest()) == Start.latest()
+    with pytest.raises(InvalidArgument, match="start is True"):
+        Start.of(True)
+    with pytest.raises(InvalidArgument, match=">= 0"):
+        Start.of(-3)
+
+
 def test_outgoing_checks_lites_reply_to_and_properties() -> None:
     message = Outgoing("agent", b"body", ("inbox",), {"k": "v"}, "a2a/task-1")
     assert message.size == 4
