@@ -178,12 +178,12 @@ class Groups:
             position = max(position, state.end)
             batch.put(Column.OFFSETS, key, k.encode_u64(position))
             batch.delete(Column.LEASES, key)
-        found = host.reader.read(name, entry, position, max_messages, batch)
+        found = host.reader.read(name, entry, position, max_messages, batch, attempt=1)
         if found:
             fresh = delivery.new_batch([m.offset for m in found], deadline)
             batch.put(Column.LEASES, key, delivery.encode(fresh))
         self._write(batch)
-        messages = tuple(m._replace(attempt=1) for m in found)
+        messages = tuple(found)
         return Lease(group, name, messages, deadline if found else now, tuple(dead))
 
     def _dead_letter(

@@ -44,8 +44,11 @@ class Reader:
         from_offset: int,
         max_messages: int,
         batch: WriteOps | None = None,
+        *,
+        attempt: int = 0,
     ) -> list[Message]:
-        """Up to ``max_messages`` of ``entry``'s messages from ``from_offset`` on.
+        """Up to ``max_messages`` of ``entry``'s messages from ``from_offset`` on,
+        stamped with ``attempt`` (a consumer group's first delivery is 1).
 
         When the read moves the queue's first offset, the change goes into
         ``batch`` if given (the caller writes it), else it is written here.
@@ -57,10 +60,16 @@ class Reader:
         if not name.is_dead_letter:  # dead letters point anywhere: no order to search
             start = self._skip_lost(entry, start, log_start, batch)
         offsets = range(start, min(entry.next_offset, start + max_messages))
-        return self.messages_at(name, entry, offsets, log_start)
+        return self.messages_at(name, entry, offsets, log_start, attempt=attempt)
 
     def messages_at(
-        self, name: QueueName, entry: QueueEntry, offsets: Iterable[int], log_start: int
+        self,
+        name: QueueName,
+        entry: QueueEntry,
+        offsets: Iterable[int],
+        log_start: int,
+        *,
+        attempt: int = 0,
     ) -> list[Message]:
         """The messages at ``offsets`` that still exist (retention may have taken some).
 
@@ -90,7 +99,9 @@ class Reader:
             if payload is not None:
                 timestamp, properties, size, body, chunked = decode(payload)
                 messages.append(
-                    Message(name, offset, position, timestamp, properties, size, body, chunked)
+                    Message(
+                        name, offset, position, timestamp, properties, size, body, chunked, attempt
+                    )
                 )
         return messages
 

@@ -1,0 +1,65 @@
+"""Settling a batch: the constructor-built transitions against a plain reference."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker import delivery
+from broker.delivery import BatchState, Pending, Slot
+
+items = st.lists(
+    st.tuples(st.integers(0, 40), st.integers(1, 5), st.sampled_from(list(Slot))),
+    min_size=1,
+    max_size=12,
+    unique_by=lambda t: t[0],
+)
+
+
+def _reference(state: BatchState, offsets: set[int], to: Slot) -> BatchState:
+    """The rule in words: a message named and not acked moves to ``to``; released stays
+    released on a nack; everything else is kept."""
+    out = []
+    for p in state.items:
+        if p.offset in offsets and p.slot is not Slot.ACKED:
+            out.append(
+                p
+                if to is Slot.RELEASED and p.slot is Slot.RELEASED
+                else Pending(p.offset, p.attempt, to)
+            )
+        else:
+            out.append(p)
+    return BatchState(state.deadline, tuple(out))
+
+
+@given(items, st.data())
+def test_ack_and_nack_follow_the_rule(
+    raw: list[tuple[int, int, Slot]], data: st.DataObject
+) -> None:
+    state = BatchState(9.0, tuple(Pending(o, a, s) for o, a, s in sorted(raw)))
+    named = set(data.draw(st.lists(st.sampled_from([p.offset for p in state.items]))))
+    named |= (
+        set(data.draw(st.lists(st.integers(0, state.start - 1), max_size=2)))
+        if state.start
+        else set()
+    )
+    assert delivery.ack(state, named) == _reference(state, named, Slot.ACKED)
+    assert delivery.nack(state, named) == _reference(state, named, Slot.RELEASED)
+
+
+def test_acking_every_message_settles_the_batch() -> None:
+    state = delivery.new_batch(list(range(100, 200)), 5.0)
+    done = delivery.ack(state, range(100, 200))
+    assert done.settled
+    assert done.end == 200
+    assert done.deadline == 5.0
+
+
+def test_an_unknown_slot_value_is_refused() -> None:
+    data = delivery.encode(delivery.new_batch([1], 3.0))
+    damaged = data[:-1] + struct.pack(">B", 7)
+    with pytest.raises(ValueError, match="unknown slot"):
+        delivery.decode(damaged)
