@@ -25,13 +25,7 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     yield make
     for server in made:
-        for channel in server.channels:
-            channel.close()
-        if server.proc is not None:
-            server.proc.kill()
-            server.proc.wait()
-            if server.proc.stdout is not None:
-                server.proc.stdout.close()
+        server.kill()
 
 
 @pytest.fixture

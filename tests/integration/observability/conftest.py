@@ -9,11 +9,8 @@ must not vanish silently.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.server import ServeProcess
 from tidegate.prometheus import PrometheusApi
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -66,65 +64,26 @@ def free_port() -> int:
 
 
 @dataclass
-class LiveServer:
-    directory: Path
-    proc: subprocess.Popen[str]
-    address: str
-    metrics_port: int
-
-    def log(self) -> str:
-        return (self.directory / "server.log").read_text()
+class LiveServer(ServeProcess):
+    metrics_port: int = 0
 
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     """``tidegate serve`` with --metrics-port, stopped by SIGTERM afterwards."""
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
-    env = {**os.environ, **{f"OBS_{t.upper()}": key for t, key in KEYS.items()}}
-    metrics_port = free_port()
-    with open(tmp_path / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tidegate",
-                "serve",
-                "--config",
-                str(config),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-port",
-                str(metrics_port),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
+    server = LiveServer(tmp_path, free_port())
+    try:
+        server.launch(
+            CONFIG,
+            {f"OBS_{t.upper()}": key for t, key in KEYS.items()},
+            args=("--metrics-port", str(server.metrics_port)),
         )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        proc.wait(10)
-        pytest.fail(
-            f"tidegate serve did not start: {line!r}\n{(tmp_path / 'server.log').read_text()}"
-        )
-    port = int(line.split("listening on ")[1].split()[0].rpartition(":")[2])
-    server = LiveServer(tmp_path, proc, f"127.0.0.1:{port}", metrics_port)
+    except RuntimeError as exc:
+        pytest.fail(f"tidegate serve did not start: {exc}")
     try:
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait(10)
-        proc.stdout.close()
+        code = server.stop(timeout=30, kill_late=True)
         assert code == 0, f"tidegate serve exited {code}\n{server.log()}"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +20,7 @@ from typing import IO
 
 import pytest
 
+from tests.support.server import ServeProcess
 from tidegate.client import InferenceClient, ReplyChunk, ReplyEnd, ReplyEvent, Submitted
 from workers.fleet import FleetSpec, run_local
 from workers.worker import Worker
@@ -62,64 +62,12 @@ def env() -> dict[str, str]:
 
 
 @dataclass
-class Server:
-    directory: Path
+class Server(ServeProcess):
     extra: str = ""
-    proc: subprocess.Popen[str] | None = None
-    address: str = ""
 
     def start(self) -> Server:
-        config = self.directory / "config.yaml"
-        config.write_text(CONFIG + self.extra)
-        with (self.directory / "server.log").open("a") as log:
-            self.proc = self._spawn(config, log)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening on" not in line:
-            self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r}\n{self.log()}")
-        self.address = line.split("listening on ")[1].split()[0]
+        self.launch(CONFIG + self.extra, env())
         return self
-
-    def _spawn(self, config: Path, log: IO[str]) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tidegate",
-                "serve",
-                "--config",
-                str(config),
-                "--data-dir",
-                str(self.directory / "data"),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env(),
-        )
-
-    @property
-    def config(self) -> Path:
-        return self.directory / "config.yaml"
-
-    def log(self) -> str:
-        return (self.directory / "server.log").read_text()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            self.proc = None
 
 
 @pytest.fixture
@@ -135,7 +83,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     yield make
     for server in made:
-        server.stop()
+        if server.proc is not None:
+            server.stop(timeout=20, kill_late=True)
 
 
 @pytest.fixture
@@ -242,16 +191,3 @@ def _spawn_workers(
         text=True,
         env={**env(), "TIDEGATE_API_KEY": KEYS["fleet"]},
     )
-
-
-def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        code = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-    return code

@@ -12,8 +12,9 @@ import pytest
 
 from scheduler.sim.events import EVENT_COLUMNS, read_events
 from scheduler.sim.traces import read_trace
+from tests.support.server import stop_process
 
-from .conftest import KEYS, Server, env, stop_process, worker_process
+from .conftest import KEYS, Server, env, worker_process
 
 pytestmark = pytest.mark.integration
 

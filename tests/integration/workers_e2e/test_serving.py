@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.server import stop_process
 from tidegate.client import InferenceClient, Refused, ReplyChunk, RequestState, SubmitOptions
 
 from .conftest import (
@@ -18,7 +19,6 @@ from .conftest import (
     local_fleet,
     read_reply,
     spec,
-    stop_process,
     worker_process,
 )
 
