@@ -24,6 +24,7 @@ from scheduler.runtime import (
     StopOut,
     StoppedIn,
     SubmitSpec,
+    Submitted,
     WorkerHello,
     WorkerInput,
     WorkerSession,
@@ -205,6 +206,14 @@ class FakeWorker:
 
     def settled(self) -> list[SettledOut]:
         return [item for item in self.inbox if isinstance(item, SettledOut)]
+
+
+async def one_granted(runtime: Runtime) -> tuple[Submitted, FakeWorker, GrantOut]:
+    """One acme request (session "s", payload b"p") granted to worker w1 holding one credit."""
+    submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"p")
+    worker = FakeWorker(runtime, "w1")
+    worker.credit(1)
+    return submitted, worker, await worker.grant()
 
 
 def reply(store: MemoryRequestStore, tenant: str, topic: str, lite: str) -> list[StoredMessage]:

@@ -23,6 +23,7 @@ from tests.unit.runtime.support import (
     FakeWorker,
     advance,
     make_runtime,
+    one_granted,
     reply,
     run,
     settle,
@@ -59,10 +60,7 @@ def test_chunks_in_order_duplicates_dropped_gaps_refused() -> None:
     async def body() -> None:
         runtime, store, _ = make_runtime()
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"p")
-        worker = FakeWorker(runtime, "w1")
-        worker.credit(1)
-        grant = await worker.grant()
+        submitted, worker, grant = await one_granted(runtime)
         worker.chunks(grant, b"a", b"b")
         worker.chunks(grant, b"b-again", start=1)  # a resend: dropped
         worker.chunks(grant, b"d", start=3)  # a gap: refused

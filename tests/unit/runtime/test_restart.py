@@ -17,6 +17,7 @@ from tests.unit.runtime.support import (
     FakeWorker,
     advance,
     make_runtime,
+    one_granted,
     reply,
     run,
     settle,
@@ -159,10 +160,7 @@ def test_a_request_whose_end_was_stored_but_not_its_done_record_ends_on_restart(
     async def body() -> None:
         runtime, store, _ = make_runtime()
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"p")
-        worker = FakeWorker(runtime, "w1")
-        worker.credit(1)
-        grant = await worker.grant()
+        submitted, worker, grant = await one_granted(runtime)
         worker.chunks(grant, b"x")
         worker.complete(grant)
         await settle()

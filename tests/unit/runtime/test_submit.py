@@ -22,6 +22,7 @@ from tests.unit.runtime.support import (
     FakeWorker,
     advance,
     make_runtime,
+    one_granted,
     reply,
     run,
     settle,
@@ -211,10 +212,7 @@ def test_cancel_of_a_running_request_stops_its_worker_and_fences_it() -> None:
     async def body() -> None:
         runtime, store, _ = make_runtime()
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"p")
-        worker = FakeWorker(runtime, "w1")
-        worker.credit(1)
-        grant = await worker.grant()
+        submitted, worker, grant = await one_granted(runtime)
         worker.chunks(grant, b"a")
         await settle()
         cancelled, _ = await runtime.cancel("acme", submitted.request_id)
