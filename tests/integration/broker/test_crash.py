@@ -12,24 +12,18 @@ keep their order in it.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from broker import Broker, NotFound
 from tests.integration.broker.crash_publisher import LITES, SETTINGS, TOPIC, make_body, parse_body
+from tests.support import crash
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
 CHILD = Path(__file__).with_name("crash_publisher.py")
-REPO = Path(__file__).resolve().parents[3]
 WRITERS = 3
 
 Ack = tuple[str, int, int, str]  # queue, offset, position, sha256
@@ -37,42 +31,13 @@ Ack = tuple[str, int, int, str]  # queue, offset, position, sha256
 
 def run_and_kill(directory: Path, round_: int, delay_s: float) -> list[Ack]:
     """Start the publisher, SIGKILL it ``delay_s`` after it is ready; return its acks."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(directory), str(round_), str(WRITERS)],
-        stdout=subprocess.PIPE,
-        env=env,
+    lines = crash.run_and_kill(
+        CHILD, [str(directory), str(round_), str(WRITERS)], delay_s, ready_s=60, what="publisher"
     )
-    assert child.stdout is not None
-    lines: list[bytes] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:  # a line cut by the kill has no newline: dropped below
-            if line == b"ready\n":
-                ready.set()
-            else:
-                lines.append(line)
-        ready.set()
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        assert ready.wait(60), "the publisher did not start"
-        time.sleep(delay_s)  # the "random moment"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait(30)
-        reader.join(30)
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
     acks = []
-    for raw in lines:
-        if raw.endswith(b"\n"):
-            queue, offset, position, digest = raw.decode().split()
-            acks.append((queue, int(offset), int(position), digest))
+    for line in lines:
+        queue, offset, position, digest = line.split()
+        acks.append((queue, int(offset), int(position), digest))
     return acks
 
 

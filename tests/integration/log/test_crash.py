@@ -10,62 +10,26 @@ with its bytes; every record in the log is one the child really wrote
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from broker.log import CommitLog, LogConfig
 from tests.integration.log.crash_writer import CONFIG, make_payload, parse_payload
+from tests.support import crash
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
 WRITER = Path(__file__).with_name("crash_writer.py")
-REPO = Path(__file__).resolve().parents[3]
 ROUNDS = 6
 WRITERS = 3
 
 
 def _run_and_kill(directory: Path, seed: int, delay_s: float) -> list[str]:
     """Start the writer, SIGKILL it ``delay_s`` after it is ready; return its full lines."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen(
-        [sys.executable, str(WRITER), str(directory), str(seed), str(WRITERS)],
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    assert child.stdout is not None
-    lines: list[bytes] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:  # a line cut by the kill has no newline: dropped below
-            if line == b"ready\n":
-                ready.set()
-            else:
-                lines.append(line)
-        ready.set()
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        assert ready.wait(30), "the writer did not start"
-        time.sleep(delay_s)  # the "random moment"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait(30)
-        reader.join(30)
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
-    return [line.decode() for line in lines if line.endswith(b"\n")]
+    args = [str(directory), str(seed), str(WRITERS)]
+    return crash.run_and_kill(WRITER, args, delay_s, ready_s=30, what="writer")
 
 
 def _check(directory: Path, acknowledged: dict[int, tuple[int, int, str]]) -> int:
