@@ -40,7 +40,7 @@ from broker.proto import broker_pb2_grpc as pb_grpc
 from tidegate import wire
 from tidegate.aio import AsyncClient
 from tidegate.aio_subscription import AsyncSubscription
-from tidegate.connect import Connection, credentials
+from tidegate.connect import Connection
 from tidegate.errors import (
     CallFailed,
     ClientClosed,
@@ -188,11 +188,7 @@ class Client:
             first_sequence=first_sequence,
             rng=rng,
         )
-        options = self._conn.options()
-        if tls is None:
-            self._channel = grpc.insecure_channel(server, options=options)
-        else:
-            self._channel = grpc.secure_channel(server, credentials(tls), options=options)
+        self._channel = self._conn.channel()
         self._stub = pb_grpc.BrokerStub(self._channel)
         self._closing = threading.Event()
         self._subscriptions: set[Subscription] = set()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
+from grpc import aio
 
 from tidegate.errors import InvalidArgument
 from tidegate.options import ApiKey, Retry, Tls
@@ -86,6 +87,22 @@ class Connection:
 
     def options(self) -> list[tuple[str, int | str]]:
         return channel_options(self.retry, self.tls)
+
+    def channel(self) -> grpc.Channel:
+        """A blocking-API channel to the server: TLS when set, these options.
+
+        gRPC connects lazily, so this does no I/O; both channel kinds are made
+        here so that the sync and async clients cannot drift apart.
+        """
+        if self.tls is None:
+            return grpc.insecure_channel(self.server, options=self.options())
+        return grpc.secure_channel(self.server, credentials(self.tls), options=self.options())
+
+    def aio_channel(self) -> aio.Channel:
+        """An asyncio channel to the server, as :meth:`channel` (call it inside a loop)."""
+        if self.tls is None:
+            return aio.insecure_channel(self.server, options=self.options())
+        return aio.secure_channel(self.server, credentials(self.tls), options=self.options())
 
     def __repr__(self) -> str:
         return f"Connection(server={self.server!r}, tls={self.tls is not None})"

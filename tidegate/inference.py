@@ -37,7 +37,7 @@ from broker.proto import inference_pb2 as pb
 from broker.proto import inference_pb2_grpc as pb_grpc
 from tidegate import inference_wire as wire
 from tidegate.aio import AsyncClient
-from tidegate.connect import Connection, credentials
+from tidegate.connect import Connection
 from tidegate.errors import CallFailed, ClientClosed, from_rpc_error
 from tidegate.inference_values import (
     Refused,
@@ -124,14 +124,7 @@ class InferenceClient:
         if self._closed:
             raise ClientClosed(f"the client of {self._conn.server} is closed")
         if self._stub_ is None:
-            options = self._conn.options()
-            tls = self._conn.tls
-            if tls is None:
-                self._channel = aio.insecure_channel(self._conn.server, options=options)
-            else:
-                self._channel = aio.secure_channel(
-                    self._conn.server, credentials(tls), options=options
-                )
+            self._channel = self._conn.aio_channel()
             self._stub_ = pb_grpc.InferenceStub(self._channel)
         return self._stub_
 
