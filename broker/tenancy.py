@@ -15,18 +15,42 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from broker.errors import LimitExceeded, PermissionDenied, Unauthenticated
 from broker.types import check_namespace
 
-__all__ = ["KeyRing", "Quotas", "TenantLimits", "key_digest"]
+__all__ = ["KeyRing", "Quotas", "TenantLimits", "key_digest", "presented_key"]
 
 
 def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def presented_key(
+    metadata: Iterable[tuple[str, str | bytes]] | None,
+) -> tuple[str | None, str | None]:
+    """(API key, claimed tenant) from a call's metadata, for :meth:`KeyRing.authenticate`.
+
+    The key comes as ``authorization: Bearer KEY`` or ``x-api-key: KEY``; the
+    tenant the caller names, if any, as ``x-tidegate-tenant``. Binary values
+    are not keys and are passed over. Both gRPC services read keys this way.
+    """
+    key = claimed = None
+    for name, value in metadata or ():
+        if not isinstance(value, str):
+            continue
+        if name == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer":
+                key = token.strip()
+        elif name == "x-api-key":
+            key = value.strip()
+        elif name == "x-tidegate-tenant":
+            claimed = value
+    return key, claimed
 
 
 class KeyRing:

@@ -21,7 +21,7 @@ from grpc import aio
 
 from broker.errors import BrokerError, InvalidArgument, PermissionDenied, Unauthenticated
 from broker.proto import inference_pb2 as pb
-from broker.tenancy import KeyRing
+from broker.tenancy import KeyRing, presented_key
 from broker.wire import parse_or_mark, well_formed
 from scheduler.errors import SchedulerError
 from scheduler.inference_wire import (
@@ -113,22 +113,6 @@ async def _fail(context: aio.ServicerContext[object, object], exc: BaseException
     await context.abort(code, message, trailing_metadata=trailer)
 
 
-def _credentials(context: aio.ServicerContext[object, object]) -> tuple[str | None, str | None]:
-    key = claimed = None
-    for name, value in context.invocation_metadata() or ():
-        if not isinstance(value, str):
-            continue
-        if name == "authorization":
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer":
-                key = token.strip()
-        elif name == "x-api-key":
-            key = value.strip()
-        elif name == "x-tidegate-tenant":
-            claimed = value
-    return key, claimed
-
-
 class InferenceService:
     """``tidegate.v1.Inference`` over a :class:`Runtime`."""
 
@@ -137,7 +121,7 @@ class InferenceService:
         self.keys = keys
 
     def tenant(self, context: aio.ServicerContext[object, object]) -> str:
-        key, claimed = _credentials(context)
+        key, claimed = presented_key(context.invocation_metadata())
         return self.keys.authenticate(key, claimed)
 
     async def _unary(
