@@ -36,11 +36,13 @@ __all__ = [
     "ack",
     "decode",
     "encode",
+    "encode_new",
     "extend",
     "nack",
     "new_batch",
     "redeliver",
     "release_expired",
+    "settled_by_ack",
 ]
 
 
@@ -184,6 +186,37 @@ def encode(state: BatchState) -> bytes:
     parts = [_HEAD.pack(state.deadline, len(state.items))]
     parts += [_ITEM.pack(p.offset, min(p.attempt, 0xFFFF), p.slot) for p in state.items]
     return b"".join(parts)
+
+
+def encode_new(offsets: Sequence[int], deadline: float) -> bytes:
+    """``encode(new_batch(offsets, deadline))`` without building the state: every
+    lease of fresh messages stores one."""
+    if not offsets:
+        raise ValueError("a batch needs at least one offset")
+    pack = _ITEM.pack
+    leased = Slot.LEASED.value
+    return b"".join([_HEAD.pack(deadline, len(offsets)), *[pack(o, 1, leased) for o in offsets]])
+
+
+def settled_by_ack(data: bytes, offsets: set[int]) -> int | None:
+    """The batch's end if acking exactly its offsets settles the batch ``data`` encodes.
+
+    The common ack (a consumer acks the batch it got) needs neither the
+    decoded state nor a new one: ``ack(decode(data), offsets).settled`` is
+    true and the group moves to the batch's end. None when ``offsets`` is
+    not exactly the batch's or the data is odd: use the full path then.
+    """
+    deadline_and_count = _HEAD.unpack_from(data, 0)
+    count = deadline_and_count[1]
+    body = memoryview(data)[_HEAD.size :]
+    if count == 0 or len(offsets) != count or len(body) != count * _ITEM.size:
+        return None
+    last = -1
+    for offset, _, slot in _ITEM.iter_unpack(body):
+        if offset not in offsets or slot >= len(_SLOTS):
+            return None
+        last = offset
+    return last + 1
 
 
 def decode(data: bytes) -> BatchState:

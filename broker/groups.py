@@ -180,8 +180,8 @@ class Groups:
             batch.delete(Column.LEASES, key)
         found = host.reader.read(name, entry, position, max_messages, batch, attempt=1)
         if found:
-            fresh = delivery.new_batch([m.offset for m in found], deadline)
-            batch.put(Column.LEASES, key, delivery.encode(fresh))
+            fresh = delivery.encode_new([m.offset for m in found], deadline)
+            batch.put(Column.LEASES, key, fresh)
         self._write(batch)
         messages = tuple(found)
         return Lease(group, name, messages, deadline if found else now, tuple(dead))
@@ -227,7 +227,17 @@ class Groups:
             host.check()
             entry = host.entry(name)
             key = k.group_key(entry.qid, group)
-            state = self._state(entry.qid, group)
+            raw = host.index.get(Column.LEASES, key)
+            if raw is not None and verb == "ack":
+                end = delivery.settled_by_ack(raw, set(wanted))
+                if end is not None:  # the common ack: the whole batch, settled
+                    position = max(self._committed(entry.qid, group) or 0, end)
+                    batch = host.index.batch()
+                    batch.put(Column.OFFSETS, key, k.encode_u64(position))
+                    batch.delete(Column.LEASES, key)
+                    self._write(batch)
+                    return
+            state = None if raw is None else delivery.decode(raw)
             if state is None:
                 committed = self._committed(entry.qid, group)
                 strangers = [o for o in wanted if committed is None or o >= committed]

@@ -63,3 +63,42 @@ def test_an_unknown_slot_value_is_refused() -> None:
     damaged = data[:-1] + struct.pack(">B", 7)
     with pytest.raises(ValueError, match="unknown slot"):
         delivery.decode(damaged)
+
+
+offset_lists = st.lists(st.integers(0, 2**40), min_size=1, max_size=60, unique=True).map(sorted)
+
+
+@given(offset_lists, st.floats(allow_nan=False))
+def test_encode_new_is_encode_of_new_batch(offsets: list[int], deadline: float) -> None:
+    assert delivery.encode_new(offsets, deadline) == delivery.encode(
+        delivery.new_batch(offsets, deadline)
+    )
+
+
+def test_encode_new_refuses_an_empty_batch() -> None:
+    with pytest.raises(ValueError, match="at least one offset"):
+        delivery.encode_new([], 1.0)
+
+
+@given(items, st.data())
+def test_settled_by_ack_agrees_with_the_full_path(
+    raw: list[tuple[int, int, Slot]], data: st.DataObject
+) -> None:
+    state = BatchState(9.0, tuple(Pending(o, a, s) for o, a, s in sorted(raw)))
+    own = [p.offset for p in state.items]
+    named = set(data.draw(st.lists(st.sampled_from([*own, *range(41, 45)]))))
+    end = delivery.settled_by_ack(delivery.encode(state), named)
+    if end is not None:  # the short path answered: it must be what the full one says
+        settled = delivery.ack(state, named)
+        assert settled.settled
+        assert end == settled.end
+    if named == set(own):
+        assert end == state.end  # acking exactly the batch always takes the short path
+
+
+def test_settled_by_ack_declines_odd_data() -> None:
+    data = delivery.encode(delivery.new_batch([1, 2], 3.0))
+    assert delivery.settled_by_ack(data[:-1], {1, 2}) is None
+    assert delivery.settled_by_ack(data[:-1] + b"\x07", {1, 2}) is None  # unknown slot
+    assert delivery.settled_by_ack(data, {1}) is None
+    assert delivery.settled_by_ack(data, {1, 2, 3}) is None
