@@ -114,7 +114,7 @@ def _jetstream(pace: Pace, deadline: Deadline, rng: random.Random) -> int:
                 if pause > 0:
                     await asyncio.sleep(pause)
                 subject = f"{pace.prefix}{rng.randrange(pace.topics)}"
-                await js.publish_async(subject, stamped(time.time()), wait_stall=30)
+                await js.publish_async(subject, stamped(time.time()))
                 sent += 1
             await asyncio.wait_for(js.publish_async_completed(), max(1.0, deadline.left()))
         finally:
