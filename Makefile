@@ -38,19 +38,20 @@ pytest: $(VENV)/.installed-test
 
 test: lint typecheck importlint pytest
 
+# Quiet recipes: with PEERS=--json, stdout holds the JSON and nothing else.
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	touch $@ $(VENV)/.installed
+	@$(BIN)/python -m pip install --quiet -e '.[bench]' >&2
+	@touch $@ $(VENV)/.installed
 
 # tidegate side by side with Redis Streams and NATS JetStream (benchmarks/peers):
 # installs redis-server and nats-server from Debian's packages when missing,
-# runs every server on loopback and prints one table. Full sizes take about
-# 10 minutes on 2 cores; `make bench-peers PEERS=--quick` is a one-minute run,
+# runs every server on loopback and prints one table. Full sizes take 6 to 9
+# minutes on 2 cores; `make bench-peers PEERS=--quick` is a one-minute run,
 # `PEERS=--json` prints JSON. Not part of `make test`.
 PEERS ?=
 bench-peers: $(VENV)/.installed-bench
-	sh benchmarks/peers/install.sh
-	$(BIN)/python -m benchmarks.peers $(PEERS)
+	@sh benchmarks/peers/install.sh
+	@$(BIN)/python -m benchmarks.peers $(PEERS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
