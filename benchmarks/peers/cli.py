@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -152,6 +153,18 @@ def _run_step(
     return figures, errors, server.version
 
 
+def _commit() -> str:
+    """This checkout's commit, with ``+dirty`` when the tree has changes (or '?')."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], check=False).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("+dirty" if dirty else "")
+
+
 def run(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     systems: list[System] = _names(args.systems, System)
     workloads: list[Workload] = _names(args.workloads, Workload)
@@ -163,7 +176,7 @@ def run(args: argparse.Namespace, log: Console) -> dict[str, Any]:
     log.print(f"machine: {summary(machine)}")
     figures: list[Figure] = []
     errors: list[dict[str, str]] = []
-    versions: dict[str, str] = {}
+    versions: dict[str, str] = {"tidegate_commit": _commit()}
     started = time.monotonic()
     for step in plan(systems, workloads, unavailable, sizes.rounds):
         try:
