@@ -20,7 +20,8 @@ which replay on open indexes exactly as this would have.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import NamedTuple, cast
 
 from broker import envelope
@@ -46,16 +47,23 @@ def append_batch(
     now: float,
     prepared: Sequence[Prepared],
     bodies: Sequence[Stored],
-) -> tuple[list[PublishResult], int, dict[bytes, int]]:
+) -> tuple[list[PublishResult], int, dict[bytes, QueueEntry]]:
     """Publish ``prepared`` (bodies stored as ``bodies``).
 
-    Returns the results, the covered log position and each queue's new end
-    offset (what the publish listeners are told).
+    Returns the results, the covered log position and the entry of each
+    queue written (``next_offset`` is its new end, what the publish listeners
+    are told; the caller builds that map only when someone listens).
+
+    A run of one message (a batch creating many lite-topics, one message
+    each) takes a plain ``(entry, offset, at, size)`` tuple and ``encode_single``:
+    the run machinery's slices, ranges and NamedTuple cost more than the
+    work they save when there is nothing to share.
     """
     by_key = registry.resolve(_unique_keys(prepared), now)
     records: list[bytes] = []
-    plan: list[_Run | _Spread] = []
+    plan: list[_Run | _Spread | _Single] = []
     head = envelope.single_head(now)
+    encode_single = envelope.encode_single
     count = len(prepared)
     at = 0
     while at < count:
@@ -73,6 +81,12 @@ def append_batch(
             key = keys[0]
             entry = by_key[key]
             first = entry.next_offset
+            if end == at + 1:
+                entry.next_offset = first + 1
+                records.append(encode_single(head, key, first, properties, body))
+                plan.append((entry, first, at, len(body)))
+                at = end
+                continue
             entry.next_offset = first + end - at
             run = cast("Sequence[bytes]", bodies[at:end])  # checked in the loop above
             records += envelope.encode_run(head, key, first, properties, run)
@@ -104,6 +118,15 @@ def append_batch(
     index_value = k.INDEX_VALUE.pack
     results: list[PublishResult] = []
     for step in plan:
+        if type(step) is tuple:
+            entry, offset, at, size = cast("_Single", step)
+            position = positions[at]
+            put(index_column, offset_key(entry.qid, offset), index_value(position, size, 0))
+            entry.last_active = now
+            if position < entry.first_position:  # noqa: PLR1730 - a compare is cheaper than min()
+                entry.first_position = position
+            results.append(PublishResult(position, now, (offset,)))
+            continue
         if type(step) is _Run:
             entry, first, at, end = step
             qid = entry.qid
@@ -138,7 +161,7 @@ def append_batch(
     covered = positions[-1] + HEADER_SIZE + len(records[-1])
     put(Column.META, k.META_COVERED, k.encode_u64(covered))
     index.write(batch)
-    return results, covered, {key: entry.next_offset for key, entry in by_key.items()}
+    return results, covered, by_key
 
 
 class _Run(NamedTuple):
@@ -158,8 +181,13 @@ class _Spread(NamedTuple):
 
 
 def _unique_keys(prepared: Sequence[Prepared]) -> list[bytes]:
-    """Each queue key once (a batch mostly repeats one key tuple object)."""
-    seen: dict[int, tuple[bytes, ...]] = {}
-    for keys, _, _ in prepared:
-        seen[id(keys)] = keys
-    return list(dict.fromkeys(key for keys in seen.values() for key in keys))
+    """Each queue key once, in first-seen order (one pass in C, no per-message bytecode)."""
+    return list(dict.fromkeys(chain.from_iterable(map(_KEYS, prepared))))
+
+
+_KEYS = itemgetter(0)
+
+# One message to one queue with an inline body: (entry, offset, at, body size).
+# A plain tuple, not a NamedTuple: building one per new lite-topic showed up
+# at ~0.4 us a message in the lite-topic benchmark.
+_Single = tuple[QueueEntry, int, int, int]

@@ -271,7 +271,7 @@ class Broker:
                     self._fail(exc)
                     raise
                 if self._listeners:
-                    self._notify(ends)
+                    self._notify({key: entry.next_offset for key, entry in ends.items()})
             for slot, first, count in spans:
                 outcomes[slot] = results[first : first + count]
             return outcomes
@@ -314,7 +314,7 @@ class Broker:
 
     def _append(
         self, prepared: list[Prepared], bodies: list[Stored]
-    ) -> tuple[list[PublishResult], dict[bytes, int]]:
+    ) -> tuple[list[PublishResult], dict[bytes, QueueEntry]]:
         results, covered, ends = append_batch(
             self._log,
             self._index,
