@@ -144,22 +144,31 @@ class TenantConfig:
 
 @dataclass(frozen=True, slots=True)
 class WindowConfig:
-    """AIMD window per worker (maximum requests in flight)."""
+    """AIMD window per worker: the requests it may hold. After a cut a worker
+    can hold more than its window for a while; it drains back at a paced rate
+    (``scheduler.policy.drain``) rather than stopping dispatch."""
 
     initial: int = 8
     minimum: int = 1
     maximum: int = 256
-    increase: float = 1.0  # additive step per good interval
-    decrease: float = 0.7  # multiplicative factor on saturation
+    # Additive step per good report (worker filled its window, nothing near a limit).
+    increase: float = 1.0
+    # Multiplicative factor on saturation; also the floor of an engine-queue cut,
+    # which never goes deeper than one such step.
+    decrease: float = 0.7
+    # Above it: cut to what the engine runs if the engine queues, else x decrease.
     target_ttft_s: float = 1.0
-    target_tpot_s: float = 0.1
+    target_tpot_s: float = 0.1  # above it: x decrease
+    # An engine queue deeper than this cuts the window to what the engine runs
+    # (in_flight - queue_depth); any queue at all holds growth.
     max_queue_depth: int = 4
-    max_kv_usage: float = 0.9
-    max_gpu_mem: float = 0.95
+    max_kv_usage: float = 0.9  # above it: x decrease
+    max_gpu_mem: float = 0.95  # above it: x decrease
     # Added by the policy core (defaults keep earlier callers unchanged):
-    # GPU utilisation at or above this, with latency close to target (within
-    # ``near_target``), holds the window instead of growing it. High
-    # utilisation alone is the goal, never a reason to shrink.
+    # growth holds (never shrinks) when KV cache or GPU memory reach
+    # ``near_target`` of their limits, or when GPU utilisation is at or above
+    # ``high_gpu_util`` with a latency within ``near_target`` of its target.
+    # High utilisation alone is the goal, never a reason to shrink.
     high_gpu_util: float = 0.9
     near_target: float = 0.8
     # The window changes at most once per interval, so a burst of reports
