@@ -41,7 +41,7 @@ from broker.publish_wire import build_response, encode_response, publish_request
 from broker.publishing_stream import StreamPublisher
 from broker.session import Batch, Change, Changed, Notice, Session, Start, StartKind
 from broker.store import Broker
-from broker.tenancy import KeyRing
+from broker.tenancy import KeyRing, presented_key
 from broker.types import Message, QueueName, check_group
 from broker.wire import (
     FRAME_BYTES,
@@ -96,22 +96,6 @@ async def _fail(context: aio.ServicerContext[object, object], exc: BaseException
     await context.abort(code, message)
 
 
-def _metadata(context: aio.ServicerContext[object, object]) -> tuple[str | None, str | None]:
-    key = claimed = None
-    for name, value in context.invocation_metadata() or ():
-        if not isinstance(value, str):
-            continue
-        if name == "authorization":
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer":
-                key = token.strip()
-        elif name == "x-api-key":
-            key = value.strip()
-        elif name == "x-tidegate-tenant":
-            claimed = value
-    return key, claimed
-
-
 class BrokerService(pb_grpc.BrokerServicer):
     """``tidegate.v1.Broker`` over a :class:`Hub`."""
 
@@ -124,7 +108,7 @@ class BrokerService(pb_grpc.BrokerServicer):
     def tenant(self, context: aio.ServicerContext[object, object]) -> str:
         if self.stopping:
             raise StoreClosed()
-        key, claimed = _metadata(context)
+        key, claimed = presented_key(context.invocation_metadata())
         return self.keys.authenticate(key, claimed)
 
     async def _unary(
