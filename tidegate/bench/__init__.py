@@ -172,17 +172,9 @@ def _over_remote(name: str, opts: dict[str, Any], server: Remote) -> Figures:
 
 def _grpc_workload(name: str, opts: dict[str, Any], target: Target) -> Figures:
     run_id = secrets.token_hex(4)  # names unique to this run (a shared --server)
-    if name == "produce":
-        return remote.produce(
-            target,
-            count=opts["count"],
-            size=opts["size"],
-            batch=opts["batch"],
-            clients=opts["clients"],
-            run_id=run_id,
-        )
-    if name == "consume":
-        return remote.consume(
+    if name in ("produce", "consume"):
+        workload = remote.produce if name == "produce" else remote.consume
+        return workload(
             target,
             count=opts["count"],
             size=opts["size"],

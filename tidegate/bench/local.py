@@ -31,6 +31,17 @@ def _settings(fsync: str) -> BrokerSettings:
     return BrokerSettings(fsync=FsyncPolicy(fsync))
 
 
+def _run_figures(count: int, size: int, batch: int, elapsed: float) -> Figures:
+    """The shape and rate of one timed run, as produce and consume both report them."""
+    return {
+        "count": count,
+        "size": size,
+        "batch": batch,
+        "elapsed_s": round(elapsed, 4),
+        "msgs_per_s": round(count / elapsed, 1),
+    }
+
+
 # ------------------------------------------------------------------ produce
 
 
@@ -55,11 +66,7 @@ def produce(
     finally:
         broker.close()
     return {
-        "count": count,
-        "size": size,
-        "batch": batch,
-        "elapsed_s": round(elapsed, 4),
-        "msgs_per_s": round(count / elapsed, 1),
+        **_run_figures(count, size, batch, elapsed),
         "mb_per_s": round(count * size / elapsed / 1e6, 2),
         **latency_ms("publish", latencies),
     }
@@ -97,14 +104,7 @@ def consume(
         elapsed = time.perf_counter() - started
     finally:
         broker.close()
-    return {
-        "count": count,
-        "size": size,
-        "batch": batch,
-        "elapsed_s": round(elapsed, 4),
-        "msgs_per_s": round(count / elapsed, 1),
-        **latency_ms("deliver", latencies),
-    }
+    return {**_run_figures(count, size, batch, elapsed), **latency_ms("deliver", latencies)}
 
 
 # ------------------------------------------------------------------ lite-topics
