@@ -153,16 +153,11 @@ class BrokerRequestStore:
             return await writing
 
     def _append_submit(self, record: SubmitRecord, payload: bytes | Iterable[bytes]) -> Appended:
-        broker = self._broker
-        tenant = record.tenant
-        reply = QueueName(tenant, record.reply_topic, record.reply_lite)
-        try:
-            reply_from = broker.queue_info(reply).next_offset
-        except NotFound:
-            reply_from = 0
-            self._check_room(tenant)
+        reply_from = self._reply_from(record)
         properties = submit_properties(replace(record, reply_from=reply_from))
-        stored = broker.publish_batch([PublishRequest(REQUESTS_TOPIC, payload, (), properties, "")])
+        stored = self._broker.publish_batch(
+            [PublishRequest(REQUESTS_TOPIC, payload, (), properties, "")]
+        )
         return Appended(stored[0].offsets[0], reply_from)
 
     async def append_submits(
@@ -174,35 +169,38 @@ class BrokerRequestStore:
     def _append_submits(
         self, items: Sequence[tuple[SubmitRecord, bytes]]
     ) -> list[Appended | ServingError]:
-        broker = self._broker
         out: list[Appended | ServingError | None] = []
         requests: list[PublishRequest] = []
         starts: list[int] = []
         for record, payload in items:
-            reply = QueueName(record.tenant, record.reply_topic, record.reply_lite)
             try:
-                reply_from = broker.queue_info(reply).next_offset
-            except NotFound:
-                reply_from = 0
-                try:
-                    self._check_room(record.tenant)
-                except LimitExceeded as exc:
-                    out.append(TooMuchError(str(exc)))
-                    continue
+                reply_from = self._reply_from(record)
+            except LimitExceeded as exc:
+                out.append(TooMuchError(str(exc)))
+                continue
             properties = submit_properties(replace(record, reply_from=reply_from))
             requests.append(PublishRequest(REQUESTS_TOPIC, payload, (), properties, ""))
             starts.append(reply_from)
             out.append(None)
-        stored = iter(broker.publish_batch(requests) if requests else ())
+        stored = iter(self._broker.publish_batch(requests) if requests else ())
         froms = iter(starts)
         return [
             item if item is not None else Appended(next(stored).offsets[0], next(froms))
             for item in out
         ]
 
-    def _check_room(self, tenant: str) -> None:
-        """A new reply lite-topic must fit the tenant's limit (it is created, and
+    def _reply_from(self, record: SubmitRecord) -> int:
+        """Where the request's reply starts: the end of its reply lite-topic, or 0
+        for a new one, which must fit the tenant's limit (it is created, and
         counted, with the request's first output)."""
+        reply = QueueName(record.tenant, record.reply_topic, record.reply_lite)
+        try:
+            return self._broker.queue_info(reply).next_offset
+        except NotFound:
+            self._check_room(record.tenant)
+            return 0
+
+    def _check_room(self, tenant: str) -> None:
         quotas = self._hub.quotas
         limit = quotas.limit(tenant).max_lite_topics
         have = quotas.lite_topics(tenant)
