@@ -122,6 +122,10 @@ class _Board:
             panel.with_target(_target(letter, query))
         self.builder.with_panel(panel)
 
+    def fraction(self, title: str, description: str, *queries: Q, span: int = 12) -> None:
+        """A time series of shares in [0, 1], drawn as percentages on a fixed 0-100 % axis."""
+        self.series(title, description, *queries, unit="percentunit", lo=0, hi=1, span=span)
+
     def stat(self, title: str, description: str, query: Q, *, unit: str = "short") -> None:
         panel = (
             stat.Panel()
@@ -160,15 +164,12 @@ def fairness() -> DashboardModel:
         "Does each tenant get the share its weight entitles it to, and what does it wait?",
     )
     b.row("Shares against weights")
-    b.series(
+    b.fraction(
         "Share of service against weight",
         "Each tenant's share of the tokens served over the fairness window (served) beside "
         "the share its weight entitles it to among the tenants active then (entitled).",
         Q(sn.TENANT_SERVICE_SHARE.name, "{{tenant}} served"),
         Q(sn.TENANT_WEIGHT_SHARE.name, "{{tenant}} entitled"),
-        unit="percentunit",
-        lo=0,
-        hi=1,
     )
     b.series(
         "Served / entitled",
@@ -177,14 +178,11 @@ def fairness() -> DashboardModel:
         Q(f"{sn.TENANT_SERVICE_SHARE.name} / {sn.TENANT_WEIGHT_SHARE.name}", "{{tenant}}"),
         lo=0,
     )
-    b.series(
+    b.fraction(
         "Jain's fairness index",
         "Jain's index of the weight-normalised service rate of the tenants backlogged in the "
         "window: 1 when every backlogged tenant gets service in proportion to its weight.",
         Q(sn.FAIRNESS_JAIN.name, "Jain's index"),
-        unit="percentunit",
-        lo=0,
-        hi=1,
         span=18,
     )
     b.stat(
@@ -318,31 +316,22 @@ def fleet() -> DashboardModel:
         "Each worker's GPU, its window and what it streams, as its feedback reports them.",
     )
     b.row("GPUs")
-    b.series(
+    b.fraction(
         "GPU utilisation",
         "As each worker's GPU probe last reported it.",
         Q(sn.WORKER_GPU_UTILIZATION.name, "{{worker}}"),
-        unit="percentunit",
-        lo=0,
-        hi=1,
     )
-    b.series(
+    b.fraction(
         "GPU memory in use",
         "Fraction of each worker's GPU memory in use. Workers whose engine reports its KV "
         "cache (vLLM, simulated) report that instead: such an engine reserves its memory "
         "up front.",
         Q(sn.WORKER_GPU_MEMORY.name, "{{worker}}"),
-        unit="percentunit",
-        lo=0,
-        hi=1,
     )
-    b.series(
+    b.fraction(
         "KV-cache use",
         "Fraction of each engine's KV cache in use.",
         Q(sn.WORKER_KV_USAGE.name, "{{worker}}"),
-        unit="percentunit",
-        lo=0,
-        hi=1,
     )
     b.series(
         "Output tokens per second",
