@@ -267,6 +267,12 @@ class BrokerService(pb_grpc.BrokerServicer):
             settings = self.hub.broker.settings
             quotas = self.hub.quotas
             limits = quotas.limit(tenant)
+            # Quotas count only tenants with a limit; for the rest, Status is
+            # rare enough to count the namespace's registry keys on demand.
+            if quotas.counts_lite_topics(tenant):
+                lite_topics = quotas.lite_topics(tenant)
+            else:
+                lite_topics = await self.hub.run(self.hub.broker.lite_topic_count, tenant)
             return pb.StatusResponse(
                 tenant=tenant,
                 version=self.version,
@@ -275,7 +281,7 @@ class BrokerService(pb_grpc.BrokerServicer):
                 max_lite_topics_per_message=settings.max_lite_topics,
                 max_read_messages=settings.max_read_messages,
                 max_attempts=settings.max_attempts,
-                lite_topics=quotas.lite_topics(tenant),
+                lite_topics=lite_topics,
                 max_tenant_lite_topics=limits.max_lite_topics or 0,
                 subscriptions=quotas.subscriptions(tenant),
                 max_subscriptions=limits.max_subscriptions or 0,

@@ -69,6 +69,9 @@ def test_tenants_never_meet(server: Server) -> None:
     assert list(result.offsets) == [0]
     read = beta.Read(pb.ReadRequest(topic="chat", lite_topic="s-1"))
     assert [m.body for m in read.messages] == [b"beta's"]
+    beta.Publish(one(lite="s-2"))
+    held = [stub.Status(pb.StatusRequest()).lite_topics for stub in (acme, beta)]
+    assert held == [1, 2]  # counted on demand: neither tenant has a lite-topic limit
 
 
 def test_tenant_limits_are_refused_naming_the_limit(server: Server) -> None:
