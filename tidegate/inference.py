@@ -104,7 +104,6 @@ class InferenceClient:
         )
         self._api_key = ApiKey(api_key) if isinstance(api_key, str) else api_key
         self._tenant = tenant
-        self._timeout_s = timeout_s
         self._reply_buffer = reply_buffer
         self._channel: aio.Channel | None = None
         self._stub_: pb_grpc.InferenceAsyncStub | None = None
@@ -140,7 +139,7 @@ class InferenceClient:
                 tenant=self._tenant,
                 tls=self._conn.tls,
                 retry=self._conn.retry,
-                timeout_s=self._timeout_s,
+                timeout_s=self._conn.timeout_s,
             )
         return self._broker
 
@@ -204,7 +203,7 @@ class InferenceClient:
         request = wire.submit_request(body, options or SubmitOptions())
         try:
             response = await self._stub.Submit(
-                request, metadata=self._conn.metadata, timeout=timeout_s or self._timeout_s
+                request, metadata=self._conn.metadata, timeout=timeout_s or self._conn.timeout_s
             )
         except grpc.RpcError as exc:
             error = from_rpc_error(exc, method="Submit", server=self._conn.server)
@@ -216,7 +215,7 @@ class InferenceClient:
         response = await self._retried(
             "Status",
             lambda: self._stub.Status(
-                request, metadata=self._conn.metadata, timeout=self._timeout_s
+                request, metadata=self._conn.metadata, timeout=self._conn.timeout_s
             ),
         )
         return wire.request_status(response)
@@ -227,7 +226,7 @@ class InferenceClient:
         response = await self._retried(
             "Cancel",
             lambda: self._stub.Cancel(
-                request, metadata=self._conn.metadata, timeout=self._timeout_s
+                request, metadata=self._conn.metadata, timeout=self._conn.timeout_s
             ),
         )
         return response.cancelled, wire.request_status(response.status)
