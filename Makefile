@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck importlint pytest bench bench-peers clean
+.PHONY: demo test lint typecheck importlint pytest bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
