@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from scheduler.sim.csv_file import write_csv
 from scheduler.sim.errors import TraceError
 
 __all__ = ["EVENT_COLUMNS", "EventRow", "read_events", "write_events"]
@@ -74,36 +75,25 @@ def _time(value: float | None) -> str:
 
 def write_events(target: Path | str | TextIO, rows: Iterable[EventRow]) -> int:
     """Write the header and one line per row; return the row count."""
-    if isinstance(target, Path | str):
-        with Path(target).open("w", newline="", encoding="utf-8") as handle:
-            return _write(handle, rows)
-    return _write(target, rows)
+    return write_csv(target, EVENT_COLUMNS, (_line(row) for row in rows))
 
 
-def _write(handle: TextIO, rows: Iterable[EventRow]) -> int:
-    writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(EVENT_COLUMNS)
-    count = 0
-    for row in rows:
-        writer.writerow(
-            (
-                row.request_id,
-                row.tenant,
-                row.priority,
-                _time(row.arrival_s),
-                1 if row.admitted else 0,
-                row.reject_reason,
-                _time(row.dispatch_s),
-                _time(row.first_token_s),
-                _time(row.finish_s),
-                row.input_tokens,
-                row.output_tokens,
-                row.worker,
-                row.preemptions,
-            )
-        )
-        count += 1
-    return count
+def _line(row: EventRow) -> tuple[object, ...]:
+    return (
+        row.request_id,
+        row.tenant,
+        row.priority,
+        _time(row.arrival_s),
+        1 if row.admitted else 0,
+        row.reject_reason,
+        _time(row.dispatch_s),
+        _time(row.first_token_s),
+        _time(row.finish_s),
+        row.input_tokens,
+        row.output_tokens,
+        row.worker,
+        row.preemptions,
+    )
 
 
 def _flag(text: str) -> bool:

@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, TextIO
 
+from scheduler.sim.csv_file import write_csv
 from scheduler.sim.errors import TraceError
 
 __all__ = [
@@ -169,29 +170,18 @@ def validate_rows(rows: Sequence[TraceRow], source: str = "<rows>") -> None:
 
 def write_trace(target: Path | str | TextIO, rows: Iterable[TraceRow]) -> int:
     """Write rows as the contract CSV; return how many were written."""
-    if isinstance(target, Path | str):
-        with Path(target).open("w", newline="", encoding="utf-8") as handle:
-            return _write(handle, rows)
-    return _write(target, rows)
-
-
-def _write(handle: TextIO, rows: Iterable[TraceRow]) -> int:
-    writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(TRACE_COLUMNS)
-    count = 0
-    for row in rows:
-        writer.writerow(
-            (
-                f"{row.arrival_s:.6f}",
-                row.tenant,
-                row.priority,
-                row.input_tokens,
-                row.output_tokens,
-                row.session,
-            )
+    lines = (
+        (
+            f"{row.arrival_s:.6f}",
+            row.tenant,
+            row.priority,
+            row.input_tokens,
+            row.output_tokens,
+            row.session,
         )
-        count += 1
-    return count
+        for row in rows
+    )
+    return write_csv(target, TRACE_COLUMNS, lines)
 
 
 # ------------------------------------------------------------------ Azure 2023 traces
