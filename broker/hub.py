@@ -91,10 +91,7 @@ class Hub:
     async def start(self) -> None:
         """Count limited tenants' lite-topics, hook the broker, start the timers."""
         self._loop = asyncio.get_running_loop()
-        for tenant, limits in self.quotas.limits.items():
-            if limits.max_lite_topics is not None:
-                count = await self.run(self.broker.lite_topic_count, tenant)
-                self.quotas.set_lite_topics(tenant, count)
+        await self._count_lite_topics()
         self.broker.add_publish_listener(self._on_publish)
         self._tasks = [
             asyncio.create_task(self._lease_timer(), name="lease-timer"),
@@ -166,12 +163,16 @@ class Hub:
             try:
                 report = await self.run(self.broker.expire)
                 if report.expired_queues:
-                    for tenant in self.quotas.limits:
-                        if self.quotas.counts_lite_topics(tenant):
-                            count = await self.run(self.broker.lite_topic_count, tenant)
-                            self.quotas.set_lite_topics(tenant, count)
+                    await self._count_lite_topics()
             except BrokerError as exc:
                 log.warning("expiry pass failed: %s", exc)
+
+    async def _count_lite_topics(self) -> None:
+        """Set each limited tenant's exact lite-topic count (a scan of its registry keys)."""
+        for tenant in self.quotas.limits:
+            if self.quotas.counts_lite_topics(tenant):
+                count = await self.run(self.broker.lite_topic_count, tenant)
+                self.quotas.set_lite_topics(tenant, count)
 
     # ------------------------------------------------------------- publish
 
@@ -279,16 +280,11 @@ class Hub:
     def _store(
         self, tenant: str, requests: Sequence[PublishRequest], journal: PublishRequest | None
     ) -> list[PublishResult]:
-        """Thread: reserve new lite-topics against the tenant's limit, then publish."""
-        new = self.new_lite_topics(tenant, requests)
-        self.quotas.reserve_lite_topics(tenant, new)
-        batch = list(requests) if journal is None else [*requests, journal]
-        try:
-            results = self.broker.publish_batch(batch)
-        except BaseException:
-            self.quotas.release_lite_topics(tenant, new)
-            raise
-        return results[: len(requests)]
+        """Thread: one call's publish on its own, with the same reserve and release."""
+        outcome = self._store_many([(tenant, requests, journal)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def new_lite_topics(self, tenant: str, requests: Sequence[PublishRequest]) -> int:
         """Thread: how many lite-topics of ``requests`` do not exist yet (limited tenants only)."""
