@@ -16,6 +16,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 
 from broker.errors import (
     BrokerError,
@@ -36,21 +37,19 @@ from scheduler.runtime.errors import (
 from scheduler.runtime.records import (
     BOOTS_LITE,
     BOOTS_TOPIC,
-    END,
     GROUP,
     REQUESTS_TOPIC,
     DoneRecord,
-    ReplyMark,
     SubmitRecord,
     done_properties,
     parse_record,
-    parse_reply,
     submit_properties,
 )
 from scheduler.runtime.store import (
     Appended,
     DoneWrite,
     Replayed,
+    ReplyCollector,
     ReplyScan,
     StoredPayload,
     Write,
@@ -278,11 +277,10 @@ class BrokerRequestStore:
     def _scan(self, queue: QueueName, from_offset: int, request_id: str) -> ReplyScan:
         broker = self._broker
         page = broker.settings.max_read_messages
-        chunks: dict[int, bytes] = {}
-        first: int | None = None
-        end: ReplyMark | None = None
+        collect = ReplyCollector(request_id)
         offset = from_offset
-        while end is None:
+        done = False
+        while not done:
             try:
                 found = broker.read(queue, offset, page)
             except NotFound:
@@ -290,21 +288,14 @@ class BrokerRequestStore:
             if not found:
                 break
             for message in found:
-                mark = parse_reply(message.properties)
-                if mark is None or mark.request_id != request_id:
-                    continue
-                if first is None:
-                    first = message.offset
-                if mark.event == END:
-                    end = mark
+                body = partial(self._body, message)
+                if done := collect.add(message.offset, message.properties, body):
                     break
-                body = self._whole(message) if message.chunked else message.body
-                chunks.setdefault(mark.index, body)
             offset = found[-1].offset + 1
-        ordered: list[bytes] = []
-        while len(ordered) in chunks:  # contiguous from 0: the runtime never stores a gap
-            ordered.append(chunks[len(ordered)])
-        return ReplyScan(tuple(ordered), end, first)
+        return collect.scan()
+
+    def _body(self, message: Message) -> bytes:
+        return self._whole(message) if message.chunked else message.body
 
     async def commit(self, offset: int) -> None:
         with _translated():

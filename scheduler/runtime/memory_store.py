@@ -16,19 +16,17 @@ from types import MappingProxyType
 
 from scheduler.runtime.errors import ServingError, ServingUnavailableError, TooMuchError
 from scheduler.runtime.records import (
-    END,
     DoneRecord,
-    ReplyMark,
     SubmitRecord,
     done_properties,
     parse_record,
-    parse_reply,
     submit_properties,
 )
 from scheduler.runtime.store import (
     Appended,
     DoneWrite,
     Replayed,
+    ReplyCollector,
     ReplyScan,
     StoredPayload,
     Write,
@@ -161,24 +159,13 @@ class MemoryRequestStore:
         self, tenant: str, topic: str, lite: str, from_offset: int, request_id: str
     ) -> ReplyScan:
         await self._pass()
-        chunks: dict[int, bytes] = {}
-        first: int | None = None
-        end: ReplyMark | None = None
+        collect = ReplyCollector(request_id)
         messages = self.data.queues.get((tenant, topic, lite), [])
         for offset in range(from_offset, len(messages)):
-            mark = parse_reply(messages[offset].properties)
-            if mark is None or mark.request_id != request_id:
-                continue
-            if first is None:
-                first = offset
-            if mark.event == END:
-                end = mark
+            message = messages[offset]
+            if collect.add(offset, message.properties, message.body):
                 break
-            chunks.setdefault(mark.index, messages[offset].body)
-        ordered: list[bytes] = []
-        while len(ordered) in chunks:
-            ordered.append(chunks[len(ordered)])
-        return ReplyScan(tuple(ordered), end, first)
+        return collect.scan()
 
     async def commit(self, offset: int) -> None:
         await self._pass()

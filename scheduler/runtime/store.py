@@ -12,17 +12,18 @@ Every method is a coroutine; a store raises only the runtime's own errors
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from scheduler.runtime.errors import ServingError
-from scheduler.runtime.records import DoneRecord, ReplyMark, SubmitRecord
+from scheduler.runtime.records import END, DoneRecord, ReplyMark, SubmitRecord, parse_reply
 
 __all__ = [
     "Appended",
     "DoneWrite",
     "Replayed",
+    "ReplyCollector",
     "ReplyScan",
     "ReplyWrite",
     "RequestStore",
@@ -80,6 +81,47 @@ class ReplyScan:
     chunks: tuple[bytes, ...]
     end: ReplyMark | None
     first_offset: int | None
+
+
+class ReplyCollector:
+    """Folds the messages of a reply lite-topic, fed in offset order, into one
+    request's :class:`ReplyScan`. Both stores scan through it, so they agree on
+    what a scan finds: other requests' messages are skipped, a repeated chunk
+    keeps its first body, and the scan is over at the request's end mark."""
+
+    __slots__ = ("_chunks", "_end", "_first", "request_id")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self._chunks: dict[int, bytes] = {}
+        self._first: int | None = None
+        self._end: ReplyMark | None = None
+
+    def add(
+        self, offset: int, properties: Mapping[str, str], body: bytes | Callable[[], bytes]
+    ) -> bool:
+        """Take the message at ``offset`` (a callable ``body`` is read only for a
+        new chunk); True once the end mark is in: the scan can stop."""
+        if self._end is not None:
+            return True
+        mark = parse_reply(properties)
+        if mark is None or mark.request_id != self.request_id:
+            return False
+        if self._first is None:
+            self._first = offset
+        if mark.event == END:
+            self._end = mark
+            return True
+        if mark.index not in self._chunks:
+            self._chunks[mark.index] = body if isinstance(body, bytes) else body()
+        return False
+
+    def scan(self) -> ReplyScan:
+        chunks = self._chunks
+        ordered: list[bytes] = []
+        while len(ordered) in chunks:  # contiguous from 0: the runtime never stores a gap
+            ordered.append(chunks[len(ordered)])
+        return ReplyScan(tuple(ordered), self._end, self._first)
 
 
 @dataclass(frozen=True, slots=True)
