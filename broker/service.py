@@ -89,8 +89,9 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"
 
 
-async def _fail(context: aio.ServicerContext[object, object], exc: BaseException) -> None:
-    code, message = status_of(exc)
+async def _fail(context: aio.ServicerContext[object, object], exc: Exception) -> None:
+    """End the RPC with ``exc``'s status; a bare ValueError is a bad argument, a bug INTERNAL."""
+    code, message = status_of(_as_broker_error(exc))
     if code is grpc.StatusCode.INTERNAL:
         log.error("%s failed", "RPC", exc_info=exc)
     await context.abort(code, message)
@@ -116,11 +117,7 @@ class BrokerService(pb_grpc.BrokerServicer):
     ) -> R:
         try:
             return await body(self.tenant(context))
-        except (BrokerError, ValueError) as exc:
-            await _fail(context, _as_broker_error(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug: say INTERNAL, keep serving
+        except Exception as exc:  # CancelledError is not an Exception: it passes through
             await _fail(context, exc)
         raise AssertionError("abort returns by raising")
 
@@ -209,10 +206,6 @@ class BrokerService(pb_grpc.BrokerServicer):
             found = await self.hub.run(_exact, self.hub.broker, queue, request.offset)
             async for piece in self.body_pieces(found):
                 yield piece
-        except (BrokerError, ValueError) as exc:
-            await _fail(context, _as_broker_error(exc))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             await _fail(context, exc)
 
@@ -321,10 +314,6 @@ class BrokerService(pb_grpc.BrokerServicer):
                     batch = await session.pull()
                     async for frame in self._batch_frames(batch):
                         yield frame
-        except (BrokerError, ValueError) as exc:
-            await _fail(context, _as_broker_error(exc))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             await _fail(context, exc)
         finally:
