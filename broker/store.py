@@ -280,6 +280,12 @@ class Broker:
                 with self._lock:
                     self._inflight.pop(token, None)
 
+    def publish_waits(self, nbytes: int) -> bool:
+        """Whether publishing about ``nbytes`` of bodies may wait for the disk
+        (every publish under ``fsync: always``; under ``interval`` only one
+        that starts a new log segment). The server runs the others inline."""
+        return self._log.append_waits(nbytes)
+
     def add_publish_listener(self, listener: PublishListener) -> None:
         """Call ``listener(ends)`` after every publish: queue key -> its new end offset.
 

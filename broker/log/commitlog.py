@@ -200,6 +200,21 @@ class CommitLog:
             self._flusher.mark_dirty()
         return [start + offset for offset in offsets]
 
+    def append_waits(self, nbytes: int) -> bool:
+        """Whether appending about ``nbytes`` of payload may wait for the disk.
+
+        Under ``always`` every append waits for an fsync. Under ``interval``
+        only the append that fills the active segment does: a rotation
+        fsyncs the old segment and the directory before the new one takes
+        writes. ``nbytes`` need not be exact; framing is allowed for.
+        """
+        if self._flusher is None or self._closed:
+            return True  # a closed log: the pool's call raises StoreClosed
+        framed = nbytes + nbytes // 8 + 4096  # record headers, generously
+        with self._lock:
+            active = self._segments[-1]
+            return bool(active.size) and active.size + framed > self.config.segment_bytes
+
     def sync(self) -> None:
         """Make everything appended so far durable, whatever the policy."""
         if self._closed:

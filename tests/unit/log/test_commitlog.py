@@ -342,3 +342,22 @@ def test_config_names_the_bad_value_and_the_rule(field: str, value: object, rule
 
 def test_config_accepts_the_policy_as_a_string() -> None:
     assert LogConfig(fsync="interval").fsync is FsyncPolicy.INTERVAL  # type: ignore[arg-type]
+
+
+def test_append_waits_says_which_appends_may_wait_for_the_disk(
+    tmp_path: Path, clock: FakeClock, fsync: CountingFsync
+) -> None:
+    interval = LogConfig(segment_bytes=64 * 1024, fsync=FsyncPolicy.INTERVAL)
+    with _open(tmp_path / "interval", interval, clock, fsync) as log:
+        assert not log.append_waits(60_000)  # an empty segment takes anything
+        log.append([b"x" * 30_000])
+        assert not log.append_waits(1_000)
+        assert log.append_waits(40_000)  # would rotate: fsyncs the full segment
+        before = fsync.calls
+        log.append([b"y" * 40_000])
+        assert fsync.calls > before  # it did
+        assert not log.append_waits(1_000)
+    assert log.append_waits(1)  # closed: the caller's real call will say so
+    always = LogConfig(segment_bytes=64 * 1024, fsync=FsyncPolicy.ALWAYS)
+    with _open(tmp_path / "always", always, clock, fsync) as log:
+        assert log.append_waits(1)
