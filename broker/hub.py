@@ -129,6 +129,17 @@ class Hub:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
+    async def run_write(
+        self, nbytes: int, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a broker call that appends about ``nbytes`` (0: only index writes):
+        on the loop when it cannot wait for the disk (see the module doc),
+        else in the pool like :meth:`run`."""
+        if self.broker.publish_waits(nbytes):
+            return await self.run(fn, *args, **kwargs)
+        self.inline_runs += 1
+        return fn(*args, **kwargs)
+
     # -------------------------------------------------------------- events
 
     def _on_publish(self, ends: Mapping[bytes, int]) -> None:
@@ -257,10 +268,7 @@ class Hub:
     async def _store_gathered(
         self, items: list[_Publish]
     ) -> list[list[PublishResult] | BaseException]:
-        if self.broker.publish_waits(sum(item[3] for item in items)):
-            return await self.run(self._store_many, items)
-        self.inline_runs += 1
-        return self._store_many(items)  # on the loop: see the module doc
+        return await self.run_write(sum(item[3] for item in items), self._store_many, items)
 
     def _store_many(self, items: list[_Publish]) -> list[list[PublishResult] | BaseException]:
         """Thread: the gathered calls in one append (each checked and reserved on its own)."""

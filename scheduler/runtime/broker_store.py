@@ -1,9 +1,11 @@
 """The real :class:`RequestStore`: the broker of the same server, through its hub.
 
 Every broker call runs in the hub's thread pool (the broker blocks on fsync
-and RocksDB). The runtime's records live in the empty namespace, which no
-tenant can address; replies go to the tenant's own lite-topics, where the
-broker's event-driven pull delivers them to subscribers as usual.
+and RocksDB), except the appends that cannot wait for the disk under
+``fsync: interval``: those run on the loop (:meth:`Hub.run_write`). The
+runtime's records live in the empty namespace, which no tenant can address;
+replies go to the tenant's own lite-topics, where the broker's event-driven
+pull delivers them to subscribers as usual.
 
 Broker errors become the runtime's here, in :func:`_translated`, and nowhere
 else.
@@ -51,6 +53,7 @@ from scheduler.runtime.store import (
     Replayed,
     ReplyCollector,
     ReplyScan,
+    ReplyWrite,
     StoredPayload,
     Write,
 )
@@ -130,7 +133,7 @@ class BrokerRequestStore:
     ) -> Appended:
         with _translated():
             if isinstance(payload, bytes):
-                return await self._hub.run(self._append_submit, record, payload)
+                return await self._hub.run_write(len(payload), self._append_submit, record, payload)
             # Pieces go through a bounded pipe into the thread that writes them as
             # chunk records, so a large payload is never held whole.
             pipe = Pipe(asyncio.get_running_loop())
@@ -163,7 +166,8 @@ class BrokerRequestStore:
         self, items: Sequence[tuple[SubmitRecord, bytes]]
     ) -> list[Appended | ServingError]:
         with _translated():
-            return await self._hub.run(self._append_submits, items)
+            size = sum(len(payload) for _, payload in items)
+            return await self._hub.run_write(size, self._append_submits, items)
 
     def _append_submits(
         self, items: Sequence[tuple[SubmitRecord, bytes]]
@@ -211,7 +215,8 @@ class BrokerRequestStore:
 
     async def write(self, items: Sequence[Write]) -> list[int]:
         with _translated():
-            return await self._hub.run(self._write, items)
+            size = sum(len(item.body) for item in items if isinstance(item, ReplyWrite))
+            return await self._hub.run_write(size, self._write, items)
 
     def _write(self, items: Sequence[Write]) -> list[int]:
         requests: list[PublishRequest] = []
