@@ -4,8 +4,10 @@ The client's requests arrive as :class:`Change` values and are applied in
 order by :meth:`Session.apply`; the stream's writer loop waits on
 :attr:`Session.wake`, sends what :meth:`Session.outbox` holds (change
 confirmations and notices, in order) and then :meth:`Session.pull`\\ s the
-ready queues within the credits. Reads and leases run in the hub's thread
-pool.
+ready queues within the credits. Reads, leases and a frame's acks (one
+broker pass for all its queues) go through :meth:`Hub.run_write`: on the
+loop under ``fsync: interval`` (they write only unsynced index entries),
+in the hub's thread pool otherwise.
 
 Starting a subscription (all in one pool call per request): the broker
 counts a subscriber on the queue (creating it; a subscribed lite-topic never
@@ -239,14 +241,26 @@ class Session:
         if not self.group:
             return  # a plain stream keeps no state: nothing to settle
         hub = self.hub
-        method = hub.broker.ack if verb == "ack" else hub.broker.nack
+        refusals = await hub.run_write(0, self._settle_all, verb, items)
+        for (queue, _), refusal in zip(items, refusals, strict=True):
+            if refusal is not None:
+                self._post(Notice(refusal, queue))
+            else:
+                hub.wake(hub.engine.changed(queue.key))
+
+    def _settle_all(
+        self, verb: str, items: Sequence[tuple[QueueName, tuple[int, ...]]]
+    ) -> list[BrokerError | None]:
+        """One broker pass for a frame's acks or nacks: each item's refusal, if any."""
+        method = self.hub.broker.ack if verb == "ack" else self.hub.broker.nack
+        refusals: list[BrokerError | None] = []
         for queue, offsets in items:
             try:
-                await hub.run(method, self.group, queue, offsets)
+                method(self.group, queue, offsets)
+                refusals.append(None)
             except (FailedPrecondition, NotFound) as exc:
-                self._post(Notice(exc, queue))
-                continue
-            hub.wake(hub.engine.changed(queue.key))
+                refusals.append(exc)
+        return refusals
 
     # ---------------------------------------------------------------- pulls
 
@@ -255,7 +269,7 @@ class Session:
         engine = self.hub.engine
         pulls = engine.take(self.cid, max_messages=self.max_batch)
         named = [(p, self._names[p.key]) for p in pulls if p.key in self._names]
-        results = await self.hub.run(self._read, named)
+        results = await self.hub.run_write(0, self._read, named)
         messages: list[Message] = []
         deadlines: dict[QueueName, float] = {}
         now = self.hub.clock()
