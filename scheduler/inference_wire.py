@@ -59,6 +59,7 @@ def submit_spec(request: pb.SubmitRequest) -> SubmitSpec:
         deadline_s=request.deadline_s,
         reply_topic=request.reply_topic,
         properties=dict(request.properties),
+        idempotency_key=request.idempotency_key,
     )
 
 
@@ -70,6 +71,7 @@ def submit_response(submitted: Submitted) -> pb.SubmitResponse:
         reply_offset=submitted.reply_offset,
         priority=submitted.priority,
         admitted_at=submitted.admitted_at,
+        duplicate=submitted.duplicate,
     )
 
 

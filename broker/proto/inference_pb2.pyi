@@ -110,6 +110,7 @@ class SubmitRequest(_message.Message):
     DEADLINE_S_FIELD_NUMBER: _builtins.int
     REPLY_TOPIC_FIELD_NUMBER: _builtins.int
     PROPERTIES_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     """The request: a prompt, or any bytes the workers' backend understands."""
     priority: _builtins.int
@@ -133,6 +134,18 @@ class SubmitRequest(_message.Message):
     """
     reply_topic: _builtins.str
     """Parent topic of the reply lite-topic; empty: "chatbot"."""
+    idempotency_key: _builtins.str
+    """Makes a resend safe: a Submit from the same tenant with the same key as
+    a request the server remembers admits nothing and answers with that
+    request's SubmitResponse again (same request_id, reply lite-topic and
+    reply_offset; `duplicate` set), whatever the other fields say. The
+    server remembers a key while its request is queued or running, and for
+    the server's idempotency_ttl_s (600 s by default) after the request was
+    admitted, at most idempotency_max_keys (100,000) of finished requests,
+    the oldest forgotten first; across restarts too. A request refused by
+    admission leaves no key behind. Empty: no key. 1-128 of
+    [A-Za-z0-9_.:@=+-] (a UUID fits).
+    """
     @_builtins.property
     def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Handed to the worker with the request (model, temperature, ...). Keys
@@ -150,10 +163,11 @@ class SubmitRequest(_message.Message):
         deadline_s: _builtins.float = ...,
         reply_topic: _builtins.str = ...,
         properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_s", b"deadline_s", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "payload", b"payload", "priority", b"priority", "properties", b"properties", "reply_topic", b"reply_topic", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_s", b"deadline_s", "idempotency_key", b"idempotency_key", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "payload", b"payload", "priority", b"priority", "properties", b"properties", "reply_topic", b"reply_topic", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,6 +208,7 @@ class SubmitResponse(_message.Message):
     REPLY_OFFSET_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     ADMITTED_AT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     reply_topic: _builtins.str
     reply_lite_topic: _builtins.str
@@ -205,6 +220,10 @@ class SubmitResponse(_message.Message):
     """as admitted (capped to the tenant's max_priority)"""
     admitted_at: _builtins.float
     """seconds since the Unix epoch (server clock)"""
+    duplicate: _builtins.bool
+    """True: the idempotency_key named a request already admitted; this is its
+    answer again and nothing new was queued.
+    """
     def __init__(
         self,
         *,
@@ -214,10 +233,11 @@ class SubmitResponse(_message.Message):
         reply_offset: _builtins.int = ...,
         priority: _builtins.int = ...,
         admitted_at: _builtins.float = ...,
+        duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted_at", b"admitted_at", "priority", b"priority", "reply_lite_topic", b"reply_lite_topic", "reply_offset", b"reply_offset", "reply_topic", b"reply_topic", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted_at", b"admitted_at", "duplicate", b"duplicate", "priority", b"priority", "reply_lite_topic", b"reply_lite_topic", "reply_offset", b"reply_offset", "reply_topic", b"reply_topic", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,7 +368,9 @@ class RequestStatus(_message.Message):
     attempts: _builtins.int
     """times it was leased to a worker"""
     worker_id: _builtins.str
-    """RUNNING: the worker holding it"""
+    """RUNNING: the worker holding it; finished: the worker it was last
+    granted to (empty if it never was, e.g. DROPPED while queued).
+    """
     input_tokens: _builtins.int
     """COMPLETED: real usage; otherwise the estimate"""
     output_tokens: _builtins.int

@@ -78,7 +78,8 @@ class InferenceServicer:
         `payload` holds the first piece, possibly empty), then any number of
         `payload` frames. Admission is decided on `open`; a refusal ends the call
         before the payload is sent. Answered after the stream ends and the
-        request is on disk.
+        request is on disk. An idempotency_key the server remembers is answered
+        on `open` too, without reading the rest of the payload.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -98,7 +98,8 @@ class InferenceStub:
     `payload` holds the first piece, possibly empty), then any number of
     `payload` frames. Admission is decided on `open`; a refusal ends the call
     before the payload is sent. Answered after the stream ends and the
-    request is on disk.
+    request is on disk. An idempotency_key the server remembers is answered
+    on `open` too, without reading the rest of the payload.
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_inference_pb2.CancelRequest, _inference_pb2.CancelResponse]
     """Stop a queued or running request. Its reply stream ends with an "end"
@@ -123,7 +124,8 @@ class InferenceAsyncStub(InferenceStub):
     `payload` holds the first piece, possibly empty), then any number of
     `payload` frames. Admission is decided on `open`; a refusal ends the call
     before the payload is sent. Answered after the stream ends and the
-    request is on disk.
+    request is on disk. An idempotency_key the server remembers is answered
+    on `open` too, without reading the rest of the payload.
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_inference_pb2.CancelRequest, _inference_pb2.CancelResponse]  # type: ignore[assignment]
     """Stop a queued or running request. Its reply stream ends with an "end"
@@ -157,7 +159,8 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         `payload` holds the first piece, possibly empty), then any number of
         `payload` frames. Admission is decided on `open`; a refusal ends the call
         before the payload is sent. Answered after the stream ends and the
-        request is on disk.
+        request is on disk. An idempotency_key the server remembers is answered
+        on `open` too, without reading the rest of the payload.
         """
 
     @_abc_1.abstractmethod

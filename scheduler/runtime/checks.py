@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from broker.errors import InvalidArgument
@@ -10,12 +11,21 @@ from broker.types import LITE_PATTERN, TOPIC_RULE, check_topic
 from scheduler.runtime.errors import InvalidFieldError
 from scheduler.runtime.values import RuntimeOptions, SubmitSpec
 
-__all__ = ["REQUEST_LITE_PREFIX", "RESERVED_PREFIX", "Checked", "check_submit"]
+__all__ = [
+    "IDEMPOTENCY_KEY_PATTERN",
+    "IDEMPOTENCY_KEY_RULE",
+    "REQUEST_LITE_PREFIX",
+    "RESERVED_PREFIX",
+    "Checked",
+    "check_submit",
+]
 
 RESERVED_PREFIX = "tidegate."
 REQUEST_LITE_PREFIX = "req-"  # per-request reply lite-topics: req-{request id}
 MAX_TOKENS = 2**32 - 1
 BYTES_PER_TOKEN = 4  # the estimate when a submit gives no input tokens
+IDEMPOTENCY_KEY_RULE = "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:@=+\-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +37,13 @@ class Checked:
 
 def check_submit(spec: SubmitSpec, payload_bytes: int, options: RuntimeOptions) -> Checked:
     """Validate ``spec``; fill in the defaults (reply topic, token estimates)."""
+    key = spec.idempotency_key
+    if key and IDEMPOTENCY_KEY_PATTERN.fullmatch(key) is None:
+        shown = key if len(key) <= 64 else key[:64] + "..."
+        raise InvalidFieldError(
+            f"idempotency_key {shown!r} ({len(key)} characters) breaks the rule "
+            f"{IDEMPOTENCY_KEY_RULE}"
+        )
     session = spec.session
     if session:
         if LITE_PATTERN.fullmatch(session) is None:

@@ -24,6 +24,7 @@ from scheduler.clock import Clock
 from scheduler.errors import SchedulerError
 from scheduler.policy import Policy
 from scheduler.runtime.errors import ServingUnavailableError, WrongStateError
+from scheduler.runtime.idempotency import IdempotencyKeys
 from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Live
 from scheduler.runtime.observer import NO_OBSERVER, RequestObserver, RequeueCause
 from scheduler.runtime.records import DoneRecord, end_properties
@@ -78,6 +79,7 @@ class Core:
         self.submits = SubmitBatcher(store)
         self.live: dict[str, Live] = {}
         self.finished: OrderedDict[str, RequestView] = OrderedDict()
+        self.keys = IdempotencyKeys(options.idempotency_ttl_s, options.idempotency_max_keys)
         self.sessions: dict[str, WorkerSession] = {}  # by policy worker key
         self.by_worker: dict[tuple[str, str], WorkerSession] = {}
         self.draining: dict[str, WorkerSession] = {}  # closed, completions still being stored
@@ -167,6 +169,7 @@ class Core:
         live = self.live[decision.request.request_id]
         lease = Lease(self.new_lease_id(), live, session, decision.done_output_tokens)
         live.lease = lease
+        live.last_worker = session.hello.worker_id
         live.attempts += 1
         session.leases[live.request_id] = lease
         session.credits -= 1
@@ -349,7 +352,7 @@ class Core:
         return replace(
             view,
             state=outcome,
-            worker_id="",
+            worker_id=live.last_worker,
             reason=reason,
             input_tokens=tokens[0],
             output_tokens=tokens[1],
@@ -363,7 +366,12 @@ class Core:
         if live.payload is not None:
             self.cache_bytes -= len(live.payload)
             live.payload = None
-        if live.offset is not None:
+        record = live.record
+        if record.idempotency_key:
+            # Remembered a while: its submit record stays open in the restart point.
+            for offset in self.keys.finished(record, live.offset, self.wall()):
+                self.restart.close(offset)
+        elif live.offset is not None:
             self.restart.close(live.offset)
         self.finished[live.request_id] = self.final_view(live, outcome, reason, usage)
         while len(self.finished) > self.options.finished_capacity:
@@ -422,4 +430,6 @@ class Core:
                     )
                     session.push(StopOut(lease.live.request_id, lease.lease_id, StopReason.CANCEL))
         self.pump()
+        for offset in self.keys.prune(self.wall()):
+            self.restart.close(offset)
         self.maybe_commit(now)

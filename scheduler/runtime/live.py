@@ -60,6 +60,7 @@ class Live:
         "failures",
         "finishing",
         "first_reply_offset",
+        "last_worker",
         "lease",
         "next_chunk",
         "offset",
@@ -89,6 +90,7 @@ class Live:
         self.payload = payload  # kept while queued when small (else read back)
         self.payload_size = payload_size
         self.lease: Lease | None = None
+        self.last_worker = ""  # the worker of its latest grant (Status keeps it once finished)
         self.next_chunk = 0  # chunks accepted (stored or on their way, in order)
         self.chunks_known = chunks_known  # False after a restart until the reply is scanned
         self.first_reply_offset: int | None = None

@@ -81,6 +81,7 @@ class SubmitRecord:
     deadline_wall: float | None
     admitted_at: float
     properties: Mapping[str, str] = field(default_factory=_no_strings)
+    idempotency_key: str = ""  # "": none; replay rebuilds the key table from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,8 @@ def submit_properties(record: SubmitRecord) -> dict[str, str]:
     }
     if record.properties:
         out["props"] = json.dumps(dict(record.properties), separators=(",", ":"))
+    if record.idempotency_key:
+        out["key"] = record.idempotency_key
     return out
 
 
@@ -167,6 +170,7 @@ def parse_record(properties: Mapping[str, str]) -> SubmitRecord | DoneRecord | N
             deadline_wall=_finite(deadline) if deadline else None,
             admitted_at=_finite(properties["at"]),
             properties=user,
+            idempotency_key=properties.get("key", ""),
         )
     except (KeyError, ValueError):
         return None

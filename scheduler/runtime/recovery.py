@@ -15,6 +15,11 @@ then the real config is put back, which keeps them all queued. Deadlines
 were written on the wall clock and are carried over to the monotonic clock;
 a request whose deadline passed while the server was down is dropped, its
 reply stream ended. Fair-share counters start afresh.
+
+Idempotency keys come back with their records: an unfinished request's key
+answers to it again, and a finished one's is remembered by the same rule as
+before the restart (its submit record is in the replay because the key held
+the restart point there; see :mod:`.idempotency`).
 """
 
 from __future__ import annotations
@@ -66,16 +71,23 @@ async def restore(core: Core) -> int:
     if replayed.end:
         core.restart.stored(replayed.end - 1)
     alive: dict[str, tuple[int, SubmitRecord]] = {}
+    keyed_done: list[tuple[int, SubmitRecord]] = []  # in the order they finished
     for offset, record in replayed.records:
         if isinstance(record, SubmitRecord):
             alive[record.request_id] = (offset, record)
         else:
-            alive.pop(record.request_id, None)
+            submitted = alive.pop(record.request_id, None)
+            if submitted is not None and submitted[1].idempotency_key:
+                keyed_done.append(submitted)
+    wall = core.wall()
+    for offset, record in keyed_done:
+        core.restart.track(offset)
+        for free in core.keys.remember(record, offset, wall):
+            core.restart.close(free)
     if not alive:
         return 0
     policy = core.policy
     now = core.clock.now()
-    wall = core.wall()
     real = core.config
     policy.update_config(lifted(real, [record for _, record in alive.values()]), now)
     refused: list[tuple[Live, Refusal]] = []
@@ -107,6 +119,8 @@ async def restore(core: Core) -> int:
                 chunks_known=False,
             )
             core.live[record.request_id] = live
+            if record.idempotency_key:
+                core.keys.admit(record.tenant, record.idempotency_key, record.request_id)
             core.restart.track(offset)
             decision = policy.submit(request, now)
             if isinstance(decision, Refusal):

@@ -9,10 +9,12 @@ completions, preemptions and lost workers as they happen. Time is the
 written down. See :mod:`scheduler.runtime.core` for the shared moves,
 :mod:`.leasing` for the workers' side and :mod:`.recovery` for restarts.
 
-Submit, in order: validate; admission by the policy (a refusal costs no
-write); the request is live and may be dispatched at once, but its grant
-waits until its submit record is durable, which is also when Submit
-answers. A failed write takes the request back out of the policy.
+Submit, in order: validate; a known idempotency key answers with its
+request's original answer (:mod:`.idempotency`; nothing is admitted);
+admission by the policy (a refusal costs no write); the request is live and
+may be dispatched at once, but its grant waits until its submit record is
+durable, which is also when Submit answers. A failed write takes the request
+back out of the policy (and forgets its key).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from scheduler.runtime.errors import (
     RoleDeniedError,
     ServingUnavailableError,
 )
+from scheduler.runtime.idempotency import Remembered, submitted_of
 from scheduler.runtime.leasing import Leasing
 from scheduler.runtime.live import COMPLETING, Live
 from scheduler.runtime.observer import NO_OBSERVER, RequestObserver
@@ -154,6 +157,13 @@ class Runtime:
                 f"tenant {tenant!r} is a worker tenant: it leases, it does not submit"
             )
         checked = check_submit(spec, len(payload), core.options)
+        key = spec.idempotency_key
+        if key:
+            again = await self._again(tenant, key)
+            if again is not None:
+                return again
+        # From here to the key's entry nothing awaits: two sends of one key
+        # cannot both get this far.
         request_id = core.new_request_id()
         lite = spec.session or f"{REQUEST_LITE_PREFIX}{request_id}"
         now = core.clock.now()
@@ -191,6 +201,7 @@ class Runtime:
             deadline_wall=wall + spec.deadline_s if spec.deadline_s else None,
             admitted_at=wall,
             properties=spec.properties,
+            idempotency_key=key,
         )
         options = core.options
         cache = None
@@ -209,6 +220,8 @@ class Runtime:
             payload_size=len(payload),
         )
         core.live[request_id] = live
+        if key:
+            core.keys.admit(tenant, key, request_id)
         core.counters["submitted"] += 1
         core.observer.admitted(request, spec.properties, core.clock.now())
         core.kick()
@@ -220,6 +233,27 @@ class Runtime:
         task.add_done_callback(lambda done: self._stored(live, floor, done))
         appended = await asyncio.shield(task)  # a caller that goes away changes nothing
         return Submitted(request_id, checked.reply_topic, lite, appended.reply_from, priority, wall)
+
+    async def _again(self, tenant: str, key: str) -> Submitted | None:
+        """The answer of the request ``key`` names for ``tenant`` (once its submit is
+        stored), or None without awaiting anything: the key is free."""
+        core = self.core
+        found = core.keys.find(tenant, key, core.wall())
+        if found is None:
+            return None
+        core.counters["duplicates"] += 1
+        if isinstance(found, Remembered):
+            return found.answer
+        live = core.live[found]  # a live key's request is live: forget() drops both
+        stored = live.stored
+        if not stored.done():
+            await asyncio.wait([stored])  # never cancels it, never raises its error
+        if stored.cancelled() or stored.exception() is not None:
+            raise ServingUnavailableError(
+                f"the submit that first carried idempotency_key {key!r} could not be stored; "
+                "send it again"
+            )
+        return submitted_of(live.record, duplicate=True)
 
     def _stored(self, live: Live, floor: int, task: asyncio.Future[Appended]) -> None:
         core = self.core

@@ -81,6 +81,13 @@ class RuntimeOptions:
     finished_capacity: int = 100_000  # finished requests remembered for Status/Cancel
     max_properties_bytes: int = 64 * 1024
     max_credits: int = 1_000_000
+    # A submit's idempotency key is remembered while its request is queued or
+    # running, and until this long after its admission (wall clock, so across
+    # restarts too); 0: only while it is queued or running.
+    idempotency_ttl_s: float = 600.0
+    # Keys of finished requests remembered at most (the oldest go first); each
+    # holds the restart point at its submit record, so a restart can rebuild it.
+    idempotency_max_keys: int = 100_000
 
     def __post_init__(self) -> None:
         for name in ("lease_s", "min_lease_s", "max_lease_s", "tick_s", "commit_interval_s"):
@@ -104,7 +111,15 @@ class RuntimeOptions:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} is {value!r}; it must be an integer >= 1")
-        for name in ("cache_payload_bytes", "cache_total_bytes", "default_output_tokens"):
+        ttl = self.idempotency_ttl_s
+        if not (isinstance(ttl, int | float) and 0 <= ttl < float("inf")):
+            raise ValueError(f"idempotency_ttl_s is {ttl!r}; it must be a finite number >= 0")
+        for name in (
+            "cache_payload_bytes",
+            "cache_total_bytes",
+            "default_output_tokens",
+            "idempotency_max_keys",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):
                 raise ValueError(f"{name} is {value!r}; it must be an integer >= 0")
@@ -124,6 +139,7 @@ class SubmitSpec:
     deadline_s: float = 0.0  # seconds from now; 0: none
     reply_topic: str = ""  # "": the default (chatbot)
     properties: Mapping[str, str] = field(default_factory=_no_strings)
+    idempotency_key: str = ""  # "": none (a resend may run twice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +150,7 @@ class Submitted:
     reply_offset: int
     priority: int
     admitted_at: float  # wall clock, seconds since the epoch
+    duplicate: bool = False  # the answer to an earlier submit with the same key
 
 
 @dataclass(frozen=True, slots=True)

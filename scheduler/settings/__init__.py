@@ -14,7 +14,8 @@ into the frozen values the packages take. Nothing here runs at import.
   env var (``api_key_env``) or file (``api_key_file``) it names; never from
   the YAML.
 * :func:`to_scheduler_config`, :func:`to_fleet_config`,
-  :func:`to_workload_spec`, :func:`broker_options`: the frozen values;
+  :func:`to_workload_spec`, :func:`to_runtime_options`,
+  :func:`broker_options`: the frozen values;
   :func:`worker_tenants`: the fleets' tenants (``role: worker``).
 * :class:`SettingsWatcher`: hot reload on file change or SIGHUP.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 from scheduler.settings.convert import (
     broker_options,
     to_fleet_config,
+    to_runtime_options,
     to_scheduler_config,
     to_workload_spec,
     worker_tenants,
@@ -40,6 +42,7 @@ from scheduler.settings.sections import (
     RateSettings,
     SchedulerSettings,
     ServerSettings,
+    ServingSettings,
     Settings,
     SimulationSettings,
     StreamSettings,
@@ -59,6 +62,7 @@ __all__ = [
     "RateSettings",
     "SchedulerSettings",
     "ServerSettings",
+    "ServingSettings",
     "Settings",
     "SettingsWatcher",
     "SimulationSettings",
@@ -72,6 +76,7 @@ __all__ = [
     "parse_settings",
     "tenant_api_keys",
     "to_fleet_config",
+    "to_runtime_options",
     "to_scheduler_config",
     "to_workload_spec",
     "worker_tenants",

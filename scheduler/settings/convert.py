@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -13,9 +13,13 @@ from scheduler.sim.fleet import FleetConfig, FleetModel
 from scheduler.sim.workload import Burst, Stream, TokenDist, WorkloadSpec
 from scheduler.types import RateLimit, SchedulerConfig, TenantConfig, WindowConfig
 
+if TYPE_CHECKING:
+    from scheduler.runtime.values import RuntimeOptions
+
 __all__ = [
     "broker_options",
     "to_fleet_config",
+    "to_runtime_options",
     "to_scheduler_config",
     "to_workload_spec",
     "worker_tenants",
@@ -104,6 +108,18 @@ def to_workload_spec(settings: Settings) -> WorkloadSpec:
         for s in settings.workload.streams
     )
     return WorkloadSpec(settings.workload.duration_s, streams)
+
+
+def to_runtime_options(settings: Settings) -> RuntimeOptions:
+    """The serving runtime's knobs from ``serving:`` (the rest keep their defaults)."""
+    # Imported here: the runtime package pulls in the broker, which reading
+    # settings (the simulator, the CLI's checks) does not need.
+    from scheduler.runtime.values import RuntimeOptions  # noqa: PLC0415 - see above
+
+    try:
+        return RuntimeOptions(**_set_fields(settings.serving))
+    except ValueError as exc:
+        raise ConfigError(f"serving: {exc}") from None
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "RateSettings",
     "SchedulerSettings",
     "ServerSettings",
+    "ServingSettings",
     "Settings",
     "SimulationSettings",
     "StreamSettings",
@@ -177,6 +178,36 @@ class BrokerSection(_Section):
     index_cache_bytes: Annotated[int, Field(ge=1)] | None = None
 
 
+class ServingSettings(_Section):
+    """The serving runtime's knobs (``scheduler.runtime.RuntimeOptions``, whose
+    defaults and further rules apply).
+
+    ``idempotency_ttl_s`` / ``idempotency_max_keys``: how long after its
+    admission a Submit's idempotency key is remembered once its request
+    finished, and for how many finished requests at most (while a request is
+    queued or running its key is always remembered).
+    """
+
+    lease_s: _Positive | None = None
+    min_lease_s: _Positive | None = None
+    max_lease_s: _Positive | None = None
+    tick_s: _Positive | None = None
+    commit_interval_s: _Positive | None = None
+    max_chunk_bytes: Annotated[int, Field(ge=1)] | None = None
+    inline_bytes: Annotated[int, Field(ge=1)] | None = None
+    piece_bytes: Annotated[int, Field(ge=1)] | None = None
+    cache_payload_bytes: Annotated[int, Field(ge=0)] | None = None
+    cache_total_bytes: Annotated[int, Field(ge=0)] | None = None
+    max_attempts: Annotated[int, Field(ge=1)] | None = None
+    default_output_tokens: Annotated[int, Field(ge=0)] | None = None
+    default_reply_topic: str | None = None
+    finished_capacity: Annotated[int, Field(ge=1)] | None = None
+    max_properties_bytes: Annotated[int, Field(ge=1)] | None = None
+    max_credits: Annotated[int, Field(ge=1)] | None = None
+    idempotency_ttl_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    idempotency_max_keys: Annotated[int, Field(ge=0)] | None = None
+
+
 class ServerSettings(_Section):
     """Defaults for ``tidegate serve``; its command-line flags win."""
 
@@ -278,6 +309,7 @@ class Settings(BaseSettings):
     broker: BrokerSection = Field(default_factory=BrokerSection)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     fleet: FleetSettings | None = None
     simulation: SimulationSettings = Field(default_factory=SimulationSettings)
     # What ``tidegate trace generate`` makes (scheduler.sim.workload).
@@ -292,7 +324,7 @@ class Settings(BaseSettings):
                 **data,
                 "tenants": {k: {} if v is None else v for k, v in data["tenants"].items()},
             }
-        for key in ("broker", "scheduler", "server", "simulation"):
+        for key in ("broker", "scheduler", "server", "serving", "simulation"):
             if isinstance(data, dict) and key in data and data[key] is None:
                 data = {**data, key: {}}
         return data
