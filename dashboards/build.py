@@ -62,6 +62,9 @@ def _mean(spec: MetricSpec, by: str) -> str:
     return f"{_rate(spec.sum, by)} / {_rate(spec.count, by)}"
 
 
+_REF_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # Grafana names a panel's queries A, B, ...
+
+
 class _Board:
     """A dashboard under construction: panels numbered in order, queries lettered."""
 
@@ -118,7 +121,9 @@ class _Board:
             panel.min(lo)
         if hi is not None:
             panel.max(hi)
-        for letter, query in zip("ABCDEFGH", queries, strict=False):
+        if len(queries) > len(_REF_IDS):
+            raise ValueError(f"panel {title!r} has {len(queries)} queries; at most {len(_REF_IDS)}")
+        for letter, query in zip(_REF_IDS, queries, strict=False):
             panel.with_target(_target(letter, query))
         self.builder.with_panel(panel)
 

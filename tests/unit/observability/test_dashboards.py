@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from broker import metric_names as bn
@@ -101,3 +102,18 @@ def test_provisioning_and_scrape_config_are_well_formed() -> None:
     (job,) = scrape["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
     assert job["static_configs"][0]["targets"]
+
+
+def test_a_panel_keeps_every_query_and_refuses_more_than_it_can_name() -> None:
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+
+    from dashboards.build import Q, _Board
+
+    board = _Board("t", "t", "t")
+    queries = [Q(f"up{i}", f"q{i}") for i in range(9)]
+    board.series("nine", "nine queries", *queries)
+    panel = json.loads(json.dumps(board.builder.build(), cls=JSONEncoder))["panels"][0]
+    assert [t["refId"] for t in panel["targets"]] == list("ABCDEFGHI")
+    too_many = [Q(f"up{i}", f"q{i}") for i in range(27)]
+    with pytest.raises(ValueError, match="27 queries"):
+        board.series("too many", "", *too_many)
