@@ -64,6 +64,7 @@ class WorkerStats:
     failed: int = 0
     fenced: int = 0
     chunks: int = 0
+    reports: int = 0  # Lease messages sent (many chunks share one)
     feedback_sent: int = 0
     running: int = 0
     connected: bool = False

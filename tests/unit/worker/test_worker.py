@@ -10,7 +10,7 @@ import pytest
 from scheduler.clock import VirtualClock
 from tidegate.client import Completion, Failed, LeaseRejected, LeaseStop, Stopped
 from workers.engine_metrics import EngineSignals
-from workers.errors import BackendFailedError, BackendRejectedError
+from workers.errors import BackendFailedError, BackendRejectedError, WorkerConfigError
 from workers.probe import GpuReading, ScriptedProbe
 from workers.worker import Worker, WorkerConfig
 
@@ -241,3 +241,36 @@ def test_chunks_larger_than_the_server_takes_are_split_in_order() -> None:
         assert tokens == [1, 0, 1, 0]
 
     asyncio.run(main())
+
+
+def test_a_busy_stream_packs_what_comes_within_the_send_interval_into_one_message() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        connector = Connector()
+        config = WorkerConfig("w1", send_interval_s=0.2)
+        worker = Worker(config, ScriptedBackend(words=3), connector, clock=VirtualClock())
+        task = asyncio.create_task(worker.run())
+        link = await connector.link(0)
+        pushed = loop.time()
+        link.push(grant("r1"))
+        await link.until(lambda ln: bool(ln.reports))
+        first = loop.time()
+        await link.until(lambda ln: bool(ln.completions))
+        second = loop.time()
+        worker.stop()
+        await asyncio.wait_for(task, 5.0)
+        # An idle stream sends at once; what came after waits out the interval
+        # and shares one message, the ending after its chunks.
+        assert first - pushed < 0.15
+        assert second - first >= 0.15
+        assert [c.index for r in link.reports for c in r.chunks] == [0, 1, 2]
+        assert link.reports[0].chunks  # the first chunk did not wait
+        assert [len(r.completions) for r in link.reports] == [0, 1]
+        assert worker.stats.reports == 2
+
+    asyncio.run(main())
+
+
+def test_a_negative_send_interval_is_refused() -> None:
+    with pytest.raises(WorkerConfigError, match="send_interval_s"):
+        WorkerConfig("w1", send_interval_s=-0.1)
