@@ -18,6 +18,11 @@ which all processes of the machine share.
   clock at the moment the worker handed it to its Lease stream, and the
   client subtracts it from its own clock when the chunk arrives on the
   reply lite-topic (worker publish -> server store -> client receive).
+  Also each side's CPU over the streaming part: ``cores`` (CPU seconds per
+  second) and ``cpu_us_per_chunk`` (per chunk the client received) for the
+  server, the workers together and the client, and ``chunks_per_report``
+  (chunks per Lease message the workers sent). The machine is shared: read
+  the CPU figures, which load moves less than latency, beside the times.
 
 One JSON object on stdout.
 """
@@ -69,9 +74,32 @@ def ms(value: float | None) -> float | None:
 # ------------------------------------------------------------------ backends
 
 
+TICK_S = 0.001  # the timed backend's clock: one timer per millisecond for all its streams
+
+
+class _Ticking:
+    """One stream of the timed backend: its emit, when it ends, what it made."""
+
+    __slots__ = ("done", "emit", "end", "made")
+
+    def __init__(self, emit: Emit, end: float, done: asyncio.Future[int]) -> None:
+        self.emit = emit
+        self.end = end
+        self.made = 0
+        self.done = done
+
+
 class TimedBackend:
     """``start``: note when each request reached the backend, make one chunk.
-    ``tick``: a chunk every ``interval_s`` for ``seconds``, carrying the clock."""
+    ``tick``: a chunk every ``interval_s`` for ``seconds``, carrying the clock.
+
+    The streams share one timer, as an engine's streams share its decode step:
+    every :data:`TICK_S` it wakes and emits for the streams whose turn it is.
+    A stream's turns are ``interval_s`` apart from its start, so streams that
+    start at different moments stay spread over the interval (as with a timer
+    per stream, to the millisecond); each chunk carries the clock at its emit.
+    A timer per stream per chunk cost this process more than the whole Lease
+    path it stands in front of."""
 
     def __init__(self, mode: str, interval_s: float, seconds: float) -> None:
         self.mode = mode
@@ -79,6 +107,10 @@ class TimedBackend:
         self.seconds = seconds
         self.started: dict[str, float] = {}
         self._streams = RequestStreams("timed")
+        slots = max(1, round(interval_s / TICK_S)) if interval_s > 0 else 1
+        self._slots: list[dict[int, _Ticking]] = [{} for _ in range(slots)]
+        self._slot = 0  # whose turn it is at the next tick
+        self._ticker: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -93,17 +125,39 @@ class TimedBackend:
         async def produce(emit: Emit) -> Ending:
             if self.mode == "start":  # no output: the start path alone
                 return Ending(LENGTH, 1, 0)
-            end = time.monotonic() + self.seconds
-            made = 0
-            next_at = time.monotonic()
-            while time.monotonic() < end:
-                emit(Chunk(f"{time.monotonic():.6f}", 1))
-                made += 1
-                next_at += self.interval_s
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            stream = _Ticking(emit, time.monotonic() + self.seconds, done)
+            emit(Chunk(f"{time.monotonic():.6f}", 1))  # its first turn is now
+            stream.made = 1
+            slot = self._slots[(self._slot - 1) % len(self._slots)]  # next turn: an interval on
+            slot[id(stream)] = stream
+            if self._ticker is None:
+                self._ticker = asyncio.create_task(self._tick())
+            try:
+                made = await done
+            finally:
+                slot.pop(id(stream), None)
             return Ending(LENGTH, 1, made)
 
         return self._streams.stream(request, produce)
+
+    async def _tick(self) -> None:
+        slots = self._slots
+        next_at = time.monotonic()
+        while True:
+            next_at += TICK_S
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            slot = slots[self._slot]
+            self._slot = (self._slot + 1) % len(slots)
+            for key, stream in list(slot.items()):
+                now = time.monotonic()
+                if now >= stream.end:
+                    del slot[key]
+                    if not stream.done.done():
+                        stream.done.set_result(stream.made)
+                    continue
+                stream.emit(Chunk(f"{now:.6f}", 1))
+                stream.made += 1
 
     async def cancel(self, request_id: str) -> bool:
         return await self._streams.cancel(request_id)
@@ -112,6 +166,8 @@ class TimedBackend:
         return EngineSignals()
 
     async def aclose(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         await self._streams.cancel_all()
 
 
@@ -134,7 +190,8 @@ async def worker_main(args: argparse.Namespace) -> None:
     worker.stop()
     await task
     await client.close()
-    await asyncio.to_thread(Path(args.out).write_text, json.dumps(backend.started))
+    out = {"started": backend.started, "stats": worker.stats.as_dict()}
+    await asyncio.to_thread(Path(args.out).write_text, json.dumps(out))
 
 
 # ------------------------------------------------------------------ processes
@@ -245,7 +302,7 @@ def run_submit(args: argparse.Namespace) -> dict[str, object]:
         finally:
             stop(worker)
             stop(server)
-        started = json.loads(out.read_text())
+        started = json.loads(out.read_text())["started"]
     delays = [started[rid] - t for rid, t in sent.items() if rid in started]
     return {
         "target": "submit_to_worker_start",
@@ -262,7 +319,19 @@ def run_submit(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-async def relay(address: str, streams: int, seconds: float) -> dict[str, object]:
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) a process has used so far, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def relay(
+    address: str, streams: int, seconds: float, pids: dict[str, int]
+) -> dict[str, object]:
+    """Relay figures, and each process's CPU over the streaming part per chunk received."""
     delays: list[float] = []
     async with InferenceClient(address, api_key=KEYS["acme"], reply_buffer=20000) as client:
         submitted: list[Submitted] = await asyncio.gather(
@@ -280,16 +349,34 @@ async def relay(address: str, streams: int, seconds: float) -> dict[str, object]
                     with contextlib.suppress(ValueError):
                         delays.append(time.monotonic() - float(event.data))
 
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        client_before = time.process_time()
         began = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*(follow(s) for s in submitted)), seconds + 120.0)
         took = time.monotonic() - began
+        client_cpu = time.process_time() - client_before
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     settled = delays
+    # Every chunk the client received, the first ten of each stream included.
+    received = len(delays) + 10 * streams
+    cpu["client"] = client_cpu
+    workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
     return {
         "chunks": len(delays),
         "chunks_per_s": round(len(delays) / took, 1),
         "p50_ms": ms(percentile(settled, 50)),
         "p99_ms": ms(percentile(settled, 99)),
         "max_ms": ms(max(settled, default=None)),
+        "cores": {
+            "server": round(cpu["server"] / took, 3),
+            "workers": round(workers / took, 3),
+            "client": round(client_cpu / took, 3),
+        },
+        "cpu_us_per_chunk": {
+            "server": round(cpu["server"] / received * 1e6, 1),
+            "workers": round(workers / received * 1e6, 1),
+            "client": round(client_cpu / received * 1e6, 1),
+        },
     }
 
 
@@ -311,11 +398,16 @@ def run_relay(args: argparse.Namespace) -> dict[str, object]:
             for i in range(args.workers)
         ]
         try:
-            figures = asyncio.run(relay(address, args.streams, args.seconds))
+            pids = {"server": server.pid} | {f"worker{i}": w.pid for i, w in enumerate(workers)}
+            figures = asyncio.run(relay(address, args.streams, args.seconds, pids))
         finally:
             for worker in workers:
                 stop(worker)
             stop(server)
+        stats = [json.loads((directory / f"{i}").read_text())["stats"] for i in range(args.workers)]
+    sent = sum(s["chunks"] for s in stats)
+    reports = sum(s["reports"] for s in stats)
+    figures["chunks_per_report"] = round(sent / max(1, reports), 2)
     return {
         "target": "chunk_relay",
         "streams": args.streams,
