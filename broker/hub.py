@@ -20,7 +20,8 @@ append ran on the loop.
 
 Also here: idempotent producers (:mod:`broker.producers`) and tenant quotas
 (:mod:`broker.tenancy`) around publishing, the lease-deadline timer that
-makes expired leases redeliverable, and the periodic ``expire()`` pass.
+makes expired leases redeliverable, and the periodic ``expire()`` pass
+(whose report of removed lite-topics comes off the tenants' counts).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Hub:
         clock: Callable[[], float] = time.time,
         threads: int = 8,
         expire_interval_s: float = 5.0,
+        recount_every: int = 60,
         lease_tick_s: float = 0.25,
     ) -> None:
         self.broker = broker
@@ -89,6 +91,8 @@ class Hub:
         self.producers = ProducerTable()
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="broker")
         self._expire_interval = expire_interval_s
+        self._recount_every = recount_every
+        self.recounts = 0  # full lite-topic recounts since start (tests, stats)
         self._lease_tick = lease_tick_s
         self._wakers: dict[int, asyncio.Event] = {}
         self._next_cid = 0
@@ -189,17 +193,39 @@ class Hub:
             await asyncio.sleep(max(wait, 0.001))
 
     async def _expirer(self) -> None:
+        """Expire every ``expire_interval_s``; take each pass's removals off the
+        limited tenants' counts, and recount them in full every ``recount_every``
+        passes.
+
+        The subtraction keeps a count exact in O(namespaces) per pass. The
+        recount is the safety net for the races a count kept by deltas has:
+        a publish that saw a lite-topic alive just before expiry removed it
+        recreates it uncounted, and two concurrent publishes creating one
+        lite-topic both count it. It scans a tenant's registry slice, so it
+        is O(its lite-topics) and runs rarely (every 5 minutes by default).
+        """
+        passes = 0
         while True:
             await asyncio.sleep(self._expire_interval)
+            passes += 1
             try:
                 report = await self.run(self.broker.expire)
-                if report.expired_queues:
+                self.forget_expired(report.expired_by_namespace)
+                if passes % self._recount_every == 0:
                     await self._count_lite_topics()
             except BrokerError as exc:
                 log.warning("expiry pass failed: %s", exc)
 
+    def forget_expired(self, removed: Mapping[str, int]) -> None:
+        """Take lite-topics that expiry removed off their limited tenants' counts."""
+        quotas = self.quotas
+        for tenant, count in removed.items():
+            if quotas.counts_lite_topics(tenant):
+                quotas.release_lite_topics(tenant, count)
+
     async def _count_lite_topics(self) -> None:
         """Set each limited tenant's exact lite-topic count (a scan of its registry keys)."""
+        self.recounts += 1
         for tenant in self.quotas.limits:
             if self.quotas.counts_lite_topics(tenant):
                 count = await self.run(self.broker.lite_topic_count, tenant)

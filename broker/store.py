@@ -453,18 +453,19 @@ class Broker:
         """
         now = self._clock() if now is None else now
         removed = 0
+        by_namespace: dict[str, int] = {}
         more = True
         while more:
             with self._lock:
                 self._check()
-                count, more = self._registry.expire_chunk(now, _EXPIRE_CHUNK)
+                count, more = self._registry.expire_chunk(now, _EXPIRE_CHUNK, by_namespace)
                 removed += count
                 self._expired += count
         with self._lock:
             self._check()
             retained = self._log.apply_retention()
             reclaimed = self._log.delete_segments_below(self._reclaim_bound())
-        return ExpireReport(removed, reclaimed, retained)
+        return ExpireReport(removed, reclaimed, retained, MappingProxyType(by_namespace))
 
     def _reclaim_bound(self) -> int:
         """Log bytes below this position are needed by no live queue."""

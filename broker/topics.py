@@ -422,10 +422,13 @@ class Registry:
         self._meta_dirty = True
         self._hot.pop(entry.key, None)
 
-    def expire_chunk(self, now: float, limit: int) -> tuple[int, bool]:
+    def expire_chunk(
+        self, now: float, limit: int, by_namespace: dict[str, int] | None = None
+    ) -> tuple[int, bool]:
         """Remove due, idle, unsubscribed lite-topics named by about ``limit`` names.
 
-        Returns (queues removed, whether more due keys may remain).
+        Returns (queues removed, whether more due keys may remain); with
+        ``by_namespace``, adds each removal to its namespace's count there.
         """
         now_ms = math.floor(now * 1000)
         end = k.expiry_key(now_ms + 1, 0)
@@ -458,6 +461,9 @@ class Registry:
                 continue
             self.remove(entry, batch)
             removed += 1
+            if by_namespace is not None:
+                namespace = name.partition(b"\x00")[0].decode()
+                by_namespace[namespace] = by_namespace.get(namespace, 0) + 1
         for deadline, group in rearm.items():
             batch.put(
                 Column.EXPIRY, k.expiry_key(deadline, self._expiry_seq), k.encode_names(group)

@@ -253,11 +253,17 @@ class QueueInfo:
 
 @dataclass(frozen=True, slots=True)
 class ExpireReport:
-    """What one :meth:`Broker.expire` pass removed."""
+    """What one :meth:`Broker.expire` pass removed.
+
+    ``expired_by_namespace``: the lite-topics removed, per namespace (they
+    add up to ``expired_queues``: only lite-topics expire), so that a
+    server keeping per-tenant counts subtracts them instead of recounting.
+    """
 
     expired_queues: int
     reclaimed_bytes: int
     retention_bytes: int
+    expired_by_namespace: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
