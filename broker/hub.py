@@ -39,12 +39,19 @@ from typing import NamedTuple, ParamSpec, TypeVar
 
 from broker.errors import BrokerError, NotFound
 from broker.gathering import Gatherer
-from broker.producers import ProducerState, ProducerTable, decode_journal, journal_queue
+from broker.producers import (
+    Journaled,
+    Outcome,
+    ProducerState,
+    ProducerTable,
+    decode_journal,
+    journal_queue,
+)
 from broker.producers import journal_request as make_journal
 from broker.store import Broker
 from broker.subscriptions import Engine
 from broker.tenancy import Quotas
-from broker.types import PublishRequest, PublishResult, QueueName
+from broker.types import Message, PublishRequest, PublishResult, QueueName
 
 __all__ = ["Hub", "Stored"]
 
@@ -259,6 +266,14 @@ class Hub:
                 state = await self.run(self._load_producer, tenant, producer)
                 self.producers.put(tenant, producer, state)
             skip = min(len(requests), max(0, state.last - first + 1))
+            journaled = state.journaled
+            if (
+                journaled is not None
+                and first <= journaled.first + len(journaled.destinations) - 1
+                and first + skip - 1 >= journaled.first
+            ):
+                state.journaled = None  # looked up once: what is not found stays unknown
+                state.remember(await self.run(self._recall, journaled))
             stored: list[Stored] = []
             for i in range(skip):
                 known = state.known(first + i)
@@ -269,7 +284,8 @@ class Hub:
             fresh = requests[skip:]
             if fresh:
                 last = first + len(requests) - 1
-                results = await self._publish(tenant, fresh, make_journal(tenant, producer, last))
+                journal = make_journal(tenant, producer, last, fresh)
+                results = await self._publish(tenant, fresh, journal)
                 start = first + skip
                 state.record(start, [(r.offsets, r.timestamp, 0) for r in results])
                 stored += [
@@ -334,7 +350,80 @@ class Hub:
         if info.next_offset == 0:
             return ProducerState()
         found = self.broker.read(queue, info.next_offset - 1, 1)
-        return decode_journal(found[0].body) if found else ProducerState()
+        if not found:
+            return ProducerState()
+        entry = found[0]
+        body = b"".join(self.broker.open_body(entry)) if entry.chunked else entry.body
+        return decode_journal(body, entry.position, entry.timestamp)
+
+    def _recall(self, journaled: Journaled) -> dict[int, Outcome]:
+        """Thread: the outcomes of a journal entry's messages, found in their queues."""
+        ends = {
+            queue: self._batch_end(queue, count, journaled)
+            for queue, count in journaled.counts().items()
+        }
+        return journaled.outcomes(ends)
+
+    def _batch_end(self, queue: QueueName, count: int, journaled: Journaled) -> int | None:
+        """Thread: the offset of the last message ``queue`` got from the journaled batch,
+        or None when it cannot be told (the queue expired, retention took the messages).
+
+        The batch's ``count`` messages in ``queue`` are the last ones logged
+        before the journal entry (module doc of :mod:`broker.producers`), and
+        offsets grow with log positions, so this is the highest offset below
+        the entry's position: a gallop back from the queue's end (a resend
+        mostly comes soon, while the batch is at or near the end), then a
+        bisection. Both ends of the run must carry the append's timestamp.
+        """
+        position, timestamp = journaled.position, journaled.timestamp
+        try:
+            info = self.broker.queue_info(queue)
+
+            def at(offset: int) -> Message | None:
+                found = self.broker.read(queue, offset, 1)
+                return found[0] if found and found[0].offset == offset else None
+
+            low, high = info.min_offset, info.next_offset - 1
+            if high - low + 1 < count:
+                return None
+            newest = at(high)
+            if newest is None:
+                return None
+            if newest.position < position:
+                end = high
+            else:
+                above, step = high, 1  # above: known to lie at or after the entry
+                while True:
+                    probe = max(low, above - step)
+                    message = at(probe)
+                    if message is None:
+                        return None
+                    if message.position < position:
+                        below = probe
+                        break
+                    if probe == low:
+                        return None
+                    above, step = probe, step * 2
+                while above - below > 1:
+                    middle = (above + below) // 2
+                    message = at(middle)
+                    if message is None:
+                        return None
+                    if message.position < position:
+                        below = middle
+                    else:
+                        above = middle
+                end = below
+            if end - count + 1 < low:
+                return None
+            last, first = at(end), at(end - count + 1)
+        except NotFound:
+            return None
+        if last is None or first is None:
+            return None
+        if last.timestamp != timestamp or first.timestamp != timestamp:
+            return None
+        return end
 
     def _store(
         self, tenant: str, requests: Sequence[PublishRequest], journal: PublishRequest | None

@@ -135,7 +135,9 @@ class PublishRequest(_message.Message):
     batch has sequence `sequence + i`; the next batch starts after the last.
     A message whose sequence is not above the highest this producer has
     stored is a duplicate: it is not stored again, and its result (when the
-    server still knows it) comes back with duplicate=true. The state lives
+    server still knows it) comes back with duplicate=true. The server knows
+    the results of a producer's last 4096 messages while it runs, and after
+    a restart those of its last batch (up to 256 messages). The state lives
     in the log (it survives restarts) for a producer's idle TTL (an hour by
     default). Empty producer_id: no deduplication.
     producer_id: 1-64 of [A-Za-z0-9_.:@=+-].
@@ -213,7 +215,9 @@ class PublishResponse(_message.Message):
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishResult]:
         """One per message, in request order. A duplicate whose original result the
-        server no longer knows has duplicate=true and no offsets.
+        server no longer knows (older than the producer's last 4096 messages, or,
+        after a restart, than its last batch's last 256) has duplicate=true and
+        no offsets.
         """
 
     def __init__(
