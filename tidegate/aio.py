@@ -9,7 +9,9 @@
                 ...
 
 Same rules as the sync client (retries, producer sequences, resume); the
-channel is made on first use, inside the running event loop.
+channel is made on first use, inside the running event loop. :class:`Retrying`
+is the asyncio clients' one retry loop for unary calls (this client's and
+``InferenceClient``'s).
 """
 
 from __future__ import annotations
@@ -68,11 +70,86 @@ from tidegate.values import (
     Start,
 )
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "Retrying"]
 
 log = logging.getLogger("tidegate.client")
 
 Resp = TypeVar("Resp")
+FailureOf = Callable[[grpc.RpcError, CallFailed], CallFailed]
+
+
+class Retrying:
+    """One asyncio client's retry loop for unary calls, and whether it is closed.
+
+    A call that fails with a retryable status (UNAVAILABLE) is tried again
+    after the backoff of the client's :class:`Retry`, until it gets through or
+    the policy gives up. :meth:`close` ends every backoff under way at once
+    with ``ClientClosed``, as it does a call that fails because the close
+    cancelled it; a closed client starts no call.
+    """
+
+    __slots__ = ("_conn", "_sleepers", "closed", "retries")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._sleepers: set[asyncio.Future[None]] = set()
+        self.closed = False
+        self.retries = 0  # calls tried again (observability)
+
+    def close(self) -> None:
+        self.closed = True
+        for sleeper in self._sleepers:
+            if not sleeper.done():
+                sleeper.set_result(None)
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ClientClosed(f"the client of {self._conn.server} is closed")
+
+    async def call(
+        self,
+        method: str,
+        call: Callable[[], Awaitable[Resp]],
+        *,
+        failure: FailureOf | None = None,
+    ) -> Resp:
+        """``call()`` until it answers; ``failure`` refines the error of a failed try."""
+        conn = self._conn
+        backoff = conn.retry.backoff(conn.rng)
+        while True:
+            self.check_open()
+            try:
+                return await call()
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc, method=method, server=conn.server)
+                if failure is not None:
+                    error = failure(exc, error)
+            self.check_open()  # the close cancelled it: say so, not CANCELLED
+            await self.pause(error, backoff.failed(time.monotonic()))
+
+    async def pause(self, error: CallFailed, delay: float | None) -> None:
+        """Wait ``delay`` before a retry (a close cuts it short), or raise ``error``
+        when it may not be retried."""
+        if not error.retryable or delay is None:
+            raise error
+        log.debug("retrying in %.3f s: %s", delay, error)
+        self.retries += 1
+        loop = asyncio.get_running_loop()
+        sleeper: asyncio.Future[None] = loop.create_future()
+        self._sleepers.add(sleeper)
+        timer = loop.call_later(delay, _wake, sleeper)
+        try:
+            await sleeper
+        finally:
+            timer.cancel()
+            self._sleepers.discard(sleeper)
+        self.check_open()
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
+
 
 Body = bytes | bytearray | memoryview | str | Iterable[bytes] | AsyncIterable[bytes]
 
@@ -106,12 +183,16 @@ class AsyncClient:
         )
         self._channel: aio.Channel | None = None
         self._stub_: pb_grpc.BrokerAsyncStub | None = None
-        self._closed = False
+        self._retrying = Retrying(self._conn)
         self._subscriptions: set[AsyncSubscription] = set()
-        self.retries = 0  # calls tried again after UNAVAILABLE (observability)
 
     def __repr__(self) -> str:
-        return f"AsyncClient(server={self._conn.server!r}, closed={self._closed})"
+        return f"AsyncClient(server={self._conn.server!r}, closed={self._retrying.closed})"
+
+    @property
+    def retries(self) -> int:
+        """Calls tried again after UNAVAILABLE (observability)."""
+        return self._retrying.retries
 
     @property
     def server(self) -> str:
@@ -123,8 +204,7 @@ class AsyncClient:
 
     @property
     def _stub(self) -> pb_grpc.BrokerAsyncStub:
-        if self._closed:
-            raise ClientClosed(f"the client of {self._conn.server} is closed")
+        self._retrying.check_open()
         if self._stub_ is None:
             self._channel = self._conn.aio_channel()
             self._stub_ = pb_grpc.BrokerStub(self._channel)
@@ -144,9 +224,9 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._closed:
+        if self._retrying.closed:
             return
-        self._closed = True
+        self._retrying.close()
         for sub in list(self._subscriptions):
             await sub.close()
         if self._channel is not None:
@@ -155,22 +235,7 @@ class AsyncClient:
     # --------------------------------------------------------------- calls
 
     async def _unary(self, method: str, call: Callable[[], Awaitable[Resp]]) -> Resp:
-        backoff = self._conn.retry.backoff(self._conn.rng)
-        while True:
-            try:
-                return await call()
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc, method=method, server=self._conn.server)
-            await self._pause(error, backoff.failed(time.monotonic()))
-
-    async def _pause(self, error: CallFailed, delay: float | None) -> None:
-        if not error.retryable or delay is None:
-            raise error
-        log.debug("retrying in %.3f s: %s", delay, error)
-        self.retries += 1
-        await asyncio.sleep(delay)
-        if self._closed:
-            raise ClientClosed(f"the client of {self._conn.server} is closed")
+        return await self._retrying.call(method, call)
 
     def _timeout(self, timeout_s: float | None) -> float:
         return timeout_s or self._conn.timeout_s
@@ -253,7 +318,7 @@ class AsyncClient:
                     _aiter(wire.stream_frames(messages, producer_id, sequence)), timeout_s
                 )
             except CallFailed as error:
-                await self._pause(error, backoff.failed(time.monotonic()))
+                await self._retrying.pause(error, backoff.failed(time.monotonic()))
 
     async def _stream_once(
         self, frames: AsyncIterator[pb.PublishFrame], timeout_s: float | None

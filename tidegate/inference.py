@@ -12,9 +12,12 @@ A worker (a fleet tenant's key) opens a Lease stream instead::
 
     stream = await client.lease(WorkerHello("gpu-0", capacity=8), credits=8)
 
-Submit is not retried by the SDK (the server has no deduplication key for
-it: a retry after a lost answer could queue the request twice); Cancel and
-Status are, on UNAVAILABLE. A refusal by admission raises
+Submit, Cancel and Status are retried on UNAVAILABLE (one loop for all the
+asyncio clients: :class:`~tidegate.aio.Retrying`). Submit is safe to retry
+because every call carries an idempotency key — the caller's
+(``SubmitOptions.idempotency_key``) or one made for the call — so a retry
+after a lost answer gets the first request back instead of queueing it
+twice. A refusal by admission raises
 :class:`~tidegate.inference_values.Refused` with the server's reason and
 retry-after. Replies are read over the broker API (:class:`AsyncClient`):
 one subscription per client, shared by all the requests it watches
@@ -23,22 +26,19 @@ one subscription per client, shared by all the requests it watches
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TypeVar
 
-import grpc
 from grpc import aio
 
 from broker.proto import inference_pb2 as pb
 from broker.proto import inference_pb2_grpc as pb_grpc
 from tidegate import inference_wire as wire
-from tidegate.aio import AsyncClient
+from tidegate.aio import AsyncClient, Retrying
 from tidegate.connect import Connection
-from tidegate.errors import CallFailed, ClientClosed, from_rpc_error
+from tidegate.errors import CallFailed
 from tidegate.inference_values import (
     Refused,
     ReplyEvent,
@@ -51,12 +51,15 @@ from tidegate.lease import LeaseStream
 from tidegate.options import ApiKey, Retry, Tls
 from tidegate.replies import ReplyRouter, ReplyWatch
 
-__all__ = ["REFUSAL_REASON", "RETRY_AFTER_MS", "InferenceClient"]
+__all__ = ["REFUSAL_REASON", "RETRY_AFTER_MS", "InferenceClient", "new_idempotency_key"]
 
 REFUSAL_REASON = "tidegate-refusal-reason"  # trailing metadata of a refusal
 RETRY_AFTER_MS = "retry-after-ms"
 
-R = TypeVar("R")
+
+def new_idempotency_key() -> str:
+    """A fresh idempotency key (what :meth:`InferenceClient.submit` sends when given none)."""
+    return f"sdk-{uuid.uuid4().hex}"
 
 
 def _refusal(exc: BaseException, error: CallFailed) -> CallFailed:
@@ -109,19 +112,23 @@ class InferenceClient:
         self._stub_: pb_grpc.InferenceAsyncStub | None = None
         self._broker: AsyncClient | None = None
         self._router: ReplyRouter | None = None
-        self._closed = False
+        self._retrying = Retrying(self._conn)
 
     def __repr__(self) -> str:
-        return f"InferenceClient(server={self._conn.server!r}, closed={self._closed})"
+        return f"InferenceClient(server={self._conn.server!r}, closed={self._retrying.closed})"
 
     @property
     def server(self) -> str:
         return self._conn.server
 
     @property
+    def retries(self) -> int:
+        """Calls tried again after UNAVAILABLE (observability)."""
+        return self._retrying.retries
+
+    @property
     def _stub(self) -> pb_grpc.InferenceAsyncStub:
-        if self._closed:
-            raise ClientClosed(f"the client of {self._conn.server} is closed")
+        self._retrying.check_open()
         if self._stub_ is None:
             self._channel = self._conn.aio_channel()
             self._stub_ = pb_grpc.InferenceStub(self._channel)
@@ -130,8 +137,7 @@ class InferenceClient:
     @property
     def broker(self) -> AsyncClient:
         """The broker API on the same server with the same key (replies are read there)."""
-        if self._closed:
-            raise ClientClosed(f"the client of {self._conn.server} is closed")
+        self._retrying.check_open()
         if self._broker is None:
             self._broker = AsyncClient(
                 self._conn.server,
@@ -163,9 +169,11 @@ class InferenceClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._closed:
+        """Close the channel and the reply reader; a call waiting to retry ends now
+        with ``ClientClosed``."""
+        if self._retrying.closed:
             return
-        self._closed = True
+        self._retrying.close()
         if self._router is not None:
             await self._router.close()
         if self._broker is not None:
@@ -174,18 +182,6 @@ class InferenceClient:
             await self._channel.close(None)
 
     # --------------------------------------------------------------- calls
-
-    async def _retried(self, method: str, call: Callable[[], Awaitable[R]]) -> R:
-        backoff = self._conn.retry.backoff(self._conn.rng)
-        while True:
-            try:
-                return await call()
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc, method=method, server=self._conn.server)
-            delay = backoff.failed(time.monotonic()) if error.retryable else None
-            if delay is None:
-                raise error
-            await asyncio.sleep(delay)
 
     async def submit(
         self,
@@ -196,23 +192,29 @@ class InferenceClient:
     ) -> Submitted:
         """Submit one request; answered once the server has it on disk.
 
-        Raises :class:`Refused` when admission says no (reason and retry-after
-        attached), other ``CallFailed`` errors as their status says.
+        Retried on UNAVAILABLE under one idempotency key (``options``' or a
+        fresh one), so it runs once however many tries it took; ``timeout_s``
+        bounds each try. ``Submitted.duplicate`` says the key named a request
+        admitted before. Raises :class:`Refused` when admission says no
+        (reason and retry-after attached), other ``CallFailed`` errors as
+        their status says.
         """
         body = payload.encode() if isinstance(payload, str) else bytes(payload)
-        request = wire.submit_request(body, options or SubmitOptions())
-        try:
-            response = await self._stub.Submit(
+        chosen = options or SubmitOptions()
+        key = None if chosen.idempotency_key else new_idempotency_key()
+        request = wire.submit_request(body, chosen, key)
+        response = await self._retrying.call(
+            "Submit",
+            lambda: self._stub.Submit(
                 request, metadata=self._conn.metadata, timeout=timeout_s or self._conn.timeout_s
-            )
-        except grpc.RpcError as exc:
-            error = from_rpc_error(exc, method="Submit", server=self._conn.server)
-            raise _refusal(exc, error) from None
+            ),
+            failure=_refusal,
+        )
         return wire.submitted(response)
 
     async def status(self, request_id: str) -> RequestStatus:
         request = pb.RequestStatusRequest(request_id=request_id)
-        response = await self._retried(
+        response = await self._retrying.call(
             "Status",
             lambda: self._stub.Status(
                 request, metadata=self._conn.metadata, timeout=self._conn.timeout_s
@@ -223,7 +225,7 @@ class InferenceClient:
     async def cancel(self, request_id: str) -> tuple[bool, RequestStatus]:
         """Stop a request; (False, its final status) when it had already finished."""
         request = pb.CancelRequest(request_id=request_id)
-        response = await self._retried(
+        response = await self._retrying.call(
             "Cancel",
             lambda: self._stub.Cancel(
                 request, metadata=self._conn.metadata, timeout=self._conn.timeout_s

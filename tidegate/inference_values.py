@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+# The server's rule for SubmitRequest.idempotency_key (inference.proto).
+IDEMPOTENCY_KEY_RULE = "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:@=+\-]{1,128}")
 
 
 class Refused(ResourceExhausted):
@@ -76,7 +80,16 @@ class SubmitOptions:
     """What goes with a payload. ``session``: replies go to ``reply_topic/session``
     (empty: a lite-topic of the request's own). Token counts are estimates for
     admission and fair sharing (0 input tokens: estimated from the payload).
-    ``deadline_s``: drop it if still queued after this long (0: never)."""
+    ``deadline_s``: drop it if still queued after this long (0: never).
+
+    ``idempotency_key``: sending the same key again (same tenant) answers with
+    the first request's :class:`Submitted` instead of queueing it twice, for
+    as long as the server remembers the key (while the request is queued or
+    running, and 10 minutes after its admission by default). Empty: the
+    client makes one per :meth:`~tidegate.inference.InferenceClient.submit`
+    call, which its own retries reuse; give your own to resend safely
+    yourself (after a timeout, from another process). 1 to 128 characters of
+    ``[A-Za-z0-9_.:@=+-]``."""
 
     priority: int = 0
     session: str = ""
@@ -85,6 +98,7 @@ class SubmitOptions:
     deadline_s: float = 0.0
     reply_topic: str = ""
     properties: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    idempotency_key: str = ""
 
     def __post_init__(self) -> None:
         for name in ("input_tokens", "output_tokens"):
@@ -96,12 +110,21 @@ class SubmitOptions:
         for key in self.properties:
             if key.startswith("tidegate."):
                 raise InvalidArgument(f"property {key!r}: keys starting 'tidegate.' are reserved")
+        key = self.idempotency_key
+        if key and _IDEMPOTENCY_KEY.fullmatch(key) is None:
+            shown = key if len(key) <= 64 else key[:64] + "..."
+            raise InvalidArgument(
+                f"idempotency_key {shown!r} ({len(key)} characters) breaks the rule "
+                f"{IDEMPOTENCY_KEY_RULE}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
     """An admitted request: read its reply at ``reply_topic/reply_lite_topic`` from
-    ``reply_offset``. ``admitted_at``: the server's wall clock (epoch seconds)."""
+    ``reply_offset``. ``admitted_at``: the server's wall clock (epoch seconds).
+    ``duplicate``: the idempotency key named a request the server had already
+    admitted; this is that request (nothing new was queued)."""
 
     request_id: str
     reply_topic: str
@@ -109,6 +132,7 @@ class Submitted:
     reply_offset: int
     priority: int
     admitted_at: float
+    duplicate: bool = False
 
 
 class RequestState(enum.Enum):

@@ -60,7 +60,10 @@ _STATES = {
 _STOPS: dict[int, StopKind] = {pb.Stop.PREEMPT: "preempt", pb.Stop.CANCEL: "cancel"}
 
 
-def submit_request(payload: bytes, options: SubmitOptions) -> pb.SubmitRequest:
+def submit_request(
+    payload: bytes, options: SubmitOptions, idempotency_key: str | None = None
+) -> pb.SubmitRequest:
+    """``idempotency_key``: the key to send when ``options`` names none."""
     request = pb.SubmitRequest(
         payload=payload,
         priority=options.priority,
@@ -69,6 +72,7 @@ def submit_request(payload: bytes, options: SubmitOptions) -> pb.SubmitRequest:
         output_tokens=options.output_tokens,
         deadline_s=options.deadline_s,
         reply_topic=options.reply_topic,
+        idempotency_key=options.idempotency_key or idempotency_key or "",
     )
     if options.properties:
         request.properties.update(options.properties)
@@ -83,6 +87,7 @@ def submitted(response: pb.SubmitResponse) -> Submitted:
         reply_offset=response.reply_offset,
         priority=response.priority,
         admitted_at=response.admitted_at,
+        duplicate=response.duplicate,
     )
 
 
