@@ -118,9 +118,11 @@ class Quotas:
     """Live lite-topics and subscriptions per tenant, checked against their limits.
 
     Lite-topic counts are exact at start (a registry scan per limited
-    tenant) and after each expiry pass that removed queues; in between they
-    grow by the new lite-topics each publish or subscribe creates, which the
-    caller reserves before it writes.
+    tenant). They grow by the new lite-topics each publish or subscribe
+    creates, which the caller reserves before it writes, and drop by what
+    each expiry pass reports it removed per tenant; a full rescan every
+    ``recount_every`` passes (see :class:`broker.hub.Hub`) repairs the drift
+    of a publish that raced an expiry.
     """
 
     limits: Mapping[str, TenantLimits] = field(default_factory=dict)
