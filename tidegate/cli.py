@@ -398,7 +398,12 @@ def _inference_extension(
     from scheduler.policy import create_policy
     from scheduler.runtime import BrokerRequestStore, Runtime
     from scheduler.serving import InferenceExtension
-    from scheduler.settings import SettingsWatcher, to_scheduler_config, worker_tenants
+    from scheduler.settings import (
+        SettingsWatcher,
+        to_runtime_options,
+        to_scheduler_config,
+        worker_tenants,
+    )
 
     def make(hub: Hub) -> InferenceExtension:
         clock = MonotonicClock()
@@ -419,6 +424,7 @@ def _inference_extension(
             config,
             clock=clock,
             wall=time.time,
+            options=to_runtime_options(settings),
             worker_tenants=worker_tenants(settings),
             observer=telemetry.observer,
         )

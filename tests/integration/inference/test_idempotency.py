@@ -143,3 +143,22 @@ def test_status_of_a_finished_request_names_the_worker_that_ran_it(server: Serve
     )
     assert status(server, running.request_id).worker_id == "w-gpu-3"
     worker.close()
+
+
+def test_the_servers_serving_section_bounds_the_keys(
+    server_factory: Callable[..., Server],
+) -> None:
+    # idempotency_max_keys: 0 -- a finished request's key is not remembered,
+    # while a queued one's still is: `tidegate serve` applies `serving:`.
+    server = server_factory(extra="serving:\n  idempotency_max_keys: 0\n")
+    first = submit(server, payload=b"once", idempotency_key="order-9")
+    same(first, submit(server, payload=b"once", idempotency_key="order-9"))
+    worker = RawWorker(server, "w1", credits=4)
+    grant = worker.grant()[0]
+    worker.chunks(grant, b"done")
+    worker.complete(grant)
+    worker.expect("settled")
+    again = submit(server, payload=b"once", idempotency_key="order-9")
+    assert not again.duplicate
+    assert again.request_id != first.request_id
+    worker.close()
