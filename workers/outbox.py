@@ -35,6 +35,7 @@ class _Parts:
     credits: int = 0
     feedback: LeaseFeedback | None = None
     chunks: list[OutputChunk] = field(default_factory=list)
+    chunk_bytes: int = 0  # of the chunks' data
     first_tokens: list[FirstToken] = field(default_factory=list)
     stopped: list[Stopped] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
@@ -75,7 +76,9 @@ class Outbox:
         self.wake.set()
 
     def chunk(self, chunk: OutputChunk) -> None:
-        self._parts.chunks.append(chunk)
+        parts = self._parts
+        parts.chunks.append(chunk)
+        parts.chunk_bytes += len(chunk.data)
         self.wake.set()
 
     def first_token(self, item: FirstToken) -> None:
@@ -105,13 +108,14 @@ class Outbox:
         if not len(self):
             self.wake.clear()
             return None
-        size = 0
         cut = len(parts.chunks)
-        for i, chunk in enumerate(parts.chunks):
-            size += len(chunk.data)
-            if size > self.max_bytes and i > 0:
-                cut = i
-                break
+        if parts.chunk_bytes > self.max_bytes:
+            size = 0
+            for i, chunk in enumerate(parts.chunks):
+                size += len(chunk.data)
+                if size > self.max_bytes and i > 0:
+                    cut = i
+                    break
         if cut < len(parts.chunks):
             report = WorkerReport(
                 credits=parts.credits,
@@ -119,8 +123,10 @@ class Outbox:
                 chunks=tuple(parts.chunks[:cut]),
                 first_tokens=tuple(parts.first_tokens),
             )
+            rest = parts.chunks[cut:]
             self._parts = _Parts(
-                chunks=parts.chunks[cut:],
+                chunks=rest,
+                chunk_bytes=sum(len(chunk.data) for chunk in rest),
                 stopped=parts.stopped,
                 failed=parts.failed,
                 completions=parts.completions,

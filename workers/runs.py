@@ -207,30 +207,35 @@ class Run:
         return finished
 
     def _chunk(self, chunk: Chunk) -> None:
-        if self.cause in ("cancel", "fenced"):
-            return  # the lease is gone: the server would refuse it
+        # Runs once per chunk of every stream on the worker: kept lean.
+        if self.cause is not None and self.cause != "preempt":
+            return  # cancelled or fenced: the lease is gone, the server would refuse it
         grant, ctx = self.grant, self.context
-        self.sent_tokens += chunk.tokens
-        if chunk.tokens > 0:
-            ctx.tracker.chunk(grant.request_id, chunk.tokens, ctx.clock.now())
+        tokens = chunk.tokens
+        self.sent_tokens += tokens
+        if tokens > 0:
+            ctx.tracker.chunk(grant.request_id, tokens, ctx.clock.now())
         if not chunk.text:
             return
-        first = self.next_index == grant.next_chunk
-        pieces = split_bytes(chunk.text.encode("utf-8"), ctx.max_chunk_bytes)
-        for i, data in enumerate(pieces):
-            ctx.outbox.chunk(
-                OutputChunk(
-                    grant.request_id,
-                    grant.lease_id,
-                    self.next_index,
-                    data,
-                    chunk.tokens if i == 0 else 0,
+        index = self.next_index
+        data = chunk.text.encode("utf-8")
+        outbox = ctx.outbox
+        if len(data) <= ctx.max_chunk_bytes:
+            outbox.chunk(OutputChunk(grant.request_id, grant.lease_id, index, data, tokens))
+            self.next_index = index + 1
+            ctx.stats.chunks += 1
+        else:
+            pieces = split_bytes(data, ctx.max_chunk_bytes)
+            for i, piece in enumerate(pieces):
+                outbox.chunk(
+                    OutputChunk(
+                        grant.request_id, grant.lease_id, index + i, piece, tokens if i == 0 else 0
+                    )
                 )
-            )
-            self.next_index += 1
-        ctx.bump("chunks", len(pieces))
-        if first:
-            ctx.outbox.first_token(FirstToken(grant.request_id, grant.lease_id))
+            self.next_index = index + len(pieces)
+            ctx.stats.chunks += len(pieces)
+        if index == grant.next_chunk:  # its first chunk
+            outbox.first_token(FirstToken(grant.request_id, grant.lease_id))
             if self._span is not None:
                 self._span.first_token()
 
