@@ -157,51 +157,60 @@ class Leasing:
         return lease
 
     def _chunks(self, session: WorkerSession, chunks: tuple[ChunkIn, ...]) -> None:
+        # Runs once per chunk of every stream: the accepted path is inlined (one
+        # lease look-up, no call), the refusals go through _lease and _reject.
         core = self.core
         limit = core.options.max_chunk_bytes
+        leases = session.leases
         writes: list[ReplyWrite] = []
         owners: list[Live] = []
         tokens = 0
+        duplicates = 0
         for chunk in chunks:
-            lease = self._lease(session, chunk.request_id, chunk.lease_id, _RUNNING)
-            if lease is None:
+            rid = chunk.request_id
+            lease = leases.get(rid)
+            if lease is None or lease.lease_id != chunk.lease_id or lease.state not in _RUNNING:
+                self._lease(session, rid, chunk.lease_id, _RUNNING)  # rejects it
                 continue
             live = lease.live
+            index = chunk.index
             if len(chunk.data) > limit:
                 self._reject(
                     session,
-                    chunk.request_id,
+                    rid,
                     chunk.lease_id,
-                    TooMuchError(f"chunk {chunk.index}: {len(chunk.data)} bytes, above {limit}"),
+                    TooMuchError(f"chunk {index}: {len(chunk.data)} bytes, above {limit}"),
                 )
                 continue
-            if chunk.index < live.next_chunk:
-                core.counters["chunk_duplicates"] += 1
-                continue
-            if chunk.index > live.next_chunk:
+            if index != live.next_chunk:
+                if index < live.next_chunk:
+                    duplicates += 1
+                    continue
                 self._reject(
                     session,
-                    chunk.request_id,
+                    rid,
                     chunk.lease_id,
                     ChunkGapError(
-                        f"chunk {chunk.index} of request {chunk.request_id!r}: the next index "
+                        f"chunk {index} of request {rid!r}: the next index "
                         f"is {live.next_chunk}; chunks are stored in order without gaps"
                     ),
                 )
                 continue
-            live.next_chunk += 1
+            live.next_chunk = index + 1
             record = live.record
             writes.append(
                 ReplyWrite(
                     record.tenant,
                     record.reply_topic,
                     record.reply_lite,
-                    chunk_properties(record.request_id, chunk.index),
+                    chunk_properties(rid, index),
                     chunk.data,
                 )
             )
             owners.append(live)
             tokens += chunk.tokens
+        if duplicates:
+            core.counters["chunk_duplicates"] += duplicates
         if not writes:
             return
         core.counters["chunks"] += len(writes)
