@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -40,7 +41,12 @@ class ReplyWatch:
     """
 
     submitted: Submitted
-    _queue: asyncio.Queue[ReplyEvent | BaseException] = field(default_factory=asyncio.Queue)
+    # What is due to the reader, and the reader's waiter when it waits: one hop
+    # per chunk of every watched reply, so not an asyncio.Queue (whose get looks
+    # the loop up per wait, a getpid system call on 3.11).
+    _items: deque[ReplyEvent | BaseException] = field(default_factory=deque)
+    _waiter: asyncio.Future[None] | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
     next_index: int = 0
     duplicates: int = 0
     ended: bool = False
@@ -66,22 +72,40 @@ class ReplyWatch:
                 )
                 return True
             self.next_index += 1
-            self._queue.put_nowait(event)
+            self._put(event)
             return False
         if event.chunks < self.next_index:
             self.duplicates += 1  # an end mark at an index already passed cannot be ours
             return False
         self.ended = True
-        self._queue.put_nowait(event)
+        self._put(event)
         return True
 
     def _fail(self, error: BaseException) -> None:
         if not self.ended:
             self.ended = True
-            self._queue.put_nowait(error)
+            self._put(error)
+
+    def _put(self, item: ReplyEvent | BaseException) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def next(self) -> ReplyEvent:
-        item = await self._queue.get()
+        items = self._items
+        while not items:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        item = items.popleft()
         if isinstance(item, BaseException):
             raise item
         return item
@@ -147,8 +171,11 @@ class ReplyRouter:
     async def stream(self, submitted: Submitted) -> AsyncIterator[ReplyEvent]:
         """The events of one request's reply, ending with its :class:`ReplyEnd`."""
         watch = await self.watch(submitted)
-        async for event in watch:
+        while True:  # watch's own iterator, inlined: one generator less per chunk
+            event = await watch.next()
             yield event
+            if isinstance(event, ReplyEnd):
+                return
 
     async def _run(self, sub: AsyncSubscription) -> None:
         try:
