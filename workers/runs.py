@@ -193,12 +193,27 @@ class Run:
     async def _drain(self, request: GenerationRequest) -> Finished | None:
         stream = self.context.backend.generate(request)
         finished: Finished | None = None
+        # A backend's stream that takes a sink (RequestStreams' do) hands it the
+        # chunks as they are made, without waking this task for each one.
+        asend = getattr(stream, "asend", None)
         try:
-            async for event in stream:
-                if isinstance(event, Chunk):
-                    self._chunk(event)
-                else:
-                    finished = event
+            if asend is None:
+                async for event in stream:
+                    if isinstance(event, Chunk):
+                        self._chunk(event)
+                    else:
+                        finished = event
+            else:
+                sink = self._chunk
+                event = await anext(stream)
+                while True:
+                    if isinstance(event, Chunk):
+                        self._chunk(event)
+                    else:
+                        finished = event
+                    event = await asend(sink)
+        except StopAsyncIteration:
+            pass
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -207,9 +222,11 @@ class Run:
         return finished
 
     def _chunk(self, chunk: Chunk) -> None:
-        # Runs once per chunk of every stream on the worker: kept lean.
-        if self.cause is not None and self.cause != "preempt":
-            return  # cancelled or fenced: the lease is gone, the server would refuse it
+        # Runs once per chunk of every stream on the worker: kept lean. It may be
+        # called by the backend's producer itself (see _drain), so it checks that
+        # the run still stands.
+        if self.abandoned or (self.cause is not None and self.cause != "preempt"):
+            return  # gone, cancelled or fenced: the server would refuse it
         grant, ctx = self.grant, self.context
         tokens = chunk.tokens
         self.sent_tokens += tokens

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -35,9 +35,10 @@ from workers.backends.base import (
 )
 from workers.errors import DuplicateRequestError
 
-__all__ = ["Emit", "Ending", "Producer", "RequestStreams"]
+__all__ = ["ChunkSink", "Emit", "Ending", "Producer", "RequestStreams"]
 
 Emit: TypeAlias = Callable[[Chunk], None]
+ChunkSink: TypeAlias = Callable[[Chunk], None]  # what a consumer may asend (see stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,9 @@ class _Channel:
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def put(self, item: _Item) -> None:
         self._items.append(item)
         waiter = self._waiter
@@ -110,22 +114,43 @@ class RequestStreams:
 
     async def stream(
         self, request: GenerationRequest, producer: Producer
-    ) -> AsyncIterator[GenerationEvent]:
+    ) -> AsyncGenerator[GenerationEvent, ChunkSink | None]:
         """Run ``producer`` as the request's task and yield what it emits, then Finished.
 
         A producer's exception is raised here, in the consumer. A cancelled
         producer ends the stream with ``Finished(reason="cancelled")`` counting
         the tokens delivered so far (what a resume must skip).
+
+        A consumer may ``asend`` a :data:`ChunkSink` in answer to a chunk: once
+        every chunk made before has been yielded, later chunks go to the sink
+        as the producer emits them, in order, instead of through this stream
+        (which then yields only the Finished). That saves the consumer a wake-up
+        per chunk. An exception the sink raises is raised here, as if the
+        consumer had raised it on a yielded chunk (and at the producer's emit).
         """
         rid = request.request_id
         if rid in self._tasks:
             raise DuplicateRequestError(f"request {rid} is already running on {self.owner}")
         queue = _Channel(asyncio.get_running_loop())
         put = queue.put
+        sink: ChunkSink | None = None
+        delivered = 0
+
+        def emit(chunk: Chunk) -> None:
+            nonlocal delivered
+            if sink is None:
+                put(chunk)
+                return
+            delivered += chunk.tokens
+            try:
+                sink(chunk)
+            except Exception as exc:
+                put(_Error(exc))  # raised in the consumer, ahead of what the producer does
+                raise
 
         async def run() -> None:
             try:
-                put(await producer(put))
+                put(await producer(emit))
             except asyncio.CancelledError:
                 put(_CANCELLED)
                 raise
@@ -134,14 +159,15 @@ class RequestStreams:
 
         task = asyncio.create_task(run(), name=f"{self.owner}:{rid}")
         self._tasks[rid] = task
-        delivered = 0
         hint = request.input_tokens_hint or 0
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, Chunk):
                     delivered += item.tokens
-                    yield item
+                    answer = yield item
+                    if answer is not None and sink is None and not queue:
+                        sink = answer  # nothing older waits: later chunks may go straight
                     continue
                 if isinstance(item, _Error):
                     raise item.error
@@ -158,6 +184,7 @@ class RequestStreams:
                     yield Finished(hint, delivered, CANCELLED, resumed_tokens=request.resume_tokens)
                 return
         finally:
+            sink = None  # the consumer is gone: what is emitted from now on is dropped
             if self._tasks.get(rid) is task:
                 del self._tasks[rid]
             if not task.done():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_closing_the_stream_cancels_the_producer_and_frees_the_id() -> None:
         streams = RequestStreams("test")
         stream = streams.stream(req(), produce)
         await anext(stream)
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         assert cleaned == ["stopped"]
         assert len(streams) == 0
 
@@ -114,6 +115,72 @@ def test_a_second_stream_of_a_running_id_is_refused() -> None:
             await anext(streams.stream(req(), produce))
         await streams.cancel_all()
         assert len(streams) == 0
-        await first.aclose()  # type: ignore[attr-defined]
+        await first.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_sink_sent_by_the_consumer_gets_later_chunks_in_order_and_none_overtakes() -> None:
+    gate = asyncio.Event()
+
+    async def produce(emit: Emit) -> Ending:
+        emit(Chunk("a", 1))
+        emit(Chunk("b", 2))  # still queued when the sink comes: yielded first
+        await gate.wait()
+        emit(Chunk("c", 3))
+        emit(Chunk("d", 4))
+        return Ending(LENGTH)
+
+    async def scenario() -> tuple[list[str], list[str], object]:
+        yielded: list[str] = []
+        sunk: list[str] = []
+
+        def sink(chunk: Chunk) -> None:
+            sunk.append(chunk.text)
+
+        stream = RequestStreams("test").stream(req(), produce)
+        event = await anext(stream)
+        while isinstance(event, Chunk):
+            yielded.append(event.text)
+            if len(yielded) == 2:
+                gate.set()
+            event = await stream.asend(sink)
+        with pytest.raises(StopAsyncIteration):
+            await stream.asend(sink)
+        return yielded, sunk, event
+
+    yielded, sunk, finished = asyncio.run(scenario())
+    assert (yielded, sunk) == (["a", "b"], ["c", "d"])
+    assert finished == Finished(0, 10, LENGTH)
+
+
+def test_a_sink_error_is_raised_in_the_consumer_and_a_closed_stream_drops_later_chunks() -> None:
+    gate = asyncio.Event()
+    after_close = asyncio.Event()
+
+    async def produce(emit: Emit) -> Ending:
+        emit(Chunk("a"))
+        await gate.wait()
+        with contextlib.suppress(ValueError):  # the producer hears of it too, may carry on
+            emit(Chunk("b"))
+        await after_close.wait()
+        emit(Chunk("c"))
+        return Ending(LENGTH)
+
+    async def scenario() -> list[str]:
+        sunk: list[str] = []
+
+        def sink(chunk: Chunk) -> None:
+            sunk.append(chunk.text)
+            raise ValueError("the consumer could not take it")
+
+        stream = RequestStreams("test").stream(req(), produce)
+        assert await anext(stream) == Chunk("a")
+        gate.set()
+        with pytest.raises(ValueError, match="could not take it"):
+            await stream.asend(sink)
+        after_close.set()  # the stream is closed: its producer was cancelled
+        await asyncio.sleep(0)
+        return sunk
+
+    assert asyncio.run(scenario()) == ["b"]
