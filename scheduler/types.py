@@ -174,6 +174,10 @@ class WindowConfig:
     # The window changes at most once per interval, so a burst of reports
     # about the same overload shrinks it once, not once per report.
     adjust_interval_s: float = 0.25
+    # Slow start (TCP's): until the window is first cut or first holds near a
+    # limit, a good report doubles it instead of adding ``increase``, so a
+    # fresh worker reaches a big engine's batch in a few reports, not hundreds.
+    slow_start: bool = True
 
 
 def _empty_tenants() -> Mapping[str, TenantConfig]:

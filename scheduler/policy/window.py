@@ -21,6 +21,11 @@ their pull rate.
   several requests and must be cut. So the window grows while the engine
   queue is empty, holds while it is between 1 and ``max_queue_depth``, and
   is cut above that.
+  Slow start, as in TCP: a fresh window (``initial``) would take hundreds
+  of reports to reach a big engine's batch one request at a time, so until
+  its first cut, or the first report that holds it near a limit, a good
+  report doubles it instead. Either signal says the window is near what the
+  worker can take; from then on growth is additive.
 - Decrease: each saturation signal proposes a new window and the smallest
   proposal wins. The base of a cut is what the worker really holds,
   ``min(window, in_flight)``: a cut of a window the worker does not use
@@ -130,6 +135,7 @@ class AimdWindow:
         "last_change_s",
         "limit",
         "recovery_mark",
+        "slow_start",
         "value",
     )
 
@@ -144,6 +150,7 @@ class AimdWindow:
         # recovery (moved on by dispatches made while draining). None: not recovering.
         self.recovery_mark: int | None = None
         self.drain = Drain()
+        self.slow_start = config.slow_start  # doubling until the first cut or hold
 
     def _set(self, value: float, now: float) -> None:
         config = self.config
@@ -167,18 +174,19 @@ class AimdWindow:
         before = self.limit
         target = cut_target(feedback, config, self.value, in_flight)
         if target is not None:
+            self.slow_start = False
             if self.recovery_mark is None and self.value > config.minimum and target < self.value:
                 self._set(target, now)
                 self.decreases += 1
                 self.recovery_mark = dispatched
                 drain.begin(in_flight, self.limit)
-        elif (
-            in_flight >= self.limit
-            and self.value < config.maximum
-            and not _near_limits(feedback, config)
-        ):
-            self._set(self.value + config.increase, now)
-            self.increases += 1
+        elif in_flight >= self.limit and self.value < config.maximum:
+            if _near_limits(feedback, config):
+                self.slow_start = False
+            else:
+                step = self.value if self.slow_start else config.increase
+                self._set(self.value + step, now)
+                self.increases += 1
         return self.limit != before
 
     def room(self, running: int) -> int:

@@ -125,6 +125,7 @@ class WindowSettings(_Section):
     high_gpu_util: _Fraction | None = None
     near_target: _Fraction | None = None
     adjust_interval_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    slow_start: bool | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> WindowSettings:

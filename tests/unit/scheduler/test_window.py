@@ -24,6 +24,7 @@ WINDOW = WindowConfig(
     max_kv_usage=0.9,
     max_gpu_mem=0.95,
     adjust_interval_s=0.0,
+    slow_start=False,  # the additive regime; slow start has its own tests below
 )
 
 
@@ -242,3 +243,46 @@ def test_any_engine_queue_holds_the_window() -> None:
     none_waiting = WorkerFeedback(ttft_s=0.2, queue_depth=0, gpu_util=1.0)
     assert window.observe(none_waiting, in_flight=68, dispatched=68, now=1.0)
     assert window.limit == 69
+
+
+def test_slow_start_doubles_until_the_first_cut_then_grows_by_one() -> None:
+    config = WindowConfig(initial=4, minimum=1, maximum=256, decrease=0.5, adjust_interval_s=0.0)
+    window = AimdWindow(config)
+    good = WorkerFeedback(ttft_s=0.1, tpot_s=0.01, queue_depth=0, kv_usage=0.1)
+    limits = []
+    for step in range(4):
+        window.observe(good, in_flight=window.limit, dispatched=step, now=float(step))
+        limits.append(window.limit)
+    assert limits == [8, 16, 32, 64]
+    window.observe(WorkerFeedback(tpot_s=0.5), in_flight=64, dispatched=10, now=10.0)
+    assert window.limit == 32
+    assert not window.slow_start
+    window.heard_from(11)  # a request sent inside the new window reported: recovered
+    window.observe(good, in_flight=40, dispatched=12, now=11.0)  # drained back inside
+    window.observe(good, in_flight=32, dispatched=13, now=12.0)
+    assert window.limit == 33  # additive from now on
+
+
+def test_slow_start_ends_where_a_report_holds_the_window_near_a_limit() -> None:
+    config = WindowConfig(initial=8, maximum=256, adjust_interval_s=0.0)
+    window = AimdWindow(config)
+    good = WorkerFeedback(queue_depth=0, kv_usage=0.1)
+    window.observe(good, in_flight=8, dispatched=8, now=0.0)
+    assert window.limit == 16
+    near = WorkerFeedback(queue_depth=0, kv_usage=0.85)  # >= near_target x max_kv_usage
+    assert not window.observe(near, in_flight=16, dispatched=16, now=1.0)
+    assert window.limit == 16
+    window.observe(good, in_flight=16, dispatched=17, now=2.0)
+    assert window.limit == 17  # additive once held
+    # Slow start never passes the maximum.
+    capped = AimdWindow(WindowConfig(initial=100, maximum=150, adjust_interval_s=0.0))
+    capped.observe(good, in_flight=100, dispatched=1, now=0.0)
+    assert capped.limit == 150
+
+
+def test_slow_start_waits_for_a_used_window_like_additive_growth() -> None:
+    window = AimdWindow(WindowConfig(initial=8, adjust_interval_s=0.0))
+    good = WorkerFeedback(queue_depth=0, kv_usage=0.1)
+    assert not window.observe(good, in_flight=3, dispatched=3, now=0.0)
+    assert window.limit == 8
+    assert window.slow_start

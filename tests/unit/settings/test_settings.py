@@ -260,3 +260,9 @@ def test_broker_section_matches_the_broker_settings() -> None:
     assert options == {"fsync": "interval", "max_attempts": 3}
     built = broker_settings.BrokerSettings(**options)
     assert built.max_attempts == 3
+
+
+def test_slow_start_is_on_by_default_and_yaml_turns_it_off() -> None:
+    assert to_scheduler_config(parse_settings("tenants: {}\n", {})).window.slow_start
+    off = parse_settings("scheduler: {window: {slow_start: false}}\n", {})
+    assert not to_scheduler_config(off).window.slow_start

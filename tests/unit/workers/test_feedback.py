@@ -70,6 +70,7 @@ WINDOW = WindowConfig(
     target_tpot_s=0.1,
     max_gpu_mem=0.95,
     adjust_interval_s=0.25,
+    slow_start=False,  # one step per report, so every report's growth shows
 )
 CALM = GpuReading(0, 0.0, utilisation=0.6, memory_used=0.5)
 FULL = GpuReading(0, 0.0, utilisation=1.0, memory_used=0.99)  # memory over max_gpu_mem
