@@ -144,10 +144,18 @@ class RocksIndex:
         read = rocksdict.ReadOptions()
         if end is not None:
             read.set_iterate_upper_bound(end)
-        items: Iterator[tuple[bytes, bytes]] = iter(
-            self._cfs[column].items(from_key=start, read_opt=read)
-        )
-        return items if limit is None else islice(items, limit)
+        items = self._cfs[column].items(from_key=start, read_opt=read)
+
+        def rows() -> Iterator[tuple[bytes, bytes]]:
+            # rocksdict's iterator borrows the upper bound from ``read`` without
+            # owning it: were ``read`` freed when scan() returns, the bound would
+            # be whatever memory took its place, and the scan would stop early
+            # or run on into the next queue's keys. Holding it here keeps it.
+            held = read
+            yield from items
+            del held
+
+        return rows() if limit is None else islice(rows(), limit)
 
     def memory_bytes(self) -> int:
         if self._closed:

@@ -77,6 +77,21 @@ def test_scan_is_ordered_half_open_and_limited(opener: Opener) -> None:
     assert list(store.scan(Column.INDEX, bytes([5]), bytes([5]))) == []
 
 
+def test_a_bounded_scan_keeps_its_bound_until_it_is_consumed(opener: Opener) -> None:
+    """The scan's end must hold however long the caller waits to iterate and
+    whatever the process allocates meanwhile (rocksdict borrows the bound from
+    its ReadOptions: the store must keep that alive, see RocksIndex.scan)."""
+    store = opener()
+    put(store, Column.INDEX, {i.to_bytes(4, "big"): b"v" for i in range(1000)})
+    for round_ in range(20):
+        lo, hi = 100 + round_, 200 + round_
+        scan = store.scan(Column.INDEX, lo.to_bytes(4, "big"), hi.to_bytes(4, "big"))
+        churn = [bytes(16) + bytes([i % 256]) for i in range(2000)]  # reuse freed memory
+        keys = [int.from_bytes(k, "big") for k, _ in scan]
+        assert keys == list(range(lo, hi)), f"round {round_}: {len(keys)} keys"
+        assert churn
+
+
 def test_scan_does_not_see_later_writes(opener: Opener) -> None:
     store = opener()
     put(store, Column.INDEX, {b"a": b"1", b"c": b"3"})
