@@ -436,10 +436,18 @@ def _outbound_frame(item: Changed | Notice) -> pb.SubscribeResponse:
             changed.started.append(
                 pb.SubscriptionStarted(topic=queue.topic, lite_topic=queue.lite, next_offset=offset)
             )
+        if item.refused is not None:
+            changed.refused.CopyFrom(_notice(item.refused, None))
+            for queue in item.refused_adds:
+                changed.refused_adds.append(pb.QueueRef(topic=queue.topic, lite_topic=queue.lite))
         return pb.SubscribeResponse(changed=changed)
-    code, message = status_of(item.error)
+    return pb.SubscribeResponse(notice=_notice(item.error, item.queue))
+
+
+def _notice(error: BrokerError, queue: QueueName | None) -> pb.StreamNotice:
+    code, message = status_of(error)
     notice = pb.StreamNotice(code=code.value[0], message=message)
-    if item.queue is not None:
-        notice.topic = item.queue.topic
-        notice.lite_topic = item.queue.lite
-    return pb.SubscribeResponse(notice=notice)
+    if queue is not None:
+        notice.topic = queue.topic
+        notice.lite_topic = queue.lite
+    return notice

@@ -15,6 +15,13 @@ expires), the start is resolved to an offset, and, for a group without a
 committed position, the group is placed there. The queue's end is read once
 more after the engine holds the subscription, so an append that raced the
 subscription cannot be missed.
+
+A request's adds are all or nothing. When a tenant limit (LimitExceeded) or
+the state of a queue (NotFound, FailedPrecondition) refuses them, none is
+made, nothing stays counted against the tenant's limits, and the refusal
+goes into the request's :class:`Changed` (in order with the stream's other
+confirmations) instead of ending the stream: the subscriptions held before
+keep delivering. Anything else (a closed store, a bug) still ends it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,14 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.errors import BrokerError, FailedPrecondition, InvalidArgument, NotFound
+from broker.errors import (
+    BrokerError,
+    FailedPrecondition,
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+    StoreClosed,
+)
 from broker.hub import Hub
 from broker.store import Broker
 from broker.subscriptions import Pull
@@ -62,9 +76,17 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
+    """The answer to one request with adds or removals.
+
+    ``refused``: why the request's adds (``refused_adds``, in request order)
+    were all refused; ``started`` is then empty and the removals still count.
+    """
+
     started: tuple[tuple[QueueName, int], ...]
     removed: int
     total: int
+    refused: BrokerError | None = None
+    refused_adds: tuple[QueueName, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +168,25 @@ class Session:
             if gone:
                 self.hub.quotas.release_subscriptions(self.tenant, len(gone))
                 await hub.run(_unsubscribe, hub.broker, gone)
+        refused: BrokerError | None = None
         if change.add:
-            await self._add(change.add)
-        if change.add or change.remove:
+            try:
+                await self._add(change.add)
+            except (LimitExceeded, NotFound, FailedPrecondition) as exc:
+                if isinstance(exc, StoreClosed):
+                    raise  # the server is stopping: the stream ends
+                refused = _refusal(exc, len(change.add))
+        if refused is not None:
+            self._post(
+                Changed(
+                    (),
+                    removed,
+                    engine.subscriptions(cid),
+                    refused,
+                    tuple(q for q, _ in change.add),
+                )
+            )
+        elif change.add or change.remove:
             self._post(
                 Changed(
                     tuple((q, self._started.pop(q.key, 0)) for q, _ in change.add),
@@ -197,10 +235,10 @@ class Session:
     ) -> list[tuple[QueueName, int, int]]:
         """Thread: count subscribers, check the tenant's limit, resolve the starts."""
         hub, broker = self.hub, self.hub.broker
-        new = 0
+        new: list[QueueName] = []
         if hub.quotas.counts_lite_topics(self.tenant):
-            new = sum(1 for q, _ in adds if q.is_lite and not broker.exists(q))
-        hub.quotas.reserve_lite_topics(self.tenant, new)
+            new = [q for q, _ in adds if q.is_lite and not broker.exists(q)]
+        hub.quotas.reserve_lite_topics(self.tenant, len(new))
         placed: list[tuple[QueueName, int, int]] = []
         try:
             for queue, start in adds:
@@ -214,6 +252,8 @@ class Session:
         except BaseException:
             for queue, _, _ in placed:
                 broker.unsubscribe(queue)
+            # Those created stay live (until their TTL) and counted; give back the rest.
+            hub.quotas.release_lite_topics(self.tenant, sum(1 for q in new if not broker.exists(q)))
             raise
         return placed
 
@@ -313,6 +353,13 @@ class Session:
         names = [self._names[k] for k in keys if k in self._names]
         if names:
             await self.hub.run(_unsubscribe, self.hub.broker, names)
+
+
+def _refusal(exc: BrokerError, adds: int) -> BrokerError:
+    """``exc`` with a message that says the request's adds were all refused."""
+    what = "the add was" if adds == 1 else f"all {adds} adds of the request were"
+    exc.args = (f"add refused, {what} not made: {exc}",)
+    return exc
 
 
 def _unsubscribe(broker: Broker, queues: Sequence[QueueName]) -> None:

@@ -504,7 +504,9 @@ Global___SubscribeOpen: _TypeAlias = SubscribeOpen  # noqa: Y015
 @_typing.final
 class SubscribeRequest(_message.Message):
     """Client -> server. The first request may carry `open`; every field may be
-    combined in one request. Requests are applied in order.
+    combined in one request. Requests are applied in order: removals, adds,
+    credits, acks, nacks, extends. Adds are all or nothing per request (see
+    SubscriptionsChanged for a refused add, which does not end the stream).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -683,8 +685,28 @@ Global___SubscriptionStarted: _TypeAlias = SubscriptionStarted  # noqa: Y015
 
 @_typing.final
 class SubscriptionsChanged(_message.Message):
-    """Sent after every request that changed the subscription set, in order,
-    before any delivery drawn from the new set.
+    """Sent after every request that changed (or tried to change) the
+    subscription set, in order, before any delivery drawn from the new set:
+    one per request that has `add` or `remove`, so the Nth of them answers
+    the Nth such request.
+
+    REFUSED ADDS. A request's adds are all or nothing. When the server refuses
+    them, `refused` says why and `refused_adds` lists them (the request's
+    `add`, in order); none of them was made (`started` is empty), an add of
+    one already held leaves its position where it was, and the request's
+    removals, credits and settlements still apply. The stream stays open and
+    the subscriptions held before keep delivering; nothing is counted against
+    the tenant's limits for a refused add. Refusals:
+      RESOURCE_EXHAUSTED  a tenant limit: the request would hold more than
+                          max_subscriptions subscriptions, or create more
+                          lite-topics than max_lite_topics allows (adds of
+                          lite-topics already held or already live do not
+                          count); the message names the limit and the counts
+      NOT_FOUND, FAILED_PRECONDITION  a queue the add names cannot be
+                          subscribed in its present state
+    A malformed add (a bad name, start kind or timestamp: INVALID_ARGUMENT)
+    still ends the whole stream with that status, as every malformed request
+    frame does, and so does a server that is shutting down (UNAVAILABLE).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -692,6 +714,8 @@ class SubscriptionsChanged(_message.Message):
     STARTED_FIELD_NUMBER: _builtins.int
     REMOVED_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    REFUSED_ADDS_FIELD_NUMBER: _builtins.int
     removed: _builtins.int
     total: _builtins.int
     """subscriptions now held"""
@@ -699,16 +723,30 @@ class SubscriptionsChanged(_message.Message):
     def started(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionStarted]:
         """one per `add`, in order"""
 
+    @_builtins.property
+    def refused(self) -> Global___StreamNotice:
+        """Set when the request's adds were refused: `code` is the grpc status
+        code number (RESOURCE_EXHAUSTED = 8 for a tenant limit), `message`
+        names the limit or field and the rule. Its `topic` and `lite_topic`
+        are empty: `refused_adds` names the adds.
+        """
+
+    @_builtins.property
+    def refused_adds(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueRef]:
+        """the adds refused, in order"""
+
     def __init__(
         self,
         *,
         started: _abc.Iterable[Global___SubscriptionStarted] | None = ...,
         removed: _builtins.int = ...,
         total: _builtins.int = ...,
+        refused: Global___StreamNotice | None = ...,
+        refused_adds: _abc.Iterable[Global___QueueRef] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refused", b"refused"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed", "started", b"started", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refused", b"refused", "refused_adds", b"refused_adds", "removed", b"removed", "started", b"started", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -717,7 +755,8 @@ Global___SubscriptionsChanged: _TypeAlias = SubscriptionsChanged  # noqa: Y015
 @_typing.final
 class StreamNotice(_message.Message):
     """A per-item failure that does not end the stream (a late ack, an extend of
-    a lease that ran out). `code` is the grpc status code number.
+    a lease that ran out; as SubscriptionsChanged.refused, a refused add).
+    `code` is the grpc status code number.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

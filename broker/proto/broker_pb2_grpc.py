@@ -96,7 +96,9 @@ class BrokerServicer:
         """One stream per consumer: the client sends subscription changes, credits,
         acks, nacks and lease extensions; the server sends batches of messages
         drawn from every ready lite-topic of the subscription set, within the
-        credits. See SubscribeRequest and SubscribeResponse.
+        credits. See SubscribeRequest and SubscribeResponse. An add that a
+        tenant limit refuses is answered in its SubscriptionsChanged and the
+        stream goes on; a malformed request ends the stream with its status.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

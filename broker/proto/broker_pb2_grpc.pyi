@@ -82,7 +82,9 @@ class BrokerStub:
     """One stream per consumer: the client sends subscription changes, credits,
     acks, nacks and lease extensions; the server sends batches of messages
     drawn from every ready lite-topic of the subscription set, within the
-    credits. See SubscribeRequest and SubscribeResponse.
+    credits. See SubscribeRequest and SubscribeResponse. An add that a
+    tenant limit refuses is answered in its SubscriptionsChanged and the
+    stream goes on; a malformed request ends the stream with its status.
     """
     Read: _grpc.UnaryUnaryMultiCallable[_broker_pb2.ReadRequest, _broker_pb2.ReadResponse]
     """Read a queue from an offset (tools, resume checks). Bodies stored in
@@ -112,7 +114,9 @@ class BrokerAsyncStub(BrokerStub):
     """One stream per consumer: the client sends subscription changes, credits,
     acks, nacks and lease extensions; the server sends batches of messages
     drawn from every ready lite-topic of the subscription set, within the
-    credits. See SubscribeRequest and SubscribeResponse.
+    credits. See SubscribeRequest and SubscribeResponse. An add that a
+    tenant limit refuses is answered in its SubscriptionsChanged and the
+    stream goes on; a malformed request ends the stream with its status.
     """
     Read: _aio.UnaryUnaryMultiCallable[_broker_pb2.ReadRequest, _broker_pb2.ReadResponse]  # type: ignore[assignment]
     """Read a queue from an offset (tools, resume checks). Bodies stored in
@@ -157,7 +161,9 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         """One stream per consumer: the client sends subscription changes, credits,
         acks, nacks and lease extensions; the server sends batches of messages
         drawn from every ready lite-topic of the subscription set, within the
-        credits. See SubscribeRequest and SubscribeResponse.
+        credits. See SubscribeRequest and SubscribeResponse. An add that a
+        tenant limit refuses is answered in its SubscriptionsChanged and the
+        stream goes on; a malformed request ends the stream with its status.
         """
 
     @_abc_1.abstractmethod
