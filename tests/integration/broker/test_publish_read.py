@@ -56,6 +56,33 @@ def test_offsets_are_contiguous_and_readable_from_any_offset(open_broker: OpenBr
     assert broker.read("chatbot/s-1", 10_000) == []
 
 
+def test_long_and_short_reads_agree_and_step_over_missing_entries(
+    open_broker: OpenBroker,
+) -> None:
+    """A read of many consecutive offsets is one index range scan, a short one
+    a multi-get (broker/reading.py): both give the same messages, and a
+    range scan over a hole (an entry gone from the index) leaves it out."""
+    broker = open_broker()
+    broker.publish_batch([PublishRequest("chatbot", f"m{i}".encode(), ("s-1",)) for i in range(40)])
+    long_read = broker.read("chatbot/s-1", 3, 30)
+    short_reads = [m for start in range(3, 33, 3) for m in broker.read("chatbot/s-1", start, 3)]
+    assert [(m.offset, m.body) for m in long_read] == [(m.offset, m.body) for m in short_reads]
+    assert [m.offset for m in long_read] == list(range(3, 33))
+    # Knock three entries out of the middle of the queue's index.
+    from broker.index import keys as k
+    from broker.index.store import Column
+
+    qid = broker._entry(QueueName("", "chatbot", "s-1")).qid  # the index itself, on purpose
+    batch = broker._index.batch()
+    for offset in (10, 11, 20):
+        batch.delete(Column.INDEX, k.OFFSET_KEY.pack(qid, offset))
+    broker._index.write(batch)
+    got = broker.read("chatbot/s-1", 3, 30)
+    expected = [o for o in range(3, 33) if o not in (10, 11, 20)]
+    assert [m.offset for m in got] == expected
+    assert [m.body for m in got] == [f"m{o}".encode() for o in expected]
+
+
 def test_messages_carry_timestamp_properties_and_size(
     open_broker: OpenBroker, clock: FakeClock
 ) -> None:
