@@ -13,6 +13,10 @@ it covers. Two things can leave them apart:
   appended at those positions again. Dead-letter queues point at records
   in any order, so theirs are checked entry by entry (the gaps left behind
   are skipped by reads).
+
+A trim record (:mod:`broker.trimming`) is applied again where replay meets
+it, so an index rebuilt from the whole log does not bring back what a trim
+dropped; for an index that already has the trim it changes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from broker.log.commitlog import CommitLog
 from broker.log.record import HEADER_SIZE
 from broker.settings import BrokerSettings
 from broker.topics import QueueEntry, Registry
+from broker.trimming import TRIM, decode_trim, drop_below
 from broker.types import DLQ_PREFIX
 
 __all__ = ["catch_up", "check_layout", "replay", "roll_back", "ttl_fingerprint"]
@@ -85,7 +90,10 @@ def replay(log: CommitLog, index: IndexStore, registry: Registry, covered: int) 
     pending = 0
     for position, payload in log.scan(start):
         covered = position + HEADER_SIZE + len(payload)
-        if envelope.kind_of(payload) == envelope.MESSAGE:
+        kind = envelope.kind_of(payload)
+        if kind == TRIM:
+            _replay_trim(log, registry, batch, position, payload)
+        elif kind == envelope.MESSAGE:
             try:
                 rec = envelope.decode_message(payload, with_body=False)
             except ValueError as exc:
@@ -109,6 +117,26 @@ def replay(log: CommitLog, index: IndexStore, registry: Registry, covered: int) 
             pending = 0
     _commit(index, registry, batch, covered)
     return covered
+
+
+def _replay_trim(
+    log: CommitLog, registry: Registry, batch: WriteOps, position: int, payload: bytes
+) -> None:
+    """Apply a trim record again: what it trimmed was indexed again before it.
+
+    The entries it drops may still be only in ``batch``; its deletes follow
+    their puts there, so they win. A queue the record names that is not here
+    has nothing below the record to drop. The first needed log position
+    stays where re-indexing put it (a safe, low bound) until the next live
+    trim reads the queue again.
+    """
+    try:
+        name, below = decode_trim(payload)
+    except ValueError as exc:
+        raise CorruptLog(log.directory, position, str(exc)) from exc
+    entry = registry.lookup(name)
+    if entry is not None:
+        drop_below(registry, entry, min(below, entry.next_offset), batch)
 
 
 def _commit(index: IndexStore, registry: Registry, batch: WriteOps, covered: int) -> None:

@@ -41,12 +41,14 @@ from broker.index import keys as k
 from broker.index.rocks import RocksIndex, RocksTuning
 from broker.index.store import Column, IndexStore, WriteOps
 from broker.log.commitlog import CommitLog, FsyncPolicy
+from broker.log.record import HEADER_SIZE
 from broker.log.segment import Fsync
 from broker.publishing import Prepared, Preparer
 from broker.reading import Reader
 from broker.replay import catch_up, check_layout, ttl_fingerprint
 from broker.settings import BrokerSettings
 from broker.topics import QueueEntry, Registry
+from broker.trimming import ChunkedLows, drop_below, encode_trim
 from broker.types import (
     Body,
     BrokerStats,
@@ -57,6 +59,7 @@ from broker.types import (
     PublishResult,
     QueueInfo,
     QueueName,
+    TrimReport,
     check_namespace,
 )
 
@@ -65,6 +68,7 @@ __all__ = ["Broker", "PublishListener"]
 IndexOpener = Callable[[Path, BrokerSettings], IndexStore]
 PublishListener = Callable[[Mapping[bytes, int]], None]
 _EXPIRE_CHUNK = 4096
+_TRIM_CHUNK = 4096  # index entries a trim deletes, or reads, per hold of the lock
 _BYTES = (bytes, bytearray, memoryview)
 
 
@@ -115,6 +119,7 @@ class Broker:
         self._expired = 0  # queues removed by expiry since open (metrics)
         self._sync_control = settings.fsync is FsyncPolicy.ALWAYS
         self._listeners: list[PublishListener] = []
+        self._lows = ChunkedLows()
         covered = index.get(Column.META, k.META_COVERED)
         self._covered = k.decode_u64(covered) if covered else 0
 
@@ -478,6 +483,84 @@ class Broker:
         for begun in self._inflight.values():
             bound = min(bound, begun)
         return bound
+
+    def trim(self, queue: QueueName | str, below_offset: int) -> TrimReport:
+        """Drop ``queue``'s messages below ``below_offset`` (at most its end).
+
+        Reads below the new first offset then start at it, as after
+        retention (an exact read finds nothing there), and the log segments
+        no live queue needs any more are deleted by the next :meth:`expire`.
+        Consumer groups' committed offsets are left as they are.
+
+        Durable, and safe against a crash at any point: a trim record goes
+        to the log first (so an index rebuilt from the log trims again), then
+        each chunk of index deletes goes in one RocksDB batch with the
+        queue's new low offset; a crash part way leaves a shorter trim,
+        never a trimmed entry back (see :mod:`broker.trimming`). Works in
+        chunks and takes the lock per chunk, as :meth:`expire` does.
+        NotFound if the queue does not exist.
+        """
+        name = self._name(queue)
+        if below_offset < 0:
+            raise InvalidArgument(f"below_offset is {below_offset}; it must be >= 0")
+        trimmed = 0
+        marked = False
+        while True:
+            with self._lock:
+                self._check()
+                entry = self._entry(name)
+                target = min(below_offset, entry.next_offset)
+                if target <= entry.min_offset:
+                    break
+                try:
+                    batch = self._index.batch()
+                    if not marked:
+                        self._mark_trim(name, target, batch)
+                        marked = True
+                    stop = min(target, entry.min_offset + _TRIM_CHUNK)
+                    trimmed += drop_below(self._registry, entry, stop, batch)
+                    self._write(batch)
+                except BaseException as exc:
+                    self._fail(exc)
+                    raise
+        while True:
+            with self._lock:
+                self._check()
+                entry = self._entry(name)
+                if not self._first_known(name, entry):
+                    continue
+                first = entry.first_position
+                return TrimReport(
+                    name, entry.min_offset, trimmed, None if first == k.NO_POSITION else first
+                )
+
+    def _mark_trim(self, name: QueueName, below: int, batch: WriteOps) -> None:
+        """Append the trim record and cover it in ``batch`` (under the lock, where
+        every message record in the log is indexed)."""
+        payload = encode_trim(name.key, below)
+        (position,) = self._log.append([payload])
+        self._covered = position + HEADER_SIZE + len(payload)
+        batch.put(Column.META, k.META_COVERED, k.encode_u64(self._covered))
+
+    def _first_known(self, name: QueueName, entry: QueueEntry) -> bool:
+        """Move the queue's first needed log position up to what its kept messages
+        need, reading one more chunk of its entries; False while more remain.
+
+        Dead letters point into the log in any order: theirs stays as it is.
+        """
+        if name.is_dead_letter or entry.min_offset >= entry.next_offset:
+            return True
+        if not self._lows.look(self._index, entry, _TRIM_CHUNK):
+            return False
+        first = self._lows.first_needed(self._index, entry)
+        if first != k.NO_POSITION and first > entry.first_position:
+            try:
+                self._registry.move_first(entry, first)
+                self._write()
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+        return True
 
     # -------------------------------------------------------------- groups
 

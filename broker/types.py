@@ -39,6 +39,7 @@ __all__ = [
     "PublishResult",
     "QueueInfo",
     "QueueName",
+    "TrimReport",
     "check_group",
     "check_lite",
     "check_namespace",
@@ -264,6 +265,22 @@ class ExpireReport:
     reclaimed_bytes: int
     retention_bytes: int
     expired_by_namespace: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TrimReport:
+    """What one :meth:`Broker.trim` did to a queue.
+
+    ``min_offset``: the queue's first kept offset now (reads below it start
+    there); ``trimmed``: index entries dropped by this call; ``first_position``:
+    the lowest log position the queue still holds (None: it holds nothing).
+    Log segments below every queue's first position go at the next expire pass.
+    """
+
+    queue: QueueName
+    min_offset: int
+    trimmed: int
+    first_position: int | None
 
 
 @dataclass(frozen=True, slots=True)
