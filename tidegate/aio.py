@@ -351,7 +351,8 @@ class AsyncClient:
         wait: bool = True,
         on_notice: NoticeHandler | None = None,
     ) -> AsyncSubscription:
-        """Subscribe (see :meth:`tidegate.Client.subscribe`)."""
+        """Subscribe (see :meth:`tidegate.Client.subscribe`; a refused
+        :meth:`AsyncSubscription.add` raises and the subscription goes on)."""
         state = SessionState(group=group or "", lease_s=lease_s, max_batch=max_batch, window=buffer)
         if topic is None and lites is not None:
             raise InvalidArgument("lites given without a topic: name the topic they belong to")

@@ -4,7 +4,8 @@ One task owns the stream and reconnects it with backoff; a writer task per
 stream writes what :class:`~tidegate.session.SessionState` holds, in order
 (grpc.aio takes one write at a time). Everything runs on one event loop, so
 the state needs no lock. Acks and nacks are plain methods: they queue the
-request and wake the writer.
+request and wake the writer. A refused add raises from :meth:`AsyncSubscription.add`
+and leaves the stream open, as in the sync twin.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tidegate.errors import CallFailed, ClientClosed, DeadlineExceeded, Unavaila
 from tidegate.options import Backoff
 from tidegate.publishing import refs_of
 from tidegate.session import SessionState
-from tidegate.subscription import NoticeHandler, tell
+from tidegate.subscription import NoticeHandler, open_refused, refusal_of, tell
 from tidegate.values import Message, QueueRef, Start
 
 __all__ = ["AsyncSubscription"]
@@ -131,9 +132,14 @@ class AsyncSubscription:
         wait: bool = True,
         timeout_s: float | None = None,
     ) -> None:
-        """Subscribe to more lite-topics (or move the start of ones held)."""
+        """Subscribe to more lite-topics (or move the start of ones held).
+
+        With ``wait``, raises the server's refusal (``ResourceExhausted`` for a
+        tenant limit such as ``max_subscriptions``): none of ``lites`` is added,
+        the subscription stays open and what it held keeps arriving. Without
+        ``wait``, a refusal goes to the notice handler."""
         self._check()
-        change = self._state.add(refs_of(topic, lites), Start.of(start))
+        change = self._state.add(refs_of(topic, lites), Start.of(start), tell=not wait)
         self._kick()
         if wait:
             await self.wait_confirmed(change, timeout_s)
@@ -164,6 +170,11 @@ class AsyncSubscription:
                     f"Subscribe: the server {self._conn.server} did not confirm the "
                     f"subscription change within {limit:g} s"
                 )
+        refusal = refusal_of(self._state, change)
+        if refusal is not None:
+            raise refusal
+        if self._failure is not None and self._state.open_refusal is not None:
+            raise self._failure  # the whole set was refused: the subscription ended
 
     @property
     def subscriptions(self) -> tuple[QueueRef, ...]:
@@ -281,6 +292,10 @@ class AsyncSubscription:
                 messages = self._state.feed(frame)
                 notices, self._state.notices = self._state.notices, []
                 self._buffer.extend(messages)
+                error = open_refused(self._state)
+                if error is not None:  # before a waiter sees the change confirmed
+                    self._fail(error)
+                    break
                 backoff.succeeded()
                 self._kick()
                 self._notify()

@@ -403,6 +403,12 @@ class Client:
         (the credits granted to the server). ``wait``: return once the server
         has confirmed the subscriptions (so nothing published after the call
         returns is missed).
+
+        A tenant limit refuses the whole set (``ResourceExhausted`` naming
+        ``max_subscriptions`` or ``max_lite_topics``; with ``wait`` this call
+        raises it, without, the subscription ends with it). A later
+        :meth:`Subscription.add` that a limit refuses raises and adds nothing,
+        and the subscription keeps delivering what it holds.
         """
         self._check_open()
         state = SessionState(group=group or "", lease_s=lease_s, max_batch=max_batch, window=buffer)

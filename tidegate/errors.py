@@ -19,8 +19,10 @@ Hierarchy::
 Each package keeps its own tree (``broker.errors``, ``scheduler.errors``); the
 command line translates all of them into one line on stderr and an exit code.
 :func:`from_rpc_error` is the one place where a ``grpc.RpcError`` becomes one
-of these classes. It reads the status by name, so this module does not import
-grpc (``tidegate --help`` stays fast). No message ever holds the API key: the
+of these classes, and :func:`refused` the one where a refusal that a stream
+reports without ending (a subscription add a tenant limit refused) does. Both
+read the status by name, so this module does not import grpc (``tidegate
+--help`` stays fast). No message ever holds the API key: the
 server never quotes it back and the SDK never puts it into one.
 """
 
@@ -42,6 +44,7 @@ __all__ = [
     "Unavailable",
     "UsageError",
     "from_rpc_error",
+    "refused",
 ]
 
 # gRPC status names by number (the numbers are fixed by the gRPC protocol);
@@ -194,3 +197,11 @@ def from_rpc_error(exc: BaseException, *, method: str, server: str) -> CallFaile
     else:
         message = f"{method} failed ({name}): {text}"
     return cls(message, code=name)
+
+
+def refused(code: str, details: str, *, method: str) -> CallFailed:
+    """The SDK error for a refusal a stream reported without ending (``code`` is
+    the status name, e.g. a Subscribe add refused with ``RESOURCE_EXHAUSTED``)."""
+    text = " ".join(details.split()) or "no details"
+    cls = _BY_STATUS.get(code, ServerError)
+    return cls(f"{method} refused ({code}): {text}", code=code)

@@ -23,6 +23,14 @@ here, so they are tested without a server:
   any delivery drawn from the new set. A waiter for change n returns once
   ``confirmed >= n``. A new stream's first request re-adds the whole set,
   so its confirmation confirms every change made so far.
+* **Refused adds.** The server may refuse an add request (a tenant limit:
+  RESOURCE_EXHAUSTED) in its confirmation, without ending the stream; it
+  refuses the request's adds all or nothing. The state then forgets those
+  lite-topics (or gives back the start of one it held before) and keeps the
+  refusal for the waiter of that change (:meth:`SessionState.refusal`), or,
+  when nobody waits, hands it over as a notice. A refused first request of a
+  stream (the whole set) is :attr:`SessionState.open_refusal`: the clients
+  end the subscription with it.
 """
 
 from __future__ import annotations
@@ -50,6 +58,20 @@ class _Entry:
     start: Start
     expected: int | None = None  # plain streams: the next offset to hand over
     taken: int | None = None  # plain streams: after the last message the user took
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A change request on the stream, waiting for its confirmation."""
+
+    change: int
+    opening: bool = False  # the stream's first request (the whole set)
+    tell: bool = False  # a refusal becomes a notice: nobody waits for it
+    # adds: (key, the entry the add made, the entry it replaced)
+    undo: tuple[tuple[Key, _Entry, _Entry | None], ...] = ()
+
+
+_MAX_REFUSALS = 1024  # refusals kept for waiters that gave up
 
 
 @dataclass(slots=True)
@@ -93,7 +115,9 @@ class SessionState:
         self._outbox: list[pb.SubscribeRequest] = []
         self._changes = 0
         self._confirmed = 0
-        self._inflight: deque[int] = deque()
+        self._inflight: deque[_Pending] = deque()
+        self._refusals: dict[int, Notice] = {}
+        self.open_refusal: Notice | None = None  # the stream's first request was refused
         self._chunk: _Chunked | None = None
         self._unsent_settles: list[pb.SubscribeRequest] = []
         self.notices: list[Notice] = []
@@ -162,8 +186,9 @@ class SessionState:
             request.extend.extend(pending.extend)
         self._unsent_settles = []
         self._inflight.clear()
+        self.open_refusal = None
         if request.add:
-            self._inflight.append(self._changes)
+            self._inflight.append(_Pending(self._changes, opening=True))
         else:
             self._confirmed = self._changes  # nothing is held on a fresh stream
         return request
@@ -188,21 +213,31 @@ class SessionState:
 
     # ------------------------------------------------------------ changes
 
-    def add(self, refs: Sequence[QueueRef], start: Start) -> int:
+    def add(self, refs: Sequence[QueueRef], start: Start, *, tell: bool = False) -> int:
         """Subscribe to ``refs`` from ``start`` (moving the start of any already held).
 
-        Returns the change's number (0 for no refs: nothing to wait for)."""
+        Returns the change's number (0 for no refs: nothing to wait for).
+        ``tell``: nobody will wait for it, so a refusal becomes a notice
+        instead of :meth:`refusal`'s answer."""
         if not refs:
             return 0
         self._changes += 1
+        undo: list[tuple[Key, _Entry, _Entry | None]] = []
         for ref in refs:
             # Until the server confirms, accept whatever comes: deliveries drawn
             # from an old cursor arrive before the confirmation and are new.
-            self._subs[(ref.topic, ref.lite_topic)] = _Entry(start)
+            key = (ref.topic, ref.lite_topic)
+            entry = _Entry(start)
+            undo.append((key, entry, self._subs.get(key)))
+            self._subs[key] = entry
         if self._connected:
             self._outbox.append(pb.SubscribeRequest(add=[subscription(r, start) for r in refs]))
-            self._inflight.append(self._changes)
+            self._inflight.append(_Pending(self._changes, tell=tell, undo=tuple(undo)))
         return self._changes
+
+    def refusal(self, change: int) -> Notice | None:
+        """Why the server refused add change ``change`` (once; None: not refused)."""
+        return self._refusals.pop(change, None)
 
     def remove(self, refs: Sequence[QueueRef]) -> int:
         if not refs:
@@ -216,7 +251,7 @@ class SessionState:
                     remove=[pb.QueueRef(topic=r.topic, lite_topic=r.lite_topic) for r in refs]
                 )
             )
-            self._inflight.append(self._changes)
+            self._inflight.append(_Pending(self._changes))
         return self._changes
 
     # ------------------------------------------------------------ settling
@@ -275,9 +310,8 @@ class SessionState:
             self._on_changed(frame.changed)
         if frame.HasField("notice"):
             n = frame.notice
-            name = STATUS_NAMES[n.code] if 0 <= n.code < len(STATUS_NAMES) else str(n.code)
             ref = QueueRef(n.topic, n.lite_topic) if n.topic else None
-            self.notices.append(Notice(name, n.message, ref))
+            self.notices.append(_notice(n, ref))
         for d in frame.messages:
             self._outstanding = max(0, self._outstanding - 1)
             if d.chunked:
@@ -318,14 +352,45 @@ class SessionState:
             entry.expected = d.offset + 1
 
     def _on_changed(self, changed: pb.SubscriptionsChanged) -> None:
-        if self._inflight:
-            self._confirmed = max(self._confirmed, self._inflight.popleft())
+        pending = self._inflight.popleft() if self._inflight else None
+        if pending is not None:
+            self._confirmed = max(self._confirmed, pending.change)
+        if changed.HasField("refused"):
+            self._on_refused(changed, pending)
+            return
         if self.group:
             return
         for started in changed.started:
             entry = self._subs.get((started.topic, started.lite_topic))
             if entry is not None:
                 entry.expected = started.next_offset
+
+    def _on_refused(self, changed: pb.SubscriptionsChanged, pending: _Pending | None) -> None:
+        refs = [QueueRef(r.topic, r.lite_topic) for r in changed.refused_adds]
+        notice = _notice(changed.refused, refs[0] if len(refs) == 1 else None)
+        if pending is not None and pending.opening:
+            self.open_refusal = notice
+            return
+        if pending is None or pending.tell:
+            self.notices.append(notice)
+        else:
+            if len(self._refusals) >= _MAX_REFUSALS:
+                del self._refusals[next(iter(self._refusals))]
+            self._refusals[pending.change] = notice
+        if pending is None:
+            return
+        for key, made, before in pending.undo:
+            if self._subs.get(key) is not made:
+                continue  # changed again since: the later change rules
+            if before is None:
+                del self._subs[key]
+                continue
+            # The server kept the old subscription: keep what was seen since.
+            if made.expected is not None:
+                before.expected = made.expected
+            if made.taken is not None:
+                before.taken = made.taken
+            self._subs[key] = before
 
     def _top_up(self) -> None:
         if not self._connected:
@@ -334,3 +399,8 @@ class SessionState:
         if room >= self._threshold:
             self._outstanding += room
             self._outbox.append(pb.SubscribeRequest(credits=room))
+
+
+def _notice(n: pb.StreamNotice, ref: QueueRef | None) -> Notice:
+    name = STATUS_NAMES[n.code] if 0 <= n.code < len(STATUS_NAMES) else str(n.code)
+    return Notice(name, n.message, ref)

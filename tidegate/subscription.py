@@ -8,6 +8,12 @@ messages from the buffer (iteration or :meth:`Subscription.get`); every
 message taken gives a credit back to the server (see
 :mod:`tidegate.session`). Any other failure ends the subscription: the
 reader first gets what was buffered, then the error.
+
+An add the server refuses (a tenant limit) does not end the stream: the
+:meth:`Subscription.add` that waits for it raises the refusal
+(``ResourceExhausted``) and the subscriptions held keep delivering. Only a
+refused first request of a stream (the whole set, as :meth:`Client.subscribe`
+or a reconnect sends it) ends the subscription with that error.
 """
 
 from __future__ import annotations
@@ -25,12 +31,19 @@ import grpc
 from broker.proto import broker_pb2 as pb
 from broker.proto import broker_pb2_grpc as pb_grpc
 from tidegate.connect import Connection
-from tidegate.errors import CallFailed, ClientClosed, DeadlineExceeded, Unavailable, from_rpc_error
+from tidegate.errors import (
+    CallFailed,
+    ClientClosed,
+    DeadlineExceeded,
+    Unavailable,
+    from_rpc_error,
+    refused,
+)
 from tidegate.publishing import refs_of
 from tidegate.session import SessionState
 from tidegate.values import Message, Notice, QueueRef, Start
 
-__all__ = ["NoticeHandler", "Subscription", "log_notice", "tell"]
+__all__ = ["NoticeHandler", "Subscription", "log_notice", "open_refused", "refusal_of", "tell"]
 
 log = logging.getLogger("tidegate.client")
 
@@ -138,11 +151,16 @@ class Subscription:
         wait: bool = True,
         timeout_s: float | None = None,
     ) -> None:
-        """Subscribe to more lite-topics (or move the start of ones held)."""
+        """Subscribe to more lite-topics (or move the start of ones held).
+
+        With ``wait``, raises the server's refusal (``ResourceExhausted`` for a
+        tenant limit such as ``max_subscriptions``): none of ``lites`` is added,
+        the subscription stays open and what it held keeps arriving. Without
+        ``wait``, a refusal goes to the notice handler."""
         refs = refs_of(topic, lites)
         with self._cond:
             self._check()
-            change = self._state.add(refs, Start.of(start))
+            change = self._state.add(refs, Start.of(start), tell=not wait)
             self._send()
         if wait:
             self.wait_confirmed(change, timeout_s)
@@ -165,7 +183,8 @@ class Subscription:
             self.wait_confirmed(change, timeout_s)
 
     def wait_confirmed(self, change: int, timeout_s: float | None) -> None:
-        """Wait until the server has confirmed change number ``change``."""
+        """Wait until the server has confirmed change number ``change``; raise its
+        refusal if it refused it."""
         limit = timeout_s if timeout_s is not None else self._confirm_limit()
         deadline = time.monotonic() + limit
         with self._cond:
@@ -181,6 +200,11 @@ class Subscription:
                         f"subscription change within {limit:g} s"
                     )
                 self._cond.wait(remaining)
+            refusal = refusal_of(self._state, change)
+            if refusal is not None:
+                raise refusal
+            if self._failure is not None and self._state.open_refusal is not None:
+                raise self._failure  # the whole set was refused: the subscription ended
 
     def _confirm_limit(self) -> float:
         give_up = self._conn.retry.give_up_s
@@ -318,7 +342,13 @@ class Subscription:
                     self._send()
                     notices, self._state.notices = self._state.notices, []
                     self._buffer.extend(messages)
+                    error = open_refused(self._state)
+                    if error is not None:  # before a waiter sees the change confirmed
+                        self._failure = error
                     self._cond.notify_all()
+                if error is not None:
+                    call.cancel()  # type: ignore[no-untyped-call]
+                    return None if self._stop.is_set() else error
                 connected()
                 for notice in notices:
                     tell(self._on_notice, notice)
@@ -337,6 +367,22 @@ class Subscription:
         with self._cond:
             self._failure = error
             self._cond.notify_all()
+
+
+def refusal_of(state: SessionState, change: int) -> CallFailed | None:
+    """The error for confirmed change ``change`` if the server refused it."""
+    notice = state.refusal(change)
+    if notice is None:
+        return None
+    return refused(notice.code, notice.message, method="Subscribe")
+
+
+def open_refused(state: SessionState) -> CallFailed | None:
+    """The error that ends the subscription when a stream's first request was refused."""
+    notice = state.open_refusal
+    if notice is None:
+        return None
+    return refused(notice.code, notice.message, method="Subscribe")
 
 
 def _drain(
