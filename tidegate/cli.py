@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from scheduler.sim.events import EventRow
     from tidegate import demo as demo_types
     from tidegate.loadgen import LoadEvent
+    from workers.fleet import FleetSpec
 
 __all__ = ["main"]
 
@@ -194,6 +195,9 @@ def _cmd_workers(args: argparse.Namespace) -> int:
     def announce(text: str) -> None:
         print(f"tidegate workers: {text}", flush=True)
 
+    autoscale = args.max_replicas is not None or args.min_replicas is not None
+    if autoscale:
+        return _serve_autoscaled(args, spec, announce)
     replicas = replicas or 1
     if args.in_process:
         if args.tracing == "off":
@@ -208,6 +212,56 @@ def _cmd_workers(args: argparse.Namespace) -> int:
     if args.tracing != "off":
         raise UsageError("--tracing needs --in-process: Ray actors set up no tracer yet")
     return serve_ray(spec, replicas, announce, address=args.ray_address, gpus=args.gpus)
+
+
+def _serve_autoscaled(
+    args: argparse.Namespace, spec: FleetSpec, announce: Callable[[str], None]
+) -> int:
+    """``tidegate workers --max-replicas``: a Ray fleet resized on the server's queue depth."""
+    from scheduler.metric_names import TENANT_QUEUED
+    from workers.autoscale import AutoscaleConfig
+    from workers.errors import WorkerConfigError
+    from workers.queue_depth import PrometheusQueueDepth
+    from workers.scaling import serve_ray_autoscaled
+
+    if args.max_replicas is None:
+        raise UsageError("--min-replicas needs --max-replicas (the fleet's upper bound)")
+    if args.replicas is not None:
+        raise UsageError(
+            "--replicas is a fixed fleet; give it, or --min-replicas/--max-replicas, not both"
+        )
+    if args.in_process:
+        raise UsageError("autoscaling (--max-replicas) runs Ray actors; drop --in-process")
+    if args.tracing != "off":
+        raise UsageError("--tracing needs --in-process: Ray actors set up no tracer yet")
+    if not args.metrics_url:
+        raise UsageError(
+            "--max-replicas needs --metrics-url: the server's queue depth is read from its "
+            "Prometheus endpoint (tidegate serve --metrics-port)"
+        )
+    try:
+        config = AutoscaleConfig(
+            min_replicas=args.min_replicas or 1,
+            max_replicas=args.max_replicas,
+            up_queued_per_replica=args.scale_up_queued,
+            down_queued_per_replica=args.scale_down_queued,
+            up_after_s=args.scale_up_after_s,
+            down_after_s=args.scale_down_after_s,
+            cooldown_s=args.scale_cooldown_s,
+        )
+        source = PrometheusQueueDepth(args.metrics_url, metric=TENANT_QUEUED.name)
+    except (WorkerConfigError, ValueError) as exc:
+        raise UsageError(str(exc).replace("_replicas", "-replicas")) from None
+    return serve_ray_autoscaled(
+        spec,
+        config,
+        source,
+        announce,
+        address=args.ray_address,
+        gpus=args.gpus,
+        interval_s=args.scale_interval_s,
+        drain_timeout_s=args.drain_timeout_s,
+    )
 
 
 def _set_option(options: dict[str, object], path: list[str], text: str) -> None:
@@ -786,6 +840,59 @@ def _add_workers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="run the workers as tasks of this process instead of Ray actors",
     )
     p.add_argument("--api-key-file", help="the fleet's API key file (default: $TIDEGATE_API_KEY)")
+    scale = p.add_argument_group(
+        "autoscaling (Ray only)",
+        "With --max-replicas the fleet starts at --min-replicas and adds an actor when the "
+        "server's queue stays above --scale-up-queued per replica for --scale-up-after-s, "
+        "drains one (it takes nothing new, finishes its runs, then exits) when the queue stays "
+        "at or below --scale-down-queued per replica for --scale-down-after-s, one change per "
+        "--scale-cooldown-s, never more actors than Ray has free GPUs (or CPUs) for. The "
+        "queue depth is read from the server's Prometheus endpoint (--metrics-url).",
+    )
+    scale.add_argument("--min-replicas", type=_positive_int, help="fewest workers (default 1)")
+    scale.add_argument("--max-replicas", type=_positive_int, help="most workers; turns it on")
+    scale.add_argument(
+        "--metrics-url",
+        help="the server's metrics: HOST:PORT of `tidegate serve --metrics-port`, or a URL",
+    )
+    scale.add_argument(
+        "--scale-up-queued",
+        type=_seconds,
+        default=4.0,
+        metavar="N",
+        help="queued requests per replica above which the fleet grows (default 4)",
+    )
+    scale.add_argument(
+        "--scale-down-queued",
+        type=_seconds,
+        default=0.0,
+        metavar="N",
+        help="queued requests per replica at or below which it shrinks (default 0)",
+    )
+    scale.add_argument(
+        "--scale-up-after-s", type=_seconds, default=10.0, help="how long high (default 10)"
+    )
+    scale.add_argument(
+        "--scale-down-after-s", type=_seconds, default=60.0, help="how long low (default 60)"
+    )
+    scale.add_argument(
+        "--scale-cooldown-s",
+        type=_seconds,
+        default=30.0,
+        help="the least time between two changes (default 30)",
+    )
+    scale.add_argument(
+        "--scale-interval-s",
+        type=_speed,
+        default=2.0,
+        help="seconds between two readings of the queue (default 2)",
+    )
+    scale.add_argument(
+        "--drain-timeout-s",
+        type=_seconds,
+        default=600.0,
+        help="how long a drained worker may take to finish its runs (default 600)",
+    )
     _add_tracing_flags(p)
     p.set_defaults(handler=_cmd_workers)
 

@@ -11,8 +11,11 @@
   machines where starting Ray is not worth it (tests, the demo's fallback).
 
 Each worker is built by :func:`build_worker` from a :class:`FleetSpec`,
-which is plain data so Ray can ship it to an actor. The fleet does not
-scale itself on queue depth; see the README.
+which is plain data so Ray can ship it to an actor. A :class:`RayFleet`
+can grow by one actor (:meth:`RayFleet.add_replica`, within what Ray has
+room for: :meth:`RayFleet.headroom`) and shrink by one, draining it first
+(:meth:`RayFleet.drain_replica`, see :mod:`workers.drain`);
+:mod:`workers.scaling` does so on the server's queue depth.
 
 Ray is imported only inside the functions that need it, so importing this
 module (and ``tidegate --help``) stays cheap.
@@ -34,6 +37,7 @@ from scheduler.clock import Clock, MonotonicClock
 from tidegate.client import InferenceClient
 from workers.backends.factory import create_backend
 from workers.backends.simulated import SimulatedBackend, SimulatedGpuProbe
+from workers.drain import DrainGate
 from workers.errors import ProbeUnavailableError, WorkerConfigError
 from workers.probe import GpuProbe, NvmlProbe
 from workers.worker import Worker, WorkerConfig
@@ -87,9 +91,11 @@ def build_worker(
     *,
     clock: Clock,
     gpu_devices: list[int] | None = None,
+    gate: DrainGate | None = None,
 ) -> tuple[Worker, InferenceClient]:
     """Worker ``index`` of the fleet and the client its Lease streams go through
-    (close the client after the worker's run ends)."""
+    (close the client after the worker's run ends). ``gate``: its streams pass
+    through it, so the worker can be drained."""
     worker_id = spec.worker_id(index)
     options = dict(spec.backend_options)
     if spec.backend == "simulated":
@@ -105,7 +111,8 @@ def build_worker(
         default_max_tokens=spec.default_max_tokens,
         labels={"index": str(index), "pid": str(os.getpid())},
     )
-    worker = Worker(config, backend, client.lease, clock=clock, probe=_probe(backend, gpu_devices))
+    connect = client.lease if gate is None else gate.wrap(client.lease)
+    worker = Worker(config, backend, connect, clock=clock, probe=_probe(backend, gpu_devices))
     return worker, client
 
 
@@ -153,8 +160,9 @@ class WorkerActor:
         self.index = index
         self._loop = asyncio.new_event_loop()
         gpus = _ray_gpu_ids()
+        self._gate = DrainGate()
         self._worker, self._client = build_worker(
-            spec, index, clock=MonotonicClock(), gpu_devices=gpus or None
+            spec, index, clock=MonotonicClock(), gpu_devices=gpus or None, gate=self._gate
         )
         self._thread = threading.Thread(target=self._serve, name="tidegate-worker", daemon=True)
         self._thread.start()
@@ -189,6 +197,28 @@ class WorkerActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def drain(self, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Take no new request, wait (up to ``timeout_s``) until every lease the
+        worker holds is over, then stop it. Returns its stats, with ``drained``
+        (False: the time ran out, and what still ran was stopped: the server
+        puts it back in the queue) and ``handed_back`` (grants it refused)."""
+
+        async def drained() -> bool:
+            self._gate.drain()
+            try:
+                await asyncio.wait_for(self._gate.idle.wait(), timeout_s)
+            except TimeoutError:
+                return False
+            return True
+
+        ok = False
+        if self._loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(drained(), self._loop)
+            with contextlib.suppress(Exception):
+                ok = future.result(timeout_s + 5.0)
+        self.shutdown()
+        return {**self.stats(), "drained": ok, "handed_back": self._gate.handed_back}
+
     def shutdown(self) -> None:
         """Stop the worker and wait for it (Ray kills the process after)."""
         if self._loop.is_running():
@@ -214,11 +244,14 @@ def _ray_gpu_ids() -> list[int]:
 
 
 class RayFleet:
-    """``replicas`` worker actors on a Ray cluster (``address`` None: a local Ray).
+    """Worker actors on a Ray cluster (``address`` None: a local Ray), ``replicas``
+    to start with.
 
     ``gpus``: ``auto`` puts each actor on a GPU of its own when the cluster
     has GPUs and the backend is not the simulated one; ``yes`` always,
     ``no`` never. CPU actors ask for ``cpus_per_actor`` logical CPUs.
+    Actor ``i`` runs worker ``{prefix}-{i}``; a new actor takes the smallest
+    index free, so worker ids stay few however often the fleet resizes.
     """
 
     def __init__(
@@ -236,14 +269,26 @@ class RayFleet:
         if gpus not in ("auto", "yes", "no"):
             raise WorkerConfigError(f"gpus is {gpus!r}; it must be auto, yes or no")
         self.spec = spec
-        self.replicas = replicas
+        self.initial_replicas = replicas
         self.address = address
         self.gpus = gpus
         self.cpus_per_actor = cpus_per_actor
         self.local_cpus = local_cpus
-        self.actors: list[Any] = []
+        self.members: dict[int, Any] = {}  # index -> actor, serving
+        self.draining: dict[int, tuple[Any, Any]] = {}  # index -> (actor, drain's result ref)
         self.on_gpu = False
         self._started_ray = False
+        self._resources: dict[str, Any] = {}
+
+    @property
+    def actors(self) -> list[Any]:
+        """The serving actors, by index (draining ones not included)."""
+        return [self.members[i] for i in sorted(self.members)]
+
+    @property
+    def replicas(self) -> int:
+        """Actors serving (draining ones not counted); before start, the replicas asked for."""
+        return len(self.members) if self._resources else self.initial_replicas
 
     def start(self) -> None:
         ray = _ray()
@@ -262,38 +307,94 @@ class RayFleet:
             self.on_gpu = True
         elif self.gpus == "auto":
             self.on_gpu = cluster_gpus > 0 and self.spec.backend != "simulated"
-        resources: dict[str, Any] = (
+        self._resources = (
             {"num_gpus": 1, "num_cpus": 1} if self.on_gpu else {"num_cpus": self.cpus_per_actor}
         )
+        for _ in range(self.initial_replicas):
+            self.add_replica()
+
+    def add_replica(self) -> int:
+        """Start one more actor (it connects by itself); returns its index."""
+        if not self._resources:
+            raise WorkerConfigError("the fleet is not started")
+        ray = _ray()
+        taken = self.members.keys() | self.draining.keys()
+        index = next(i for i in range(len(taken) + 1) if i not in taken)
         remote = ray.remote(WorkerActor)
-        self.actors = [
-            remote.options(max_restarts=-1, max_task_retries=-1, **resources).remote(self.spec, i)
-            for i in range(self.replicas)
-        ]
+        self.members[index] = remote.options(
+            max_restarts=-1, max_task_retries=-1, **self._resources
+        ).remote(self.spec, index)
+        return index
+
+    def headroom(self) -> int:
+        """How many more actors Ray can place now: free GPUs for GPU actors,
+        free CPUs over ``cpus_per_actor`` for CPU actors."""
+        free = _ray().available_resources()
+        if self.on_gpu:
+            return int(min(free.get("GPU", 0.0), free.get("CPU", 0.0)) + 1e-9)
+        return int(free.get("CPU", 0.0) / self.cpus_per_actor + 1e-9)
+
+    def drain_replica(self, timeout_s: float = 600.0) -> int | None:
+        """Drain the serving actor with the highest index (it takes nothing new,
+        finishes its runs, then stops; :meth:`reap` ends it); returns its index,
+        None when none serves."""
+        if not self.members:
+            return None
+        index = max(self.members)
+        actor = self.members.pop(index)
+        self.draining[index] = (actor, actor.drain.remote(timeout_s))
+        return index
+
+    def reap(self, timeout_s: float = 0.0) -> list[tuple[int, dict[str, Any] | None]]:
+        """End the actors whose drain is over (waiting up to ``timeout_s`` for
+        one): each index with its final stats (None if the drain call failed)."""
+        if not self.draining:
+            return []
+        ray = _ray()
+        refs = {ref: index for index, (_, ref) in self.draining.items()}
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        ended: list[tuple[int, dict[str, Any] | None]] = []
+        for ref in done:
+            index = refs[ref]
+            actor, _ = self.draining.pop(index)
+            result: dict[str, Any] | None = None
+            try:
+                result = ray.get(ref)
+            except Exception as exc:
+                log.warning("draining worker %s failed: %s", self.spec.worker_id(index), exc)
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+            ended.append((index, result))
+        return ended
 
     def wait_ready(self, timeout_s: float = 60.0) -> int:
-        """How many actors have an open Lease stream within ``timeout_s``."""
+        """How many serving actors have an open Lease stream within ``timeout_s``."""
         ray = _ray()
         refs = [actor.ready.remote(timeout_s) for actor in self.actors]
         return sum(1 for ok in ray.get(refs, timeout=timeout_s + 30.0) if ok)
 
     def stats(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The serving actors' stats, by index."""
         ray = _ray()
         return list(ray.get([a.stats.remote() for a in self.actors], timeout=timeout_s))
 
     def kill(self, index: int) -> None:
-        """Kill an actor's process the hard way (Ray restarts it)."""
+        """Kill actor ``index``'s process the hard way (Ray restarts it)."""
         ray = _ray()
-        ray.kill(self.actors[index], no_restart=False)
+        ray.kill(self.members[index], no_restart=False)
 
     def stop(self) -> None:
         ray = _ray()
+        serving = self.actors
         with contextlib.suppress(Exception):
-            ray.get([a.shutdown.remote() for a in self.actors], timeout=15.0)
-        for actor in self.actors:
+            ray.get([a.shutdown.remote() for a in serving], timeout=15.0)
+        # A draining actor's drain call holds it; its runs end with its process
+        # (the server puts them back in the queue).
+        for actor in [*serving, *(a for a, _ in self.draining.values())]:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-        self.actors = []
+        self.members = {}
+        self.draining = {}
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False

@@ -1,0 +1,128 @@
+"""Draining a worker through a DrainGate: a real Worker on an in-memory Lease stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from scheduler.clock import VirtualClock
+from tidegate.client import LeaseSettled, LeaseStop, Stopped
+from workers.drain import DrainGate
+from workers.worker import Worker, WorkerConfig
+
+from .fakes import BREAK, Connector, FakeLink, ScriptedBackend, grant
+
+Body = Callable[[Worker, DrainGate, Connector, ScriptedBackend], Awaitable[None]]
+CLOCK = VirtualClock()
+
+
+def run(body: Body, backend: ScriptedBackend) -> Worker:
+    async def main() -> Worker:
+        connector = Connector()
+        gate = DrainGate()
+        worker = Worker(
+            WorkerConfig("w1", capacity=4, feedback_interval_s=1.0),
+            backend,
+            gate.wrap(connector),
+            clock=CLOCK,
+        )
+        task = asyncio.create_task(worker.run())
+        try:
+            await body(worker, gate, connector, backend)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 5.0)
+        return worker
+
+    return asyncio.run(main())
+
+
+async def idle(gate: DrainGate) -> None:
+    await asyncio.wait_for(gate.idle.wait(), 5.0)
+
+
+def test_draining_hands_new_grants_back_and_is_idle_once_its_runs_are_settled() -> None:
+    backend = ScriptedBackend(words=2)
+    backend.gate.clear()  # r1 runs until the test lets it finish
+
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 1))
+        await link.until(lambda ln: len(ln.chunks("r1")) == 2)
+        gate.drain()
+        assert not gate.idle.is_set()
+        assert gate.leases == 1
+
+        # Grants the server still makes (it holds credits) go straight back:
+        # a first run with nothing processed, a resumed one with its tokens.
+        link.push(grant("r2", 2))
+        link.push(grant("r3", 3, next_chunk=4, done_output_tokens=4))
+        await link.until(lambda ln: len(ln.stopped) == 2)
+        assert link.stopped == [Stopped("r2", 2, 0, input_processed=0), Stopped("r3", 3, 4)]
+        assert [r.request_id for r in b.requests] == ["r1"]
+        assert gate.handed_back == 2
+
+        # r1 finishes: its completion goes out, its credit does not.
+        b.gate.set()
+        await link.until(lambda ln: bool(ln.completions))
+        await asyncio.sleep(0.05)  # let the worker's credit report go out too
+        assert link.credits_back == 0
+        assert not gate.idle.is_set()  # stored only once the server settles it
+        link.push(LeaseSettled("r1", 1))
+        await idle(gate)
+        assert w.stats.running == 0
+
+    worker = run(body, backend)
+    assert (worker.stats.granted, worker.stats.completed) == (1, 1)
+
+
+def test_a_drain_with_nothing_running_is_idle_at_once() -> None:
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        await c.link(0)
+        gate.drain()
+        await idle(gate)
+
+    run(body, ScriptedBackend())
+
+
+def test_a_preempted_or_cancelled_run_ends_its_lease() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 1))
+        link.push(grant("r2", 2))
+        await link.until(lambda ln: bool(ln.chunks("r1")) and bool(ln.chunks("r2")))
+        gate.drain()
+        link.push(LeaseStop("r1", 1, "preempt"))
+        await link.until(lambda ln: bool(ln.stopped))
+        assert gate.leases == 1
+        assert not gate.idle.is_set()
+        link.push(LeaseStop("r2", 2, "cancel"))
+        await idle(gate)
+
+    run(body, backend)
+
+
+def test_a_stream_that_breaks_while_draining_is_idle_and_reopens_without_credits() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        link = await c.link(0)
+        assert link.credits == 4
+        link.push(grant("r1", 1))
+        await link.until(lambda ln: bool(ln.chunks("r1")))
+        gate.drain()
+        link.push(BREAK)  # the server released r1's lease with the stream
+        await idle(gate)
+        while len(c.links) < 2:  # the backoff sleeps on the virtual clock
+            await asyncio.sleep(0)
+            deadline = CLOCK.next_deadline()
+            if deadline is not None:
+                CLOCK.jump(deadline)
+        second: FakeLink = c.links[1]
+        assert second.credits == 0
+
+    run(body, backend)
