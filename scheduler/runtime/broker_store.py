@@ -99,8 +99,9 @@ class BrokerRequestStore:
                         number = int(json.loads(last[0].body)["boot"])
         number = max(number + 1, floor)
         body = json.dumps({"boot": number}).encode()
-        broker.publish_batch([PublishRequest(BOOTS_TOPIC, body, (BOOTS_LITE,), {}, "")])
+        (stored,) = broker.publish_batch([PublishRequest(BOOTS_TOPIC, body, (BOOTS_LITE,), {}, "")])
         broker.sync()  # whatever the fsync policy: a boot number must never repeat
+        broker.trim(_BOOTS, stored.offsets[0])  # only the last boot is ever read
         return number
 
     async def replay(self) -> Replayed:
@@ -114,6 +115,7 @@ class BrokerRequestStore:
         except NotFound:
             return Replayed((), 0, 0)
         start = broker.committed_offset(GROUP, _REQUESTS) or 0
+        broker.trim(_REQUESTS, start)  # in case the last run stopped between commit and trim
         page = broker.settings.max_read_messages
         records: list[tuple[int, SubmitRecord | DoneRecord]] = []
         offset = start
@@ -309,6 +311,10 @@ class BrokerRequestStore:
     def _commit(self, offset: int) -> None:
         with contextlib.suppress(NotFound):  # nothing was ever submitted
             self._broker.commit_offset(GROUP, _REQUESTS, offset)
+            # Below the restart point nothing is read again: drop those records,
+            # so finished requests stop holding the log's start (the next expiry
+            # pass deletes the segments no queue needs any more).
+            self._broker.trim(_REQUESTS, offset)
 
 
 async def _split(body: bytes, size: int) -> AsyncIterator[bytes]:

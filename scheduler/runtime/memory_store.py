@@ -150,6 +150,10 @@ class MemoryRequestStore:
 
     async def read_payload(self, offset: int, inline_limit: int) -> StoredPayload:
         await self._pass()
+        if offset < self.data.committed:  # as the broker's: trimmed with the commit
+            raise ServingUnavailableError(
+                f"the payload at requests offset {offset} is gone (below the restart point)"
+            )
         body = self.data.queue(_REQUESTS)[offset].body
         if len(body) <= inline_limit:
             return StoredPayload(len(body), body, None)

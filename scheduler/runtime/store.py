@@ -171,4 +171,6 @@ class RequestStore(Protocol):
         """``request_id``'s messages in ``tenant``'s ``topic/lite`` from ``from_offset`` on."""
 
     async def commit(self, offset: int) -> None:
-        """Move the restart point: records below ``offset`` need no replay."""
+        """Move the restart point: records below ``offset`` need no replay, and
+        the store drops them (a payload there can no longer be read), so
+        finished requests do not hold storage."""
