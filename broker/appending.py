@@ -19,7 +19,7 @@ which replay on open indexes exactly as this would have.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import NamedTuple, cast
@@ -31,6 +31,7 @@ from broker.index.store import Column, IndexStore
 from broker.log.commitlog import CommitLog
 from broker.log.record import HEADER_SIZE
 from broker.publishing import Prepared
+from broker.tail import Tails
 from broker.topics import QueueEntry, Registry
 from broker.types import PublishResult
 
@@ -47,6 +48,7 @@ def append_batch(
     now: float,
     prepared: Sequence[Prepared],
     bodies: Sequence[Stored],
+    tails: Tails | None = None,
 ) -> tuple[list[PublishResult], int, dict[bytes, QueueEntry]]:
     """Publish ``prepared`` (bodies stored as ``bodies``).
 
@@ -161,7 +163,75 @@ def append_batch(
     covered = positions[-1] + HEADER_SIZE + len(records[-1])
     put(Column.META, k.META_COVERED, k.encode_u64(covered))
     index.write(batch)
+    if tails is not None and registry.subscribers:
+        _keep_tails(tails, registry.subscribers, plan, prepared, bodies, positions, now)
     return results, covered, by_key
+
+
+def _keep_tails(  # noqa: PLR0917 - the locals of append_batch, handed over once
+    tails: Tails,
+    subscribers: Mapping[bytes, int],
+    plan: Sequence[_Run | _Spread | _Single],
+    prepared: Sequence[Prepared],
+    bodies: Sequence[Stored],
+    positions: Sequence[int],
+    now: float,
+) -> None:
+    """Hand the messages of subscribed queues to their tails (see :mod:`broker.tail`)."""
+    decoded: dict[bytes, Mapping[str, str]] = {}
+
+    def properties_of(at: int) -> Mapping[str, str]:
+        raw = prepared[at][1]
+        found = decoded.get(raw)
+        if found is None:
+            found = decoded[raw] = envelope.decode_properties(raw)
+        return found
+
+    for step in plan:
+        if type(step) is tuple:
+            entry, offset, at, _ = cast("_Single", step)
+            if entry.key in subscribers:
+                body = cast("bytes", bodies[at])
+                tails.add(
+                    entry.key,
+                    entry.qid,
+                    offset,
+                    positions=(positions[at],),
+                    timestamp=now,
+                    properties=properties_of(at),
+                    bodies=(body,),
+                )
+        elif type(step) is _Run:
+            entry, first, at, end = step
+            if entry.key in subscribers:
+                tails.add(
+                    entry.key,
+                    entry.qid,
+                    first,
+                    positions=positions[at:end],
+                    timestamp=now,
+                    properties=properties_of(at),
+                    bodies=cast("Sequence[bytes]", bodies[at:end]),
+                )
+        else:
+            assert type(step) is _Spread
+            at, placed = step
+            stored = bodies[at]
+            for entry, offset in placed:
+                if entry.key not in subscribers:
+                    continue
+                if isinstance(stored, bytes):
+                    tails.add(
+                        entry.key,
+                        entry.qid,
+                        offset,
+                        positions=(positions[at],),
+                        timestamp=now,
+                        properties=properties_of(at),
+                        bodies=(stored,),
+                    )
+                else:  # a chunked body is read from the log: the tail stops before it
+                    tails.drop(entry.key)
 
 
 class _Run(NamedTuple):

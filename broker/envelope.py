@@ -204,18 +204,7 @@ def decode_message(payload: bytes, *, with_body: bool = True) -> MessageRecord:
             at += length
             queues.append((name, _Q.unpack_from(payload, at)[0]))
             at += 8
-        (props,) = _H.unpack_from(payload, at)
-        at += 2
-        properties: dict[str, str] = {}
-        for _ in range(props):
-            (length,) = _H.unpack_from(payload, at)
-            at += 2
-            key = payload[at : at + length].decode()
-            at += length
-            (length,) = _I.unpack_from(payload, at)
-            at += 4
-            properties[key] = payload[at : at + length].decode()
-            at += length
+        properties, at = _read_properties(payload, at)
         if flags & _CHUNKED:
             size, n = _CHUNK_HEAD.unpack_from(payload, at)
             at += _CHUNK_HEAD.size
@@ -227,6 +216,35 @@ def decode_message(payload: bytes, *, with_body: bool = True) -> MessageRecord:
         return MessageRecord(timestamp, tuple(queues), properties, len(payload) - at, body, ())
     except (struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed message record: {exc}") from exc
+
+
+def decode_properties(encoded: bytes) -> Mapping[str, str]:
+    """What :func:`encode_properties` encoded, read-only (ValueError if malformed)."""
+    if encoded == NO_PROPERTIES:
+        return _NONE
+    try:
+        properties, _ = _read_properties(encoded, 0)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed properties: {exc}") from exc
+    return MappingProxyType(properties)
+
+
+def _read_properties(data: bytes, at: int) -> tuple[dict[str, str], int]:
+    """The encoded properties at ``data[at:]`` and where they end (struct.error
+    or UnicodeDecodeError when malformed)."""
+    (count,) = _H.unpack_from(data, at)
+    at += 2
+    properties: dict[str, str] = {}
+    for _ in range(count):
+        (length,) = _H.unpack_from(data, at)
+        at += 2
+        key = data[at : at + length].decode()
+        at += length
+        (length,) = _I.unpack_from(data, at)
+        at += 4
+        properties[key] = data[at : at + length].decode()
+        at += length
+    return properties, at
 
 
 def decode_delivery(payload: bytes) -> tuple[float, Mapping[str, str], int, bytes, bool]:

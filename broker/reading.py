@@ -16,6 +16,7 @@ from broker.errors import NotFound
 from broker.index import keys as k
 from broker.index.store import Column, IndexStore, WriteOps
 from broker.log.commitlog import CommitLog
+from broker.tail import Tails
 from broker.topics import QueueEntry, Registry
 from broker.types import Message, QueueName
 
@@ -38,6 +39,7 @@ class Reader:
         self._index = index
         self._registry = registry
         self._write = write  # stages the registry into a batch and writes it
+        self.tails: Tails | None = None  # the newest messages of subscribed queues
 
     def read(
         self,
@@ -59,6 +61,12 @@ class Reader:
         if start >= entry.next_offset:
             return []
         log_start = self._log.start_position
+        tails = self.tails
+        if tails is not None and not name.is_dead_letter:
+            stop = min(entry.next_offset, start + max_messages)
+            kept = tails.read(name, entry.qid, start, stop, log_start=log_start, attempt=attempt)
+            if kept is not None:
+                return kept
         if not name.is_dead_letter:  # dead letters point anywhere: no order to search
             start = self._skip_lost(entry, start, log_start, batch)
         offsets = range(start, min(entry.next_offset, start + max_messages))

@@ -47,6 +47,7 @@ from broker.publishing import Prepared, Preparer
 from broker.reading import Reader
 from broker.replay import catch_up, check_layout, ttl_fingerprint
 from broker.settings import BrokerSettings
+from broker.tail import Tails
 from broker.topics import QueueEntry, Registry
 from broker.trimming import ChunkedLows, drop_below, encode_trim
 from broker.types import (
@@ -108,6 +109,8 @@ class Broker:
             ref_bucket=k.ref_bucket_width(settings.segment_bytes),
         )
         self._reader = Reader(log, index, self._registry, self._write)
+        self._tails = Tails()  # subscribed queues' newest messages (broker/tail.py)
+        self._reader.tails = self._tails
         self._groups = Groups(self)
         self._prepare = Preparer(
             max_lite_topics=settings.max_lite_topics,
@@ -333,6 +336,7 @@ class Broker:
             now=self._clock(),
             prepared=prepared,
             bodies=bodies,
+            tails=self._tails,
         )
         self._covered = covered
         self._published += len(results)
@@ -442,6 +446,7 @@ class Broker:
                 raise FailedPrecondition(f"queue {name} has no subscriber to remove")
             if count == 1:
                 del subs[name.key]
+                self._tails.drop(name.key)
             else:
                 subs[name.key] = count - 1
             entry = self._registry.lookup(name.key)
