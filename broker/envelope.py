@@ -12,9 +12,11 @@ the chunk records that hold it. Big-endian::
              | body                                       (flags & CHUNKED == 0)
              | size u64 | chunks u32 | chunk position u64 * chunks   (CHUNKED)
     chunk    kind=2 u8 | bytes of the body
+    trim     kind=3 u8 | name_len u16 | name | below u64   (broker/trimming.py)
 
 Chunk records come before the message record that lists them, so a message
-is visible only once all of its body is in the log.
+is visible only once all of its body is in the log. A trim record comes
+after every message it trims; replay drops that queue's offsets below it.
 """
 
 from __future__ import annotations
