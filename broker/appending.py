@@ -180,56 +180,40 @@ def _keep_tails(  # noqa: PLR0917 - the locals of append_batch, handed over once
     """Hand the messages of subscribed queues to their tails (see :mod:`broker.tail`)."""
     decoded: dict[bytes, Mapping[str, str]] = {}
 
-    def properties_of(at: int) -> Mapping[str, str]:
+    def keep(entry: QueueEntry, first: int, at: int, end: int) -> None:
+        """Messages ``[at, end)`` of the batch, from ``first`` on in ``entry``'s queue."""
         raw = prepared[at][1]
-        found = decoded.get(raw)
-        if found is None:
-            found = decoded[raw] = envelope.decode_properties(raw)
-        return found
+        properties = decoded.get(raw)
+        if properties is None:
+            properties = decoded[raw] = envelope.decode_properties(raw)
+        tails.add(
+            entry.key,
+            entry.qid,
+            first,
+            positions=positions[at:end],
+            timestamp=now,
+            properties=properties,
+            bodies=cast("Sequence[bytes]", bodies[at:end]),  # inline: checked by the caller
+        )
 
     for step in plan:
         if type(step) is tuple:
             entry, offset, at, _ = cast("_Single", step)
             if entry.key in subscribers:
-                body = cast("bytes", bodies[at])
-                tails.add(
-                    entry.key,
-                    entry.qid,
-                    offset,
-                    positions=(positions[at],),
-                    timestamp=now,
-                    properties=properties_of(at),
-                    bodies=(body,),
-                )
+                keep(entry, offset, at, at + 1)
         elif type(step) is _Run:
             entry, first, at, end = step
             if entry.key in subscribers:
-                tails.add(
-                    entry.key,
-                    entry.qid,
-                    first,
-                    positions=positions[at:end],
-                    timestamp=now,
-                    properties=properties_of(at),
-                    bodies=cast("Sequence[bytes]", bodies[at:end]),
-                )
+                keep(entry, first, at, end)
         else:
             assert type(step) is _Spread
             at, placed = step
-            stored = bodies[at]
+            inline = isinstance(bodies[at], bytes)
             for entry, offset in placed:
                 if entry.key not in subscribers:
                     continue
-                if isinstance(stored, bytes):
-                    tails.add(
-                        entry.key,
-                        entry.qid,
-                        offset,
-                        positions=(positions[at],),
-                        timestamp=now,
-                        properties=properties_of(at),
-                        bodies=(stored,),
-                    )
+                if inline:
+                    keep(entry, offset, at, at + 1)
                 else:  # a chunked body is read from the log: the tail stops before it
                     tails.drop(entry.key)
 
