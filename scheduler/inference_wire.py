@@ -16,6 +16,7 @@ from scheduler.runtime.values import (
     ChunkIn,
     CompletionIn,
     FailedIn,
+    FleetView,
     GrantOut,
     ProgressIn,
     RequestView,
@@ -30,6 +31,7 @@ from scheduler.runtime.values import (
 from scheduler.types import WorkerFeedback
 
 __all__ = [
+    "fleet_status",
     "grant_frames",
     "hello",
     "request_status",
@@ -163,6 +165,24 @@ def worker_input(message: pb.WorkerMessage, *, first: bool = False) -> WorkerInp
             CompletionIn(c.request_id, c.lease_id, c.input_tokens, c.output_tokens, c.finish_reason)
             for c in message.completions
         ),
+        draining=message.draining,
+    )
+
+
+def fleet_status(view: FleetView) -> pb.FleetStatusResponse:
+    return pb.FleetStatusResponse(
+        queued=view.queued,
+        in_flight=view.in_flight,
+        bands=[
+            pb.BandLoad(priority=band, queued=queued, in_flight=in_flight)
+            for band, (queued, in_flight) in view.bands.items()
+        ],
+        tenants=[
+            pb.TenantLoad(tenant=name, queued=queued, in_flight=in_flight)
+            for name, (queued, in_flight) in view.tenants.items()
+        ],
+        workers=view.workers,
+        draining_workers=view.draining_workers,
     )
 
 

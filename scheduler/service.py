@@ -25,6 +25,7 @@ from broker.tenancy import KeyRing, presented_key
 from broker.wire import parse_or_mark, well_formed
 from scheduler.errors import SchedulerError
 from scheduler.inference_wire import (
+    fleet_status,
     grant_frames,
     hello,
     request_status,
@@ -44,7 +45,7 @@ from scheduler.runtime.errors import (
     TooMuchError,
     WrongStateError,
 )
-from scheduler.runtime.values import GrantOut, RejectOut, SettledOut, StopOut
+from scheduler.runtime.values import DrainingOut, GrantOut, RejectOut, SettledOut, StopOut
 from scheduler.types import RefusalReason
 
 __all__ = [
@@ -186,6 +187,15 @@ class InferenceService:
 
     # ------------------------------------------------------------- workers
 
+    async def FleetStatus(  # noqa: N802 - the RPC's name
+        self, request: pb.FleetStatusRequest, context: aio.ServicerContext[object, object]
+    ) -> pb.FleetStatusResponse:
+        async def body(tenant: str) -> pb.FleetStatusResponse:
+            well_formed(request)
+            return fleet_status(self.runtime.fleet_status(tenant))
+
+        return await self._unary(context, body)
+
     async def Lease(  # noqa: N802 - the RPC's name
         self,
         request_iterator: AsyncIterator[pb.WorkerMessage],
@@ -246,7 +256,9 @@ class InferenceService:
             self.runtime.detach(session, error)
 
 
-def _order(item: StopOut | RejectOut | SettledOut) -> pb.ServerMessage:
+def _order(item: StopOut | RejectOut | SettledOut | DrainingOut) -> pb.ServerMessage:
+    if isinstance(item, DrainingOut):
+        return pb.ServerMessage(draining=True)
     if isinstance(item, StopOut):
         return pb.ServerMessage(
             stops=[
@@ -304,6 +316,11 @@ def add_inference_service(service: InferenceService, server: aio.Server) -> None
             service.Status,
             request_deserializer=parse_or_mark(pb.RequestStatusRequest),
             response_serializer=pb.RequestStatus.SerializeToString,
+        ),
+        "FleetStatus": grpc.unary_unary_rpc_method_handler(
+            service.FleetStatus,
+            request_deserializer=parse_or_mark(pb.FleetStatusRequest),
+            response_serializer=pb.FleetStatusResponse.SerializeToString,
         ),
         "Lease": grpc.stream_stream_rpc_method_handler(
             service.Lease,

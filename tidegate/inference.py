@@ -12,6 +12,9 @@ A worker (a fleet tenant's key) opens a Lease stream instead::
 
     stream = await client.lease(WorkerHello("gpu-0", capacity=8), credits=8)
 
+and a fleet's autoscaler asks how much is queued with the same key
+(:meth:`InferenceClient.fleet_status`).
+
 Submit, Cancel and Status are retried on UNAVAILABLE (one loop for all the
 asyncio clients: :class:`~tidegate.aio.Retrying`). Submit is safe to retry
 because every call carries an idempotency key — the caller's
@@ -40,6 +43,7 @@ from tidegate.aio import AsyncClient, Retrying
 from tidegate.connect import Connection
 from tidegate.errors import CallFailed
 from tidegate.inference_values import (
+    FleetStatus,
     Refused,
     ReplyEvent,
     RequestStatus,
@@ -246,6 +250,19 @@ class InferenceClient:
             yield event
 
     # -------------------------------------------------------------- workers
+
+    async def fleet_status(self, *, timeout_s: float | None = None) -> FleetStatus:
+        """Requests queued and in flight on the server, in all, per priority band
+        and per tenant (a worker tenant's key; a client's is PermissionDenied).
+        Retried on UNAVAILABLE like Status; ``timeout_s`` bounds each try."""
+        request = pb.FleetStatusRequest()
+        response = await self._retrying.call(
+            "FleetStatus",
+            lambda: self._stub.FleetStatus(
+                request, metadata=self._conn.metadata, timeout=timeout_s or self._conn.timeout_s
+            ),
+        )
+        return wire.fleet_status(response)
 
     async def lease(self, hello: WorkerHello, *, credits: int) -> LeaseStream:
         """Open a Lease stream (a worker tenant's key) with ``credits`` to start."""

@@ -30,6 +30,8 @@ __all__ = [
     "Completion",
     "Failed",
     "FirstToken",
+    "FleetStatus",
+    "LeaseDraining",
     "LeaseFeedback",
     "LeaseGrant",
     "LeaseOpened",
@@ -37,6 +39,7 @@ __all__ = [
     "LeaseRejected",
     "LeaseSettled",
     "LeaseStop",
+    "Load",
     "OutputChunk",
     "Refused",
     "ReplyChunk",
@@ -279,7 +282,12 @@ class LeaseSettled:
     lease_id: int
 
 
-LeaseOrder: TypeAlias = LeaseGrant | LeaseStop | LeaseRejected | LeaseSettled
+@dataclass(frozen=True, slots=True)
+class LeaseDraining:
+    """The server's answer to ``WorkerReport.draining``: no grant follows on this stream."""
+
+
+LeaseOrder: TypeAlias = LeaseGrant | LeaseStop | LeaseRejected | LeaseSettled | LeaseDraining
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +360,34 @@ class WorkerReport:
     stopped: tuple[Stopped, ...] = ()
     failed: tuple[Failed, ...] = ()
     completions: tuple[Completion, ...] = ()
+    # From now on the server grants this stream nothing more; what it runs
+    # goes on (a worker leaving the fleet). Lasts as long as the stream.
+    draining: bool = False
 
     def __post_init__(self) -> None:
         if self.credits < 0:
             raise InvalidArgument(f"credits is {self.credits}; it must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Requests waiting and running in one priority band, or of one tenant."""
+
+    queued: int
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    """How much work the server holds (``InferenceClient.fleet_status``, a worker
+    tenant's key): requests queued and in flight in all, per priority band
+    (highest first) and per tenant (by name), with only the bands and tenants
+    that hold any; and the Lease streams open, of which ``draining_workers``
+    are draining."""
+
+    queued: int
+    in_flight: int
+    bands: Mapping[int, Load] = field(default_factory=dict)
+    tenants: Mapping[str, Load] = field(default_factory=dict)
+    workers: int = 0
+    draining_workers: int = 0

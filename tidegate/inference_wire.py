@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from broker.proto import inference_pb2 as pb
 from tidegate.errors import STATUS_NAMES
 from tidegate.inference_values import (
+    FleetStatus,
+    LeaseDraining,
     LeaseGrant,
     LeaseOpened,
     LeaseRejected,
     LeaseSettled,
     LeaseStop,
+    Load,
     ReplyChunk,
     ReplyEnd,
     ReplyEvent,
@@ -33,6 +36,7 @@ __all__ = [
     "PROP_CHUNK",
     "PROP_EVENT",
     "PROP_REQUEST",
+    "fleet_status",
     "grant",
     "opened",
     "orders",
@@ -155,7 +159,7 @@ def hello_message(hello: WorkerHello, credits: int) -> pb.WorkerMessage:
 
 
 def worker_message(report: WorkerReport) -> pb.WorkerMessage:
-    message = pb.WorkerMessage(credits=report.credits)
+    message = pb.WorkerMessage(credits=report.credits, draining=report.draining)
     fb = report.feedback
     if fb is not None:
         feedback = message.feedback
@@ -212,6 +216,17 @@ def worker_message(report: WorkerReport) -> pb.WorkerMessage:
     return message
 
 
+def fleet_status(message: pb.FleetStatusResponse) -> FleetStatus:
+    return FleetStatus(
+        queued=message.queued,
+        in_flight=message.in_flight,
+        bands={b.priority: Load(b.queued, b.in_flight) for b in message.bands},
+        tenants={t.tenant: Load(t.queued, t.in_flight) for t in message.tenants},
+        workers=message.workers,
+        draining_workers=message.draining_workers,
+    )
+
+
 def opened(message: pb.LeaseOpened) -> LeaseOpened:
     return LeaseOpened(
         worker_id=message.worker_id,
@@ -246,9 +261,11 @@ def _code_name(code: int) -> str:
     return STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else "UNKNOWN"
 
 
-def orders(frame: pb.ServerMessage) -> list[LeaseStop | LeaseRejected | LeaseSettled]:
+def orders(
+    frame: pb.ServerMessage,
+) -> list[LeaseStop | LeaseRejected | LeaseSettled | LeaseDraining]:
     """The stops and notices of a frame (grants and pieces are read apart)."""
-    out: list[LeaseStop | LeaseRejected | LeaseSettled] = [
+    out: list[LeaseStop | LeaseRejected | LeaseSettled | LeaseDraining] = [
         LeaseStop(s.request_id, s.lease_id, _STOPS.get(s.reason, "cancel")) for s in frame.stops
     ]
     out.extend(
@@ -256,4 +273,6 @@ def orders(frame: pb.ServerMessage) -> list[LeaseStop | LeaseRejected | LeaseSet
         for r in frame.rejected
     )
     out.extend(LeaseSettled(s.request_id, s.lease_id) for s in frame.settled)
+    if frame.draining:
+        out.append(LeaseDraining())
     return out

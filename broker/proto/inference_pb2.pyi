@@ -12,9 +12,10 @@ scripts/gen-proto.sh; a test checks it matches this file).
 AUTHENTICATION. As for the Broker service: `authorization: Bearer <key>` or
 `x-api-key: <key>` in the call metadata (optionally `x-tidegate-tenant`).
 Submit, SubmitStream, Cancel and Status need a client tenant's key; Lease
-needs the key of a tenant with `role: worker` in the configuration (a
-fleet's key: it may lease any tenant's requests, but it reads and writes no
-tenant's topics). The wrong kind of key is PERMISSION_DENIED.
+and FleetStatus need the key of a tenant with `role: worker` in the
+configuration (a fleet's key: it may lease any tenant's requests, but it
+reads and writes no tenant's topics). The wrong kind of key is
+PERMISSION_DENIED.
 
 A REQUEST'S LIFE.
   1. Submit: the scheduler admits the request (tenant quota, queue caps,
@@ -54,7 +55,8 @@ ERRORS (status codes, each with a message naming the field and the rule):
   FAILED_PRECONDITION valid, but not in this state (e.g. Lease without hello)
   RESOURCE_EXHAUSTED  refused by admission (see REFUSALS) or a size limit
   UNAUTHENTICATED     no key or an unknown key
-  PERMISSION_DENIED   a client key on Lease, a worker key on Submit
+  PERMISSION_DENIED   a client key on Lease or FleetStatus, a worker key on
+                      Submit
   UNAVAILABLE         the server is shutting down; retry later (workers:
                       reconnect; leases held on the old stream are gone)
   INTERNAL            a bug or a storage failure
@@ -430,7 +432,17 @@ class WorkerHello(_message.Message):
          what is stored. A stop naming a lease the worker no longer runs is
          ignored. A worker may also hand a request back by itself with
          `stopped`, or report `failed`.
-      6. Send something at least every `lease_s` (feedback, or an empty
+      6. To leave without losing work (scaling the fleet down), send
+         `draining`: from then on the server grants this stream nothing more,
+         whatever credits it holds or gets later (its window is 0), while the
+         requests it already runs go on normally (stops, chunks, completions,
+         settled). The server answers with a frame holding `draining`; a
+         grant it sent before (it had not read the drain yet) may arrive
+         before that answer: run it. No grant follows the answer. Once the
+         answer came and every lease is over (each completion `settled`, or
+         stopped, failed, cancelled) close the stream: nothing is lost. It
+         lasts as long as the stream; a new stream starts out not draining.
+      7. Send something at least every `lease_s` (feedback, or an empty
          message as a heartbeat). A stream that goes quiet for lease_s, or
          breaks, loses its leases: their requests go back to their place in
          the queue. A lease is fenced by its lease_id: once it is gone, every
@@ -736,8 +748,13 @@ class WorkerMessage(_message.Message):
     STOPPED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     COMPLETIONS_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """more requests it can take now"""
+    draining: _builtins.bool
+    """True: grant this stream nothing more (see THE WORKER'S SIDE, 6). Sending
+    it again changes nothing; false (or absent) does not end a drain.
+    """
     @_builtins.property
     def hello(self) -> Global___WorkerHello:
         """first message only"""
@@ -765,10 +782,11 @@ class WorkerMessage(_message.Message):
         stopped: _abc.Iterable[Global___Stopped] | None = ...,
         failed: _abc.Iterable[Global___Failed] | None = ...,
         completions: _abc.Iterable[Global___Completion] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "hello", b"hello"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "completions", b"completions", "credits", b"credits", "failed", b"failed", "feedback", b"feedback", "hello", b"hello", "progress", b"progress", "stopped", b"stopped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "completions", b"completions", "credits", b"credits", "draining", b"draining", "failed", b"failed", "feedback", b"feedback", "hello", b"hello", "progress", b"progress", "stopped", b"stopped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1050,7 +1068,7 @@ Global___Settled: _TypeAlias = Settled  # noqa: Y015
 @_typing.final
 class ServerMessage(_message.Message):
     """Server -> worker. A frame holds `opened`, or grants/stops/notices, or one
-    grant piece.
+    grant piece, or `draining`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1061,6 +1079,9 @@ class ServerMessage(_message.Message):
     STOPS_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
     SETTLED_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
+    draining: _builtins.bool
+    """The answer to WorkerMessage.draining: no grant follows on this stream."""
     @_builtins.property
     def opened(self) -> Global___LeaseOpened: ...
     @_builtins.property
@@ -1082,11 +1103,130 @@ class ServerMessage(_message.Message):
         stops: _abc.Iterable[Global___Stop] | None = ...,
         rejected: _abc.Iterable[Global___Rejected] | None = ...,
         settled: _abc.Iterable[Global___Settled] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["opened", b"opened", "piece", b"piece"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants", b"grants", "opened", b"opened", "piece", b"piece", "rejected", b"rejected", "settled", b"settled", "stops", b"stops"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "grants", b"grants", "opened", b"opened", "piece", b"piece", "rejected", b"rejected", "settled", b"settled", "stops", b"stops"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerMessage: _TypeAlias = ServerMessage  # noqa: Y015
+
+@_typing.final
+class FleetStatusRequest(_message.Message):
+    """------------------------------------------------------------- fleet status"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetStatusRequest: _TypeAlias = FleetStatusRequest  # noqa: Y015
+
+@_typing.final
+class BandLoad(_message.Message):
+    """Requests waiting and running in one priority band."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    priority: _builtins.int
+    queued: _builtins.int
+    in_flight: _builtins.int
+    def __init__(
+        self,
+        *,
+        priority: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "priority", b"priority", "queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BandLoad: _TypeAlias = BandLoad  # noqa: Y015
+
+@_typing.final
+class TenantLoad(_message.Message):
+    """One tenant's requests waiting and running (all bands)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    queued: _builtins.int
+    in_flight: _builtins.int
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "queued", b"queued", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantLoad: _TypeAlias = TenantLoad  # noqa: Y015
+
+@_typing.final
+class FleetStatusResponse(_message.Message):
+    """A snapshot of the scheduler's state, taken when the call is answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    BANDS_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    DRAINING_WORKERS_FIELD_NUMBER: _builtins.int
+    queued: _builtins.int
+    """Requests admitted and waiting for a worker (queued again after a
+    preemption or a lost worker too); the figure to scale the fleet on.
+    """
+    in_flight: _builtins.int
+    """Requests granted to a worker and not yet finished."""
+    workers: _builtins.int
+    """Lease streams open, and how many of them are draining."""
+    draining_workers: _builtins.int
+    @_builtins.property
+    def bands(self) -> _containers.RepeatedCompositeFieldContainer[Global___BandLoad]:
+        """Bands with anything queued or in flight, highest priority first."""
+
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantLoad]:
+        """Tenants with anything queued or in flight, by name."""
+
+    def __init__(
+        self,
+        *,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        bands: _abc.Iterable[Global___BandLoad] | None = ...,
+        tenants: _abc.Iterable[Global___TenantLoad] | None = ...,
+        workers: _builtins.int = ...,
+        draining_workers: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bands", b"bands", "draining_workers", b"draining_workers", "in_flight", b"in_flight", "queued", b"queued", "tenants", b"tenants", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetStatusResponse: _TypeAlias = FleetStatusResponse  # noqa: Y015

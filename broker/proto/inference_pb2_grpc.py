@@ -59,6 +59,11 @@ class InferenceStub:
                 request_serializer=broker_dot_proto_dot_inference__pb2.WorkerMessage.SerializeToString,
                 response_deserializer=broker_dot_proto_dot_inference__pb2.ServerMessage.FromString,
                 _registered_method=True)
+        self.FleetStatus = channel.unary_unary(
+                '/tidegate.v1.Inference/FleetStatus',
+                request_serializer=broker_dot_proto_dot_inference__pb2.FleetStatusRequest.SerializeToString,
+                response_deserializer=broker_dot_proto_dot_inference__pb2.FleetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -108,6 +113,17 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FleetStatus(self, request, context):
+        """How much work the server holds now, for a fleet's autoscaler: queued and
+        in-flight requests in all, per priority band and per tenant. Only a
+        worker tenant's key (`role: worker`) may call it, and it sees every
+        tenant's counts (tenants' keys see none: PERMISSION_DENIED naming the
+        rule; a client learns about its own requests from Status).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +151,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Lease,
                     request_deserializer=broker_dot_proto_dot_inference__pb2.WorkerMessage.FromString,
                     response_serializer=broker_dot_proto_dot_inference__pb2.ServerMessage.SerializeToString,
+            ),
+            'FleetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.FleetStatus,
+                    request_deserializer=broker_dot_proto_dot_inference__pb2.FleetStatusRequest.FromString,
+                    response_serializer=broker_dot_proto_dot_inference__pb2.FleetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +293,33 @@ class Inference:
             '/tidegate.v1.Inference/Lease',
             broker_dot_proto_dot_inference__pb2.WorkerMessage.SerializeToString,
             broker_dot_proto_dot_inference__pb2.ServerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FleetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidegate.v1.Inference/FleetStatus',
+            broker_dot_proto_dot_inference__pb2.FleetStatusRequest.SerializeToString,
+            broker_dot_proto_dot_inference__pb2.FleetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

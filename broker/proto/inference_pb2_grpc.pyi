@@ -12,9 +12,10 @@ scripts/gen-proto.sh; a test checks it matches this file).
 AUTHENTICATION. As for the Broker service: `authorization: Bearer <key>` or
 `x-api-key: <key>` in the call metadata (optionally `x-tidegate-tenant`).
 Submit, SubmitStream, Cancel and Status need a client tenant's key; Lease
-needs the key of a tenant with `role: worker` in the configuration (a
-fleet's key: it may lease any tenant's requests, but it reads and writes no
-tenant's topics). The wrong kind of key is PERMISSION_DENIED.
+and FleetStatus need the key of a tenant with `role: worker` in the
+configuration (a fleet's key: it may lease any tenant's requests, but it
+reads and writes no tenant's topics). The wrong kind of key is
+PERMISSION_DENIED.
 
 A REQUEST'S LIFE.
   1. Submit: the scheduler admits the request (tenant quota, queue caps,
@@ -54,7 +55,8 @@ ERRORS (status codes, each with a message naming the field and the rule):
   FAILED_PRECONDITION valid, but not in this state (e.g. Lease without hello)
   RESOURCE_EXHAUSTED  refused by admission (see REFUSALS) or a size limit
   UNAUTHENTICATED     no key or an unknown key
-  PERMISSION_DENIED   a client key on Lease, a worker key on Submit
+  PERMISSION_DENIED   a client key on Lease or FleetStatus, a worker key on
+                      Submit
   UNAVAILABLE         the server is shutting down; retry later (workers:
                       reconnect; leases held on the old stream are gone)
   INTERNAL            a bug or a storage failure
@@ -110,6 +112,13 @@ class InferenceStub:
     """Where a request is."""
     Lease: _grpc.StreamStreamMultiCallable[_inference_pb2.WorkerMessage, _inference_pb2.ServerMessage]
     """One stream per worker process. See WorkerMessage and ServerMessage."""
+    FleetStatus: _grpc.UnaryUnaryMultiCallable[_inference_pb2.FleetStatusRequest, _inference_pb2.FleetStatusResponse]
+    """How much work the server holds now, for a fleet's autoscaler: queued and
+    in-flight requests in all, per priority band and per tenant. Only a
+    worker tenant's key (`role: worker`) may call it, and it sees every
+    tenant's counts (tenants' keys see none: PERMISSION_DENIED naming the
+    rule; a client learns about its own requests from Status).
+    """
 
 @_typing.type_check_only
 class InferenceAsyncStub(InferenceStub):
@@ -136,6 +145,13 @@ class InferenceAsyncStub(InferenceStub):
     """Where a request is."""
     Lease: _aio.StreamStreamMultiCallable[_inference_pb2.WorkerMessage, _inference_pb2.ServerMessage]  # type: ignore[assignment]
     """One stream per worker process. See WorkerMessage and ServerMessage."""
+    FleetStatus: _aio.UnaryUnaryMultiCallable[_inference_pb2.FleetStatusRequest, _inference_pb2.FleetStatusResponse]  # type: ignore[assignment]
+    """How much work the server holds now, for a fleet's autoscaler: queued and
+    in-flight requests in all, per priority band and per tenant. Only a
+    worker tenant's key (`role: worker`) may call it, and it sees every
+    tenant's counts (tenants' keys see none: PERMISSION_DENIED naming the
+    rule; a client learns about its own requests from Status).
+    """
 
 class InferenceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -189,5 +205,18 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inference_pb2.ServerMessage], _abc.AsyncIterator[_inference_pb2.ServerMessage]]:
         """One stream per worker process. See WorkerMessage and ServerMessage."""
+
+    @_abc_1.abstractmethod
+    def FleetStatus(
+        self,
+        request: _inference_pb2.FleetStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.FleetStatusResponse, _abc.Awaitable[_inference_pb2.FleetStatusResponse]]:
+        """How much work the server holds now, for a fleet's autoscaler: queued and
+        in-flight requests in all, per priority band and per tenant. Only a
+        worker tenant's key (`role: worker`) may call it, and it sees every
+        tenant's counts (tenants' keys see none: PERMISSION_DENIED naming the
+        rule; a client learns about its own requests from Status).
+        """
 
 def add_InferenceServicer_to_server(servicer: InferenceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

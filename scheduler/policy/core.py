@@ -137,6 +137,13 @@ class Scheduler:
             self._requeue(entry)
         return [entry.request for entry in entries]
 
+    def drain_worker(self, worker_id: str, now: float) -> None:
+        worker = self._pool.get(worker_id)
+        if not worker.draining:
+            worker.draining = True
+            worker.swaps = 0
+            self._pool.changed(worker)
+
     def feedback(self, worker_id: str, feedback: WorkerFeedback, now: float) -> None:
         worker = self._pool.get(worker_id)
         if worker.window.observe(feedback, len(worker.running), worker.dispatched, now):

@@ -48,6 +48,11 @@ class Policy(Protocol):
         """The worker leaves; its running requests go back to the queue at their
         place and are returned (in admission order) so the runtime can stop them."""
 
+    def drain_worker(self, worker_id: str, now: float) -> None:
+        """The worker is leaving: from now on it gets nothing new (its free window
+        is 0 and no preemption picks its requests), while its running requests
+        finish as usual. It lasts until ``remove_worker``."""
+
     def dispatch(
         self, now: float, worker_id: str | None = None, limit: int | None = None
     ) -> list[Dispatch]:

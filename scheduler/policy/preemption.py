@@ -12,7 +12,8 @@ such slot; it yields a *swap* instead (the next dispatch there replaces the
 stopped request one for one, see ``WorkerState``). Such victims are taken
 only after the others in their band: when every worker has just cut its
 window at once, they are all there is, and a top-band request must not
-wait for the fleet to drain.
+wait for the fleet to drain. Requests on a draining worker (one leaving the
+fleet) are never victims: the slot a stop frees there takes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def _candidates(band: dict[str, Entry], workers: Mapping[str, WorkerState]) -> I
             continue
         assert entry.worker_id is not None
         worker = workers[entry.worker_id]
+        if worker.draining:
+            continue
         if len(worker.running) - worker.preempting > worker.window.limit:
             swaps.append(entry)
             continue

@@ -17,6 +17,9 @@ preemption would be useless exactly when every worker has just cut its
 window. The swap lets the next dispatch to that worker replace the stopped
 request one for one — the worker never holds more than it did — and it
 lapses as soon as the window itself has room again.
+
+A *draining* worker (it is leaving the fleet) has no room at all, swaps
+included: it takes nothing new while its running requests finish.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ _GONE = -1
 class WorkerState:
     __slots__ = (
         "dispatched",
+        "draining",
         "load_tokens",
         "preempting",
         "running",
@@ -54,11 +58,14 @@ class WorkerState:
         self.dispatched = 0
         self.preempting = 0  # Preempts issued here and not answered yet
         self.swaps = 0  # slots owed to the requests preemptions here were for
+        self.draining = False  # leaving: takes nothing new
         self.token = _GONE
 
     @property
     def free(self) -> int:
         """How many more requests it may take now (<= 0: none)."""
+        if self.draining:
+            return 0
         window = self.window
         running = len(self.running)
         base = window.limit - running

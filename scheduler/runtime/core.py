@@ -145,7 +145,9 @@ class Core:
             return
         now = self.clock.now()
         policy = self.policy
-        ready = [s for s in self.sessions.values() if s.credits > 0 and not s.closed]
+        ready = [
+            s for s in self.sessions.values() if s.credits > 0 and not s.closed and not s.draining
+        ]
         if ready and policy.queued():
             # One request per worker per round, starting from a rotating worker,
             # so a short queue spreads over the fleet instead of filling one.

@@ -2,7 +2,7 @@
 
 A worker attaches with a hello and gets a :class:`WorkerSession`; each of
 its messages is applied by :meth:`Leasing.receive` in field order (credits,
-feedback, chunks, progress, stopped, failed, completions), and
+feedback, chunks, progress, stopped, failed, completions, draining), and
 :meth:`Leasing.outgoing` yields what the stream must send. Every report
 names a lease id; only the current lease of the request on this very
 stream counts, anything else is answered with a ``RejectOut`` (fencing).
@@ -11,6 +11,12 @@ Chunks must arrive in index order: an index already accepted is a
 duplicate (dropped, so a resend is harmless), one past the next is a gap
 (refused). Accepted chunks go to the writer at once; a completion is stored
 after them, and only then does the policy hear of it.
+
+A draining worker (``WorkerInput.draining``) is granted nothing more: the
+policy closes its window, the pump skips it, and a grant decided for it but
+not sent yet is taken back (the request goes back to its place, as for an
+expired lease, without counting an attempt). Its running leases go on. The
+stream answers with a ``DrainingOut``, after every grant already sent.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from scheduler.runtime.store import ReplyWrite
 from scheduler.runtime.values import (
     ChunkIn,
     CompletionIn,
+    DrainingOut,
     FailedIn,
     GrantOut,
     Outgoing,
@@ -132,6 +139,27 @@ class Leasing:
             self._failed(session, failed, now)
         for completion in message.completions:
             self._completed(session, completion)
+        if message.draining and not session.draining:
+            self._drain(session, now)
+
+    def _drain(self, session: WorkerSession, now: float) -> None:
+        core = self.core
+        session.draining = True
+        core.policy.drain_worker(session.key, now)
+        core.counters["workers_draining"] += 1
+        for lease in list(session.leases.values()):
+            if lease.sent or lease.state != ACTIVE:
+                continue
+            # Decided before the drain, not on the wire yet: the worker never
+            # sees it (outgoing skips a revoked lease).
+            live = lease.live
+            core.revoke(lease)
+            live.attempts -= 1
+            core.policy.lease_expired(live.request_id, now)
+            core.counters["drain_taken_back"] += 1
+            core.observer.requeued(live.request_id, session.key, RequeueCause.LEASE_EXPIRED, now)
+        session.push(DrainingOut())  # after every grant already on its way
+        core.kick()
 
     def _reject(
         self, session: WorkerSession, request_id: str, lease_id: int, error: ServingError
@@ -300,7 +328,7 @@ class Leasing:
                 return grant
             # Its lease went while it was prepared: the worker never saw it,
             # so the credit it took is still the worker's.
-            if not session.closed:
+            if not session.closed and not session.draining:
                 session.credits += 1
                 self.core.kick()
 

@@ -44,6 +44,7 @@ from scheduler.runtime.recovery import restore
 from scheduler.runtime.sessions import WorkerSession
 from scheduler.runtime.store import Appended, RequestStore
 from scheduler.runtime.values import (
+    FleetView,
     Outgoing,
     RequestView,
     RuntimeOptions,
@@ -331,6 +332,36 @@ class Runtime:
     def detach(self, session: WorkerSession, error: BaseException | None = None) -> None:
         """The stream ended (``error``: why, if the worker broke a rule)."""
         self.core.detach(session, error)
+
+    def fleet_status(self, tenant: str) -> FleetView:
+        """Queued and in-flight counts (all, per band, per tenant) for a fleet's
+        autoscaler; only a worker tenant may ask."""
+        core = self.core
+        if tenant not in core.worker_tenants:
+            raise RoleDeniedError(
+                f"tenant {tenant!r} is not a worker tenant (role: worker): only a fleet's "
+                "key may read the fleet status"
+            )
+        stats = core.policy.stats()
+        bands = {
+            band: (b.queued, b.in_flight)
+            for band, b in sorted(stats.bands.items(), reverse=True)
+            if b.queued or b.in_flight
+        }
+        tenants = {
+            name: (t.queued, t.in_flight)
+            for name, t in sorted(stats.tenants.items())
+            if t.queued or t.in_flight
+        }
+        sessions = core.sessions.values()
+        return FleetView(
+            queued=stats.queued,
+            in_flight=stats.in_flight,
+            bands=bands,
+            tenants=tenants,
+            workers=len(core.sessions),
+            draining_workers=sum(1 for s in sessions if s.draining),
+        )
 
     # ------------------------------------------------------------- config, stats
 

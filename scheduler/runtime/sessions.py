@@ -33,6 +33,7 @@ class WorkerSession:
         "_wake",
         "closed",
         "credits",
+        "draining",
         "error",
         "granted",
         "hello",
@@ -51,6 +52,7 @@ class WorkerSession:
         self.key = key  # the policy's worker id: unique per stream
         self.lease_s = lease_s
         self.credits = 0
+        self.draining = False  # the worker is leaving: grant it nothing more
         self.granted = 0
         self.leases: dict[str, Lease] = {}  # request id -> its current lease here
         self.last_heard = now
@@ -83,4 +85,7 @@ class WorkerSession:
             await self._wake.wait()
 
     def __repr__(self) -> str:
-        return f"WorkerSession({self.key!r}, credits={self.credits}, leases={len(self.leases)})"
+        return (
+            f"WorkerSession({self.key!r}, credits={self.credits}, leases={len(self.leases)}"
+            f"{', draining' if self.draining else ''})"
+        )

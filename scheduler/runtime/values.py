@@ -16,7 +16,9 @@ from scheduler.types import PolicyStats, WorkerFeedback
 __all__ = [
     "ChunkIn",
     "CompletionIn",
+    "DrainingOut",
     "FailedIn",
+    "FleetView",
     "GrantOut",
     "Outgoing",
     "ProgressIn",
@@ -237,6 +239,22 @@ class WorkerInput:
     stopped: tuple[StoppedIn, ...] = ()
     failed: tuple[FailedIn, ...] = ()
     completions: tuple[CompletionIn, ...] = ()
+    draining: bool = False  # grant this stream nothing more (its runs go on)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """What the server holds now, for a fleet's autoscaler (``Runtime.fleet_status``).
+
+    ``bands``: priority -> (queued, in flight), bands with anything in them;
+    ``tenants``: name -> (queued, in flight), tenants with anything in them."""
+
+    queued: int
+    in_flight: int
+    bands: Mapping[int, tuple[int, int]]
+    tenants: Mapping[str, tuple[int, int]]
+    workers: int
+    draining_workers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +307,12 @@ class SettledOut:
     lease_id: int
 
 
-Outgoing = GrantOut | StopOut | RejectOut | SettledOut
+@dataclass(frozen=True, slots=True)
+class DrainingOut:
+    """The answer to a drain: no grant follows on this stream."""
+
+
+Outgoing = GrantOut | StopOut | RejectOut | SettledOut | DrainingOut
 
 
 # -------------------------------------------------------------------- stats

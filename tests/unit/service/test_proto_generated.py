@@ -27,7 +27,7 @@ SERVICES = {
     "inference": (
         "Inference",
         "tidegate.v1.Inference",
-        ["Submit", "SubmitStream", "Cancel", "Status", "Lease"],
+        ["Submit", "SubmitStream", "Cancel", "Status", "Lease", "FleetStatus"],
     ),
 }
 
