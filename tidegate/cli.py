@@ -221,7 +221,7 @@ def _serve_autoscaled(
     from scheduler.metric_names import TENANT_QUEUED
     from workers.autoscale import AutoscaleConfig
     from workers.errors import WorkerConfigError
-    from workers.queue_depth import PrometheusQueueDepth
+    from workers.queue_depth import FleetStatusDepth, PrometheusQueueDepth, QueueDepthSource
     from workers.scaling import serve_ray_autoscaled
 
     if args.max_replicas is None:
@@ -234,11 +234,6 @@ def _serve_autoscaled(
         raise UsageError("autoscaling (--max-replicas) runs Ray actors; drop --in-process")
     if args.tracing != "off":
         raise UsageError("--tracing needs --in-process: Ray actors set up no tracer yet")
-    if not args.metrics_url:
-        raise UsageError(
-            "--max-replicas needs --metrics-url: the server's queue depth is read from its "
-            "Prometheus endpoint (tidegate serve --metrics-port)"
-        )
     try:
         config = AutoscaleConfig(
             min_replicas=args.min_replicas or 1,
@@ -249,7 +244,11 @@ def _serve_autoscaled(
             down_after_s=args.scale_down_after_s,
             cooldown_s=args.scale_cooldown_s,
         )
-        source = PrometheusQueueDepth(args.metrics_url, metric=TENANT_QUEUED.name)
+        source: QueueDepthSource = (
+            PrometheusQueueDepth(args.metrics_url, metric=TENANT_QUEUED.name)
+            if args.metrics_url
+            else FleetStatusDepth(spec.server, spec.api_key)
+        )
     except (WorkerConfigError, ValueError) as exc:
         raise UsageError(str(exc).replace("_replicas", "-replicas")) from None
     return serve_ray_autoscaled(
@@ -847,13 +846,15 @@ def _add_workers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "drains one (it takes nothing new, finishes its runs, then exits) when the queue stays "
         "at or below --scale-down-queued per replica for --scale-down-after-s, one change per "
         "--scale-cooldown-s, never more actors than Ray has free GPUs (or CPUs) for. The "
-        "queue depth is read from the server's Prometheus endpoint (--metrics-url).",
+        "queue depth comes from the server's FleetStatus call with the fleet's key, or "
+        "from its Prometheus endpoint with --metrics-url.",
     )
     scale.add_argument("--min-replicas", type=_positive_int, help="fewest workers (default 1)")
     scale.add_argument("--max-replicas", type=_positive_int, help="most workers; turns it on")
     scale.add_argument(
         "--metrics-url",
-        help="the server's metrics: HOST:PORT of `tidegate serve --metrics-port`, or a URL",
+        help="read the queue depth from the server's metrics instead of its FleetStatus "
+        "call: HOST:PORT of `tidegate serve --metrics-port`, or a URL",
     )
     scale.add_argument(
         "--scale-up-queued",

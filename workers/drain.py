@@ -8,33 +8,29 @@ with a :class:`DrainGate` between it and its Lease streams can be drained::
     gate = DrainGate()
     worker = Worker(config, backend, gate.wrap(client.lease), clock=clock)
     ...
-    gate.drain()                  # on the worker's loop
+    gate.drain(worker)            # on the worker's loop
     await gate.idle.wait()        # every lease it held is over, settled by the server
     worker.stop()
 
-The Lease protocol has no way to take credits back (credits only add up),
-so the gate does what the worker's side can: once draining,
+:meth:`DrainGate.drain` calls :meth:`Worker.drain <workers.worker.Worker.drain>`,
+which tells the server on the Lease stream (``draining``): from then on the
+server grants this worker nothing, whatever credits it holds, and the
+worker sends no credit any more. The server answers ``draining`` on the
+stream once it has read it; a grant it sent before may arrive until then
+(``late_grants`` counts them), and the worker runs it like any other, so
+nothing is handed back and no request runs twice.
 
-* no credit goes to the server any more (reports go out with ``credits=0``,
-  and a stream opened while draining opens with none), so the server's
-  credits for this worker only run down;
-* a grant that still comes (the server may use the credits it holds) is
-  handed back at once with ``stopped`` and the output tokens the request had
-  made before (the protocol's hand-back: no attempt or failure is counted and
-  the request goes back to its place in the queue, to run on another worker;
-  the server counts it as a preemption). At most the credits the server
-  held when the drain began come back this way.
-
-``idle`` is set once, draining, the stream holds no lease: every grant the
-worker ran has been completed and settled (the server stored it), stopped,
-failed, cancelled or fenced, or the stream is gone (the server released its
-leases). Then stopping the worker loses no work.
+The gate tracks the leases the worker holds on its current stream: ``idle``
+is set once, draining, the server has answered the drain and the stream
+holds no lease — every grant the worker ran has been completed and settled
+(the server stored it), stopped, failed, cancelled or fenced — or once the
+stream is gone (the server released its leases). Then stopping the worker
+loses no work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from tidegate.client import (
     LeaseGrant,
@@ -43,11 +39,10 @@ from tidegate.client import (
     LeaseRejected,
     LeaseSettled,
     LeaseStop,
-    Stopped,
     WorkerHello,
     WorkerReport,
 )
-from workers.worker import LeaseConnector, LeaseLink
+from workers.worker import LeaseConnector, LeaseLink, Worker
 
 __all__ = ["DrainGate", "GatedLink"]
 
@@ -59,13 +54,12 @@ class DrainGate:
 
     def __init__(self) -> None:
         self.draining = False
-        self.handed_back = 0  # grants handed back while draining
+        self.late_grants = 0  # grants that came after the drain began (run, not refused)
         self.idle = asyncio.Event()
         self._link: GatedLink | None = None
 
     def __repr__(self) -> str:
-        held = 0 if self._link is None else len(self._link.leases)
-        return f"DrainGate(draining={self.draining}, leases={held})"
+        return f"DrainGate(draining={self.draining}, leases={self.leases})"
 
     def wrap(self, connect: LeaseConnector) -> LeaseConnector:
         """``connect`` with every stream it opens passing through this gate."""
@@ -73,16 +67,18 @@ class DrainGate:
 
         class _Connector:
             async def __call__(self, hello: WorkerHello, *, credits: int) -> LeaseLink:
-                link = await connect(hello, credits=0 if gate.draining else credits)
+                link = await connect(hello, credits=credits)
                 gate._link = GatedLink(link, gate)
                 gate.check()
                 return gate._link
 
         return _Connector()
 
-    def drain(self) -> None:
-        """From now on take nothing new; ``idle`` tells when the leases are over."""
+    def drain(self, worker: Worker) -> None:
+        """Drain ``worker`` (whose streams pass through this gate); ``idle`` tells
+        when its leases are over."""
         self.draining = True
+        worker.drain()
         self.check()
 
     @property
@@ -92,27 +88,28 @@ class DrainGate:
         return 0 if link is None or link.closed else len(link.leases)
 
     def check(self) -> None:
-        if self.draining and self.leases == 0:
+        link = self._link
+        answered = link is None or link.closed or link.drain_answered
+        if self.draining and answered and self.leases == 0:
             self.idle.set()
 
 
 class GatedLink:
     """A Lease stream seen through a :class:`DrainGate`: it tracks the leases
-    the worker holds on it and, draining, holds back credits and grants."""
+    the worker holds on it."""
 
     def __init__(self, link: LeaseLink, gate: DrainGate) -> None:
         self._link = link
         self._gate = gate
         self.leases: set[_Key] = set()
         self.closed = False
+        self.drain_answered = False  # the server said no grant follows
 
     @property
     def opened(self) -> LeaseOpened:
         return self._link.opened
 
     async def send(self, report: WorkerReport) -> None:
-        if self._gate.draining and report.credits:
-            report = dataclasses.replace(report, credits=0)
         try:
             await self._link.send(report)
         except BaseException:
@@ -127,40 +124,28 @@ class GatedLink:
         self._gate.check()
 
     async def receive(self) -> LeaseOrder | None:
-        while True:
-            try:
-                order = await self._link.receive()
-            except BaseException:
-                self._gone()
-                raise
-            if order is None:
-                self._gone()
-                return None
-            key = (order.request_id, order.lease_id)
-            if isinstance(order, LeaseGrant):
-                if self._gate.draining:
-                    await self._hand_back(order)
-                    continue
-                self.leases.add(key)
-            elif isinstance(order, LeaseSettled | LeaseRejected):
-                self.leases.discard(key)  # stored; or fenced, so the worker drops it
-            elif isinstance(order, LeaseStop) and order.kind == "cancel":
-                self.leases.discard(key)  # a cancel needs no answer
-            self._gate.check()
-            return order
-
-    async def _hand_back(self, grant: LeaseGrant) -> None:
-        # A first run has processed none of its prompt; a resumed one did in
-        # an earlier run (None: the whole prompt, as the protocol reads it).
-        first = grant.next_chunk == 0 and grant.done_output_tokens == 0
-        stopped = Stopped(
-            grant.request_id,
-            grant.lease_id,
-            grant.done_output_tokens,
-            input_processed=0 if first else None,
-        )
-        await self.send(WorkerReport(stopped=(stopped,)))
-        self._gate.handed_back += 1
+        try:
+            order = await self._link.receive()
+        except BaseException:
+            self._gone()
+            raise
+        if order is None:
+            self._gone()
+            return None
+        if isinstance(order, LeaseGrant):
+            self.leases.add((order.request_id, order.lease_id))
+            if self._gate.draining:
+                self._gate.late_grants += 1
+        elif isinstance(order, LeaseSettled | LeaseRejected):
+            # Stored; or fenced, so the worker drops it.
+            self.leases.discard((order.request_id, order.lease_id))
+        elif isinstance(order, LeaseStop):
+            if order.kind == "cancel":  # a cancel needs no answer
+                self.leases.discard((order.request_id, order.lease_id))
+        else:  # the server's answer to the drain: no grant follows
+            self.drain_answered = True
+        self._gate.check()
+        return order
 
     def _gone(self) -> None:
         self.closed = True

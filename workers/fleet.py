@@ -201,10 +201,11 @@ class WorkerActor:
         """Take no new request, wait (up to ``timeout_s``) until every lease the
         worker holds is over, then stop it. Returns its stats, with ``drained``
         (False: the time ran out, and what still ran was stopped: the server
-        puts it back in the queue) and ``handed_back`` (grants it refused)."""
+        puts it back in the queue) and ``late_grants`` (grants the server sent
+        before it read the drain, which the worker ran)."""
 
         async def drained() -> bool:
-            self._gate.drain()
+            self._gate.drain(self._worker)
             try:
                 await asyncio.wait_for(self._gate.idle.wait(), timeout_s)
             except TimeoutError:
@@ -217,7 +218,7 @@ class WorkerActor:
             with contextlib.suppress(Exception):
                 ok = future.result(timeout_s + 5.0)
         self.shutdown()
-        return {**self.stats(), "drained": ok, "handed_back": self._gate.handed_back}
+        return {**self.stats(), "drained": ok, "late_grants": self._gate.late_grants}
 
     def shutdown(self) -> None:
         """Stop the worker and wait for it (Ray kills the process after)."""

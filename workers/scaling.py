@@ -2,7 +2,7 @@
 
 ::
 
-    scaler = Autoscaler(fleet, PrometheusQueueDepth("127.0.0.1:9400"),
+    scaler = Autoscaler(fleet, FleetStatusDepth("127.0.0.1:7400", fleet_key),
                         QueueDepthAutoscaler(AutoscaleConfig(1, 4)))
     scaler.run(stop)              # every interval_s until ``stop`` is set
 
@@ -15,7 +15,8 @@ is anything with the :class:`ScalableFleet` methods (:class:`RayFleet`).
 
 :func:`serve_ray_autoscaled` is ``tidegate workers --min-replicas A
 --max-replicas B``: a :class:`RayFleet` of ``A`` actors and this loop,
-until SIGTERM or SIGINT.
+until SIGTERM or SIGINT; the queue depth source is closed at the end when it
+has a ``close``.
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def serve_ray_autoscaled(
         scaler.run(stop)
     finally:
         fleet.stop()
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0

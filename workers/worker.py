@@ -26,6 +26,14 @@ window controller grants at most that, usually fewer); then, concurrently,
   cache up front read ~90% on NVML whatever their load). This is also the
   heartbeat that keeps the leases alive.
 
+:meth:`Worker.drain` readies it to leave without losing work: the next
+message says ``draining`` (the server grants this worker nothing more, its
+window is 0), no credit goes out any more, and the runs it holds go on to
+their completions; a stream opened while draining opens with no credit and
+says so at once. A grant the server sent before it read the drain still
+comes; it runs like any other. (:mod:`workers.drain` tells when the last
+lease is over.)
+
 When the stream breaks, every run is cancelled (the server has already
 put those requests back in the queue, and their output stays stored) and
 the worker reconnects with exponential backoff and jitter.
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Mapping
@@ -156,6 +165,8 @@ class Worker:
         self.tracker = LatencyTracker()
         self._runs: dict[str, Run] = {}
         self._stopping = asyncio.Event()
+        self._draining = False
+        self._outbox: Outbox | None = None  # the current stream's
         self.connected = asyncio.Event()  # set while a stream is open (tests, readiness)
 
     def __repr__(self) -> str:
@@ -164,6 +175,21 @@ class Worker:
     def stop(self) -> None:
         """End :meth:`run` (the current stream is closed, runs are cancelled)."""
         self._stopping.set()
+
+    def drain(self) -> None:
+        """Take nothing new from now on (call it on the worker's loop): the server
+        is told at once (``draining`` on the Lease stream, and on every stream
+        opened after), no credit is sent any more, and what runs goes on. There
+        is no way back: a drained worker is meant to stop once its runs end."""
+        if self._draining:
+            return
+        self._draining = True
+        if self._outbox is not None:
+            self._outbox.wake.set()  # the sender says it now
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     # ------------------------------------------------------------ the loop
 
@@ -223,7 +249,7 @@ class Worker:
             labels=config.labels,
             lease_s=config.lease_s,
         )
-        return await self._connect(hello, credits=config.capacity)
+        return await self._connect(hello, credits=0 if self._draining else config.capacity)
 
     async def _serve(self, link: LeaseLink) -> BaseException | None:
         """One stream, until it ends, breaks or stop() is called; returns why it ended."""
@@ -231,6 +257,9 @@ class Worker:
         self.stats.connected = True
         self.connected.set()
         outbox = Outbox(max_bytes=max(1, link.opened.max_chunk_bytes))
+        self._outbox = outbox
+        if self._draining:
+            outbox.wake.set()  # a stream opened while draining says so first
         context = RunContext(
             backend=self.backend,
             outbox=outbox,
@@ -261,6 +290,7 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.connected.clear()
             self.stats.connected = False
+            self._outbox = None
             await self._abandon_runs()
             outbox.clear()
             with contextlib.suppress(Exception):
@@ -282,12 +312,20 @@ class Worker:
         loop = asyncio.get_running_loop()
         interval = self.config.send_interval_s
         sent_at = -interval
+        said_draining = False  # on this stream
         while True:
             await outbox.wake.wait()
             wait = sent_at + interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # gather what else comes meanwhile
             report = outbox.take()
+            if self._draining:
+                if not said_draining:
+                    report = report or WorkerReport()
+                    said_draining = True
+                    report = dataclasses.replace(report, draining=True, credits=0)
+                elif report is not None and report.credits:
+                    report = dataclasses.replace(report, credits=0)
             if report is not None:
                 sent_at = loop.time()
                 await link.send(report)  # a CallFailed ends the stream

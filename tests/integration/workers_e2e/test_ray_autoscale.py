@@ -1,31 +1,31 @@
 """The fleet grows on a queued burst and shrinks back once the queue is empty,
-on a local Ray against a real server whose queue depth it reads from /metrics.
+on a local Ray against a real server whose queue depth it reads with the
+fleet's key (FleetStatus; the server has no metrics port).
 
 One worker whose window is one request at a time gets a burst of requests
 of about a second each: the queue stays above the threshold, a second actor
 joins and takes work; once the queue is empty it is drained (nothing new,
-its runs finish) and ends. Every request completes exactly once. Ray starts
+its runs finish) and ends. Every request completes exactly once, on its
+first attempt: nothing was handed back by the drained worker. Ray starts
 once for the module (two CPUs, no dashboard).
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from tidegate.client import InferenceClient, RequestState, SubmitOptions
 from workers.autoscale import AutoscaleConfig, QueueDepthAutoscaler
 from workers.fleet import RayFleet
-from workers.queue_depth import PrometheusQueueDepth
+from workers.queue_depth import FleetStatusDepth
 from workers.scaling import Autoscaler
 
-from .conftest import CONFIG, KEYS, ONE_AT_A_TIME, Reply, Server, env, read_reply, spec
+from .conftest import KEYS, ONE_AT_A_TIME, Reply, Server, read_reply, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,23 +33,6 @@ ray = pytest.importorskip("ray")
 
 BURST = 16
 TOKENS = 100  # about a second each on the fast simulated GPU
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class MetricsServer(Server):
-    metrics_port: int = 0
-
-    def start(self) -> MetricsServer:
-        self.metrics_port = free_port()
-        self.launch(CONFIG + self.extra, env(), args=("--metrics-port", str(self.metrics_port)))
-        return self
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +45,8 @@ def local_ray() -> Iterator[None]:
 
 
 @pytest.fixture
-def metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsServer]:
-    server = MetricsServer(tmp_path_factory.mktemp("srv"), ONE_AT_A_TIME).start()
+def one_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("srv"), ONE_AT_A_TIME).start()
     try:
         yield server
     finally:
@@ -80,10 +63,10 @@ def wait_for(what: str, predicate: object, timeout_s: float) -> None:
 
 
 def test_a_burst_grows_the_fleet_and_it_shrinks_back_when_the_queue_empties(
-    local_ray: None, metrics_server: MetricsServer
+    local_ray: None, one_at_a_time: Server
 ) -> None:
     del local_ray
-    server = metrics_server
+    server = one_at_a_time
     fleet = RayFleet(spec(server), 1)
     fleet.start()
     stop = threading.Event()
@@ -97,9 +80,10 @@ def test_a_burst_grows_the_fleet_and_it_shrinks_back_when_the_queue_empties(
         down_after_s=1.0,
         cooldown_s=1.0,
     )
+    depth = FleetStatusDepth(server.address, KEYS["fleet"])
     scaler = Autoscaler(
         fleet,
-        PrometheusQueueDepth(f"127.0.0.1:{server.metrics_port}"),
+        depth,
         QueueDepthAutoscaler(config),
         interval_s=0.25,
         drain_timeout_s=60.0,
@@ -126,6 +110,7 @@ def test_a_burst_grows_the_fleet_and_it_shrinks_back_when_the_queue_empties(
                 for reply in replies:
                     status = await client.status(reply.submitted.request_id)
                     assert status.state == RequestState.COMPLETED
+                    assert status.attempts == 1  # never handed back, never run twice
                     workers.add(status.worker_id)
                 return list(replies), workers
 
@@ -148,9 +133,10 @@ def test_a_burst_grows_the_fleet_and_it_shrinks_back_when_the_queue_empties(
         # and the one left add up to the burst, with nothing run twice.
         completed = last["completed"] + sum(s["completed"] for s in fleet.stats())
         assert completed == BURST
-        assert last["handed_back"] == 0  # the queue was empty when it drained
+        assert last["late_grants"] == 0  # the queue was empty when it drained
     finally:
         stop.set()
         if thread.is_alive():
             thread.join(30)
         fleet.stop()
+        depth.close()

@@ -15,7 +15,6 @@ BASE = ["workers", "--server", "127.0.0.1:1"]
         (["--min-replicas", "2"], "--min-replicas needs --max-replicas"),
         (["--max-replicas", "3", "--replicas", "2"], "--replicas is a fixed fleet"),
         (["--max-replicas", "3", "--in-process"], "drop --in-process"),
-        (["--max-replicas", "3"], "--max-replicas needs --metrics-url"),
         (
             ["--min-replicas", "4", "--max-replicas", "3", "--metrics-url", "127.0.0.1:2"],
             "max-replicas is 3; it must be >= min-replicas (4)",

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from scheduler.clock import VirtualClock
-from tidegate.client import LeaseSettled, LeaseStop, Stopped
+from tidegate.client import LeaseSettled, LeaseStop
+from tidegate.inference_values import LeaseDraining
 from workers.drain import DrainGate
 from workers.worker import Worker, WorkerConfig
 
@@ -41,45 +42,63 @@ async def idle(gate: DrainGate) -> None:
     await asyncio.wait_for(gate.idle.wait(), 5.0)
 
 
-def test_draining_hands_new_grants_back_and_is_idle_once_its_runs_are_settled() -> None:
+def test_draining_tells_the_server_runs_late_grants_and_is_idle_once_settled() -> None:
     backend = ScriptedBackend(words=2)
-    backend.gate.clear()  # r1 runs until the test lets it finish
+    backend.gate.clear()  # the runs go on until the test lets them finish
 
     async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
         link = await c.link(0)
         link.push(grant("r1", 1))
         await link.until(lambda ln: len(ln.chunks("r1")) == 2)
-        gate.drain()
+        gate.drain(w)
+        assert w.draining
+        await link.until(lambda ln: any(r.draining for r in ln.reports))
+        assert [r.draining for r in link.reports].count(True) == 1
         assert not gate.idle.is_set()
         assert gate.leases == 1
 
-        # Grants the server still makes (it holds credits) go straight back:
-        # a first run with nothing processed, a resumed one with its tokens.
+        # A grant the server sent before it read the drain runs like any other;
+        # nothing is handed back.
         link.push(grant("r2", 2))
-        link.push(grant("r3", 3, next_chunk=4, done_output_tokens=4))
-        await link.until(lambda ln: len(ln.stopped) == 2)
-        assert link.stopped == [Stopped("r2", 2, 0, input_processed=0), Stopped("r3", 3, 4)]
-        assert [r.request_id for r in b.requests] == ["r1"]
-        assert gate.handed_back == 2
+        await link.until(lambda ln: len(ln.chunks("r2")) == 2)
+        assert gate.late_grants == 1
+        link.push(LeaseDraining())  # the server's answer: no grant follows
 
-        # r1 finishes: its completion goes out, its credit does not.
+        # Both finish: completions go out, credits do not.
         b.gate.set()
-        await link.until(lambda ln: bool(ln.completions))
+        await link.until(lambda ln: len(ln.completions) == 2)
         await asyncio.sleep(0.05)  # let the worker's credit report go out too
         assert link.credits_back == 0
-        assert not gate.idle.is_set()  # stored only once the server settles it
+        assert link.stopped == []
+        assert not gate.idle.is_set()  # stored only once the server settles them
         link.push(LeaseSettled("r1", 1))
+        await asyncio.sleep(0.01)
+        assert not gate.idle.is_set()
+        link.push(LeaseSettled("r2", 2))
         await idle(gate)
         assert w.stats.running == 0
 
     worker = run(body, backend)
-    assert (worker.stats.granted, worker.stats.completed) == (1, 1)
+    assert (worker.stats.granted, worker.stats.completed) == (2, 2)
 
 
-def test_a_drain_with_nothing_running_is_idle_at_once() -> None:
+def test_idle_waits_for_the_servers_answer_to_the_drain() -> None:
     async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
-        await c.link(0)
-        gate.drain()
+        link = await c.link(0)
+        gate.drain(w)
+        await link.until(lambda ln: any(r.draining for r in ln.reports))
+        await asyncio.sleep(0.01)
+        assert not gate.idle.is_set()  # a grant may still be on its way
+        link.push(LeaseDraining())
+        await idle(gate)
+
+    run(body, ScriptedBackend())
+
+
+def test_a_drain_without_a_stream_is_idle_at_once() -> None:
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        c.fail = 1000  # the server is unreachable
+        gate.drain(w)
         await idle(gate)
 
     run(body, ScriptedBackend())
@@ -94,7 +113,8 @@ def test_a_preempted_or_cancelled_run_ends_its_lease() -> None:
         link.push(grant("r1", 1))
         link.push(grant("r2", 2))
         await link.until(lambda ln: bool(ln.chunks("r1")) and bool(ln.chunks("r2")))
-        gate.drain()
+        gate.drain(w)
+        link.push(LeaseDraining())
         link.push(LeaseStop("r1", 1, "preempt"))
         await link.until(lambda ln: bool(ln.stopped))
         assert gate.leases == 1
@@ -114,7 +134,7 @@ def test_a_stream_that_breaks_while_draining_is_idle_and_reopens_without_credits
         assert link.credits == 4
         link.push(grant("r1", 1))
         await link.until(lambda ln: bool(ln.chunks("r1")))
-        gate.drain()
+        gate.drain(w)
         link.push(BREAK)  # the server released r1's lease with the stream
         await idle(gate)
         while len(c.links) < 2:  # the backoff sleeps on the virtual clock
@@ -124,5 +144,6 @@ def test_a_stream_that_breaks_while_draining_is_idle_and_reopens_without_credits
                 CLOCK.jump(deadline)
         second: FakeLink = c.links[1]
         assert second.credits == 0
+        await second.until(lambda ln: bool(ln.reports) and ln.reports[0].draining)
 
     run(body, backend)
