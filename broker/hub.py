@@ -53,7 +53,7 @@ from broker.subscriptions import Engine
 from broker.tenancy import Quotas
 from broker.types import Message, PublishRequest, PublishResult, QueueName
 
-__all__ = ["Hub", "Stored"]
+__all__ = ["Hub", "Outcomes", "Stored"]
 
 log = logging.getLogger("tidegate.broker")
 
@@ -75,6 +75,21 @@ class Stored(NamedTuple):
     timestamp: float
     duplicate: bool
     sequence: int
+
+
+class Outcomes(NamedTuple):
+    """A publish call's outcome in bulk (what a compact batch is answered from).
+
+    The first ``len(duplicates)`` requests were duplicates, answered as
+    :meth:`Hub.publish` answers them; the rest were stored, in order, with
+    the broker's ``results``, the first of them with producer sequence
+    ``first`` and the next ones counting up from it (every sequence is 0
+    without a producer, and ``first`` then too).
+    """
+
+    duplicates: list[Stored]
+    results: list[PublishResult]
+    first: int
 
 
 class Hub:
@@ -253,9 +268,37 @@ class Hub:
         With ``producer``, messages at or below the producer's highest stored
         sequence are duplicates: not stored, answered with what is known.
         """
+        duplicates, results, start = await self.publish_outcomes(
+            tenant, requests, producer=producer, first=first
+        )
         if not producer:
-            results = await self._publish(tenant, requests, None)
             return [Stored(r.offsets, r.timestamp, False, 0) for r in results]
+        duplicates += [
+            Stored(r.offsets, r.timestamp, False, start + i) for i, r in enumerate(results)
+        ]
+        return duplicates
+
+    async def publish_outcomes(
+        self,
+        tenant: str,
+        requests: Sequence[PublishRequest],
+        *,
+        producer: str = "",
+        first: int = 0,
+        sizes: tuple[int, int] | None = None,
+    ) -> Outcomes:
+        """:meth:`publish` without a :class:`Stored` per stored message.
+
+        ``sizes``: the requests' total and largest body size, when the caller
+        knows every body is bytes (it spares a pass over them).
+
+        The duplicates are always a prefix: with ``producer``, request i has
+        sequence ``first + i``, and exactly those at or below the producer's
+        highest stored sequence (the first ``max(0, last - first + 1)``) are
+        not stored again. A compact batch's answer relies on this.
+        """
+        if not producer:
+            return Outcomes([], await self._publish(tenant, requests, None, sizes), 0)
         key = (tenant, producer)
         lock = self._producer_locks.get(key)
         if lock is None:
@@ -282,23 +325,31 @@ class Hub:
                 else:
                     stored.append(Stored(known[0], known[1], True, first + i))
             fresh = requests[skip:]
-            if fresh:
-                last = first + len(requests) - 1
-                journal = make_journal(tenant, producer, last, fresh)
-                results = await self._publish(tenant, fresh, journal)
-                start = first + skip
-                state.record(start, [(r.offsets, r.timestamp, 0) for r in results])
-                stored += [
-                    Stored(r.offsets, r.timestamp, False, start + i) for i, r in enumerate(results)
-                ]
-            return stored
+            start = first + skip
+            if not fresh:
+                return Outcomes(stored, [], start)
+            last = first + len(requests) - 1
+            journal = make_journal(tenant, producer, last, fresh)
+            results = await self._publish(tenant, fresh, journal, None if skip else sizes)
+            state.record(start, [(r.offsets, r.timestamp, 0) for r in results])
+            return Outcomes(stored, results, start)
 
     async def _publish(
-        self, tenant: str, requests: Sequence[PublishRequest], journal: PublishRequest | None
+        self,
+        tenant: str,
+        requests: Sequence[PublishRequest],
+        journal: PublishRequest | None,
+        sizes: tuple[int, int] | None = None,
     ) -> list[PublishResult]:
         """Store ``requests`` (and the journal entry); gathered with concurrent calls
-        unless a body is large or streamed, which would hold the others up."""
+        unless a body is large or streamed, which would hold the others up.
+        ``sizes``: the bodies' total and largest size, all of them bytes."""
         limit = self._gather_bytes
+        if sizes is not None:
+            size, largest = sizes
+            if largest > limit:
+                return await self.run(self._store, tenant, requests, journal)
+            return await self._gatherer((tenant, requests, journal, size))
         size = 0
         for request in requests:
             body = request[1]

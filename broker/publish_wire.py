@@ -16,6 +16,12 @@ into protobuf than the store spends storing it. Two things make it cheap:
   encoded once by protobuf as a template, and each result adds only its
   offsets and sequence. Protobuf parsers accept fields in any order, so the
   bytes decode to the very message :func:`build_response` makes.
+
+A compact batch (``PublishRequest.batch``: one topic and lite-topic list,
+many bodies) skips most of that: :func:`batch_requests` checks the names
+once and the sizes with one ``max``, and makes the broker requests in one
+C-level pass, and :func:`encode_batch` answers with the batch's first
+offsets instead of a result per message (see broker.proto).
 """
 
 from __future__ import annotations
@@ -24,13 +30,20 @@ from collections.abc import Sequence
 from itertools import repeat
 from operator import attrgetter
 
-from broker.errors import InvalidArgument
-from broker.hub import Stored
+from broker.errors import BrokerError, InvalidArgument, MessageTooLarge
+from broker.hub import Outcomes, Stored
 from broker.proto import broker_pb2 as pb
 from broker.types import LITE_PATTERN, PublishRequest, parent_prefix
 from broker.wire import outbound
 
-__all__ = ["build_response", "encode_response", "publish_requests", "uvarint"]
+__all__ = [
+    "batch_requests",
+    "build_response",
+    "encode_batch",
+    "encode_response",
+    "publish_requests",
+    "uvarint",
+]
 
 _TOPIC = attrgetter("topic")
 _LITES = attrgetter("lite_topics")
@@ -97,6 +110,103 @@ def _lite_names(names: tuple[str, ...]) -> tuple[str, ...]:
         _known.clear()  # bounded; refills with what is hot
     _known[names] = names
     return names
+
+
+# ------------------------------------------------------------ compact batches
+
+_new = tuple.__new__  # PublishRequest instances from zipped fields, all in C
+
+
+def batch_requests(
+    tenant: str, batch: pb.PublishBatch, limit: int
+) -> tuple[list[PublishRequest], int, int]:
+    """The validated broker requests of a compact ``batch`` (at least one body),
+    with the bodies' total and largest size.
+
+    The rules and messages are those of :func:`broker.wire.outbound`, naming
+    the batch's fields (``batch.lite_topics[1]``, ``batch.bodies[3]``).
+    """
+    topic = batch.topic
+    try:
+        parent_prefix(tenant, topic)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"batch: {exc}") from None
+    lites = _batch_lites(tuple(batch.lite_topics))
+    bodies = list(batch.bodies)
+    lengths = list(map(len, bodies))
+    largest = max(lengths)
+    if largest > limit:
+        index = next(i for i, n in enumerate(lengths) if n > limit)
+        error = MessageTooLarge(lengths[index], limit)
+        error.args = (f"batch.bodies[{index}]: {error}",)
+        raise error
+    requests: list[PublishRequest] = list(
+        map(
+            _new,
+            repeat(PublishRequest),
+            zip(repeat(topic), bodies, repeat(lites), repeat(_NO_PROPERTIES), repeat(tenant)),
+        )
+    )
+    return requests, sum(lengths), largest
+
+
+def _batch_lites(names: tuple[str, ...]) -> tuple[str, ...]:
+    """A batch's lite-topic list checked with :func:`broker.wire.outbound`'s messages
+    (remembered like :func:`_lite_names`: one tuple object per list)."""
+    known = _known.get(names)
+    if known is not None:
+        return known
+    for j, lite in enumerate(names):
+        if LITE_PATTERN.fullmatch(lite) is None:
+            raise InvalidArgument(
+                f"batch.lite_topics[{j}] {lite!r} breaks the lite-topic name rule "
+                "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
+            )
+    if len(set(names)) != len(names):
+        twice = next(lite for i, lite in enumerate(names) if lite in names[:i])
+        raise InvalidArgument(f"batch.lite_topics lists {twice!r} more than once")
+    if len(_known) >= _KNOWN_NAMES:
+        _known.clear()
+    _known[names] = names
+    return names
+
+
+_BATCH_TAG = b"\x12"  # PublishResponse.batch = 2, length-delimited
+
+
+def encode_batch(requests: Sequence[PublishRequest], outcomes: Outcomes) -> bytes:
+    """The serialized PublishResponse of a compact batch (the rule is in broker.proto):
+    a result per duplicate, then one PublishBatchResult for the stored rest.
+
+    The stored messages took consecutive offsets in each of their queues
+    (one append, in order, under the broker's lock). That is checked, not
+    assumed: offsets only grow in a queue, so a first and a last offset
+    ``stored - 1`` apart leave no room for anything else between them.
+    """
+    duplicates, results, first = outcomes
+    head = encode_response(requests[: len(duplicates)], duplicates) if duplicates else b""
+    if not results:
+        answer = pb.PublishBatchResult(duplicates=len(duplicates))
+    else:
+        firsts = results[0].offsets
+        lasts = results[-1].offsets
+        stored = len(results)
+        if len(firsts) != len(lasts) or any(
+            last - at != stored - 1 for at, last in zip(firsts, lasts, strict=True)
+        ):
+            raise BrokerError(
+                f"a batch of {stored} messages was not stored contiguously "
+                f"(first offsets {firsts}, last {lasts})"
+            )
+        answer = pb.PublishBatchResult(
+            duplicates=len(duplicates),
+            stored=stored,
+            first_offsets=firsts,
+            timestamp=results[0].timestamp,
+            first_sequence=first,
+        )
+    encoded = answer.SerializeToString()
+    return head + _BATCH_TAG + uvarint(len(encoded)) + encoded
 
 
 # ------------------------------------------------------------------ responses

@@ -37,7 +37,13 @@ from broker.hub import Hub
 from broker.producers import check_producer
 from broker.proto import broker_pb2 as pb
 from broker.proto import broker_pb2_grpc as pb_grpc
-from broker.publish_wire import build_response, encode_response, publish_requests
+from broker.publish_wire import (
+    batch_requests,
+    build_response,
+    encode_batch,
+    encode_response,
+    publish_requests,
+)
 from broker.publishing_stream import StreamPublisher
 from broker.session import Batch, Change, Changed, Notice, Session, Start, StartKind
 from broker.store import Broker
@@ -137,6 +143,8 @@ class BrokerService(pb_grpc.BrokerServicer):
 
         async def body(tenant: str) -> bytes:
             well_formed(request)
+            if request.HasField("batch"):
+                return await self._publish_batch(tenant, request)
             messages = request.messages
             count = len(messages)
             if not 1 <= count <= MAX_PUBLISH_MESSAGES:
@@ -152,6 +160,26 @@ class BrokerService(pb_grpc.BrokerServicer):
             return encode_response(requests, stored)
 
         return await self._unary(context, body)
+
+    async def _publish_batch(self, tenant: str, request: pb.PublishRequest) -> bytes:
+        """A compact ``PublishRequest.batch``: one destination, many bodies (see broker.proto)."""
+        if request.messages:
+            raise InvalidArgument(
+                "messages and batch are both set; a PublishRequest holds one of them"
+            )
+        batch = request.batch
+        count = len(batch.bodies)
+        if not 1 <= count <= MAX_PUBLISH_MESSAGES:
+            raise InvalidArgument(
+                f"batch.bodies holds {count} messages; it must hold 1 to {MAX_PUBLISH_MESSAGES}"
+            )
+        limit = self.hub.broker.settings.max_message_bytes
+        requests, total, largest = batch_requests(tenant, batch, limit)
+        producer = _producer(request.producer_id, request.sequence)
+        outcomes = await self.hub.publish_outcomes(
+            tenant, requests, producer=producer, first=request.sequence, sizes=(total, largest)
+        )
+        return encode_batch(requests, outcomes)
 
     async def PublishStream(  # noqa: N802 - the RPC's name
         self,

@@ -130,6 +130,7 @@ class PublishRequest(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     PRODUCER_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     producer_id: _builtins.str
     """Idempotent retries. A producer numbers its messages: message i of this
     batch has sequence `sequence + i`; the next batch starts after the last.
@@ -144,21 +145,66 @@ class PublishRequest(_message.Message):
     """
     sequence: _builtins.int
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutboundMessage]: ...
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutboundMessage]:
+        """The messages, each with its own destination. Exactly one of `messages`
+        and `batch` must be set (both: INVALID_ARGUMENT naming the two fields).
+        """
+
+    @_builtins.property
+    def batch(self) -> Global___PublishBatch:
+        """The compact form of `messages` for the common case: many bodies for one
+        topic and lite-topic list, without properties or reply_to. Message i is
+        OutboundMessage{topic, lite_topics, body: bodies[i]}, validated by the
+        same rules (errors name `batch.topic`, `batch.lite_topics[j]`,
+        `batch.bodies[i]`), limited like `messages` (1 to 10,000 bodies, each
+        up to max_message_bytes) and deduplicated the same way (body i has
+        sequence `sequence + i`). Answered by PublishResponse.batch.
+        """
+
     def __init__(
         self,
         *,
         messages: _abc.Iterable[Global___OutboundMessage] | None = ...,
         producer_id: _builtins.str = ...,
         sequence: _builtins.int = ...,
+        batch: Global___PublishBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "producer_id", b"producer_id", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "messages", b"messages", "producer_id", b"producer_id", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishRequest: _TypeAlias = PublishRequest  # noqa: Y015
+
+@_typing.final
+class PublishBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    LITE_TOPICS_FIELD_NUMBER: _builtins.int
+    BODIES_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    @_builtins.property
+    def lite_topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: the parent topic's own queue"""
+
+    @_builtins.property
+    def bodies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        lite_topics: _abc.Iterable[_builtins.str] | None = ...,
+        bodies: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bodies", b"bodies", "lite_topics", b"lite_topics", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishBatch: _TypeAlias = PublishBatch  # noqa: Y015
 
 @_typing.final
 class PublishResult(_message.Message):
@@ -212,26 +258,90 @@ class PublishResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishResult]:
         """One per message, in request order. A duplicate whose original result the
         server no longer knows (older than the producer's last 4096 messages, or,
         after a restart, than its last batch's last 256) has duplicate=true and
         no offsets.
+
+        For a PublishRequest.batch: only the batch's duplicates, if any (see
+        PublishBatchResult), as they would be answered for `messages`.
         """
+
+    @_builtins.property
+    def batch(self) -> Global___PublishBatchResult:
+        """Set exactly when the request was a PublishRequest.batch."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___PublishResult] | None = ...,
+        batch: Global___PublishBatchResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishResponse: _TypeAlias = PublishResponse  # noqa: Y015
+
+@_typing.final
+class PublishBatchResult(_message.Message):
+    """The answer to a PublishRequest.batch of n bodies.
+
+    DUPLICATES. Without producer_id, duplicates = 0 and all n are stored.
+    With one, let `last` be the highest sequence the producer has stored
+    (none: -1). Body i has sequence `sequence + i`, so exactly the first
+    d = min(n, max(0, last - sequence + 1)) bodies are duplicates: they are
+    not stored again, `duplicates` = d and PublishResponse.results holds one
+    result for each of them, in order, exactly as a `messages` request would
+    get (duplicate=true, the original offsets and timestamp when the server
+    still knows them, else no offsets). The other n - d bodies are stored.
+
+    STORED. `stored` = n - d. The stored bodies are appended contiguously,
+    in order, under the broker's lock: in the queue of lite_topics[j] (the
+    parent topic's own queue without lite-topics) body d + k is at offset
+    `first_offsets[j] + k`, for k in [0, stored). All of them carry
+    `timestamp`; body d + k has sequence `first_sequence + k` with a
+    producer_id (first_sequence = sequence + d), 0 without one. With
+    stored = 0, first_offsets is empty and timestamp and first_sequence 0.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
+    FIRST_OFFSETS_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    duplicates: _builtins.int
+    stored: _builtins.int
+    timestamp: _builtins.float
+    """seconds since the Unix epoch (server clock)"""
+    first_sequence: _builtins.int
+    @_builtins.property
+    def first_offsets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """in the order of the batch's lite_topics"""
+
+    def __init__(
+        self,
+        *,
+        duplicates: _builtins.int = ...,
+        stored: _builtins.int = ...,
+        first_offsets: _abc.Iterable[_builtins.int] | None = ...,
+        timestamp: _builtins.float = ...,
+        first_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "first_offsets", b"first_offsets", "first_sequence", b"first_sequence", "stored", b"stored", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishBatchResult: _TypeAlias = PublishBatchResult  # noqa: Y015
 
 @_typing.final
 class PublishFrame(_message.Message):

@@ -78,6 +78,8 @@ class BrokerServicer:
         """Publish a batch of messages (all validated before any is stored).
         Acknowledged only once the store's fsync policy is met (`always`: on
         disk). With producer_id set, a resent batch is not stored twice.
+        A batch of bodies for one destination may come as the compact
+        PublishRequest.batch, answered by PublishResponse.batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -72,6 +72,8 @@ class BrokerStub:
     """Publish a batch of messages (all validated before any is stored).
     Acknowledged only once the store's fsync policy is met (`always`: on
     disk). With producer_id set, a resent batch is not stored twice.
+    A batch of bodies for one destination may come as the compact
+    PublishRequest.batch, answered by PublishResponse.batch.
     """
     PublishStream: _grpc.StreamUnaryMultiCallable[_broker_pb2.PublishFrame, _broker_pb2.PublishResponse]
     """Publish messages whose bodies may be large (up to the server's
@@ -104,6 +106,8 @@ class BrokerAsyncStub(BrokerStub):
     """Publish a batch of messages (all validated before any is stored).
     Acknowledged only once the store's fsync policy is met (`always`: on
     disk). With producer_id set, a resent batch is not stored twice.
+    A batch of bodies for one destination may come as the compact
+    PublishRequest.batch, answered by PublishResponse.batch.
     """
     PublishStream: _aio.StreamUnaryMultiCallable[_broker_pb2.PublishFrame, _broker_pb2.PublishResponse]  # type: ignore[assignment]
     """Publish messages whose bodies may be large (up to the server's
@@ -139,6 +143,8 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         """Publish a batch of messages (all validated before any is stored).
         Acknowledged only once the store's fsync policy is met (`always`: on
         disk). With producer_id set, a resent batch is not stored twice.
+        A batch of bodies for one destination may come as the compact
+        PublishRequest.batch, answered by PublishResponse.batch.
         """
 
     @_abc_1.abstractmethod

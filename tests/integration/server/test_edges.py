@@ -161,11 +161,17 @@ ALLOWED = {
 
 
 def _random_message(rng: random.Random) -> bytes:
-    """Garbage, truncated real messages, or real messages with wild field values."""
+    """Garbage, truncated real messages, or real messages with wild field values
+    (per-message or compact batches, now and then both at once)."""
     choice = rng.randrange(3)
     if choice == 0:
         return rng.randbytes(rng.randrange(0, 200))
     names = ["", "t", "a/b", "x" * 300, "%DLQ%g", "ok-topic", "\x00", "é", "s-1"]
+    if rng.random() < 0.4:
+        real = _random_batch(rng, names)
+        if choice == 1 and real:
+            return real[: rng.randrange(len(real))]
+        return real
     real = pb.PublishRequest(
         messages=[
             pb.OutboundMessage(
@@ -183,6 +189,23 @@ def _random_message(rng: random.Random) -> bytes:
     if choice == 1 and real:
         return real[: rng.randrange(len(real))]
     return real
+
+
+def _random_batch(rng: random.Random, names: list[str]) -> bytes:
+    """A compact batch with wild names, counts and producer fields, sometimes
+    beside per-message messages (which the server must refuse)."""
+    request = pb.PublishRequest(
+        batch=pb.PublishBatch(
+            topic=rng.choice(names),
+            lite_topics=[rng.choice(names) for _ in range(rng.randrange(4))],
+            bodies=[rng.randbytes(rng.randrange(50)) for _ in range(rng.randrange(5))],
+        ),
+        producer_id=rng.choice(["", "p", "bad id"]),
+        sequence=rng.randrange(3),
+    )
+    if rng.random() < 0.2:
+        request.messages.add(topic=rng.choice(names), body=b"x")
+    return request.SerializeToString()
 
 
 def test_fuzz_every_request_gets_a_proper_status_and_the_server_stays_up(server: Server) -> None:
