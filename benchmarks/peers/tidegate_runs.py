@@ -88,6 +88,10 @@ class _Subscribe:
         self.call.cancel()
 
 
+def _messages_in(request: pb.PublishRequest) -> int:
+    return len(request.batch.bodies) if request.HasField("batch") else len(request.messages)
+
+
 def _batch_writers(
     server: TidegateServer,
     requests: list[pb.PublishRequest],
@@ -104,7 +108,7 @@ def _batch_writers(
                 if deadline.passed():
                     return
                 conn.publish(request, timeout=max(1.0, deadline.left()))
-                done[slot] += len(request.messages)
+                done[slot] += _messages_in(request)
         finally:
             conn.close()
 
@@ -118,10 +122,11 @@ def _batch_writers(
 
 
 def produce(server: TidegateServer, tier: Tier, sizes: Sizes) -> Figure:
-    message = pb.OutboundMessage(
-        topic=_TOPIC, lite_topics=[_LITE], body=payload(sizes.message_bytes)
+    # One compact batch (one destination, the bodies), as the SDK sends it.
+    batch = pb.PublishBatch(
+        topic=_TOPIC, lite_topics=[_LITE], bodies=[payload(sizes.message_bytes)] * sizes.batch
     )
-    one = pb.PublishRequest(messages=[message] * sizes.batch)
+    one = pb.PublishRequest(batch=batch)
     batches = sizes.produce_count // sizes.batch
     count, seconds = _batch_writers(
         server, [one] * batches, sizes.producers, Deadline.after(sizes.step_seconds)

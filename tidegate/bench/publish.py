@@ -21,7 +21,7 @@ from broker.proto import broker_pb2 as pb
 from tidegate.bench.figures import Deadline
 from tidegate.bench.target import CALL_TIMEOUT_S, Target, rpc_failure
 
-__all__ = ["LANES", "PublishRun", "batches", "publish_calls"]
+__all__ = ["LANES", "PublishRun", "batches", "messages_in", "publish_calls"]
 
 LANES = 8  # lite-topics a workload spreads its messages over (see consume)
 
@@ -41,24 +41,31 @@ def batches(
 
     Returns the number of calls and a function from call number to request
     (built once per lane, so the loop measures the wire, not our encoding).
+    Each call is a compact batch (``PublishRequest.batch``: one destination,
+    the bodies), as the SDK sends such a batch.
     """
     calls = -(-count // batch)
     full = [
         pb.PublishRequest(
-            messages=[pb.OutboundMessage(topic=topic, lite_topics=[lane], body=body)] * batch
+            batch=pb.PublishBatch(topic=topic, lite_topics=[lane], bodies=[body] * batch)
         )
         for lane in lanes
     ]
     rest = count - (calls - 1) * batch
     last_lane = lanes[(calls - 1) % len(lanes)]
     last = pb.PublishRequest(
-        messages=[pb.OutboundMessage(topic=topic, lite_topics=[last_lane], body=body)] * rest
+        batch=pb.PublishBatch(topic=topic, lite_topics=[last_lane], bodies=[body] * rest)
     )
 
     def request(i: int) -> pb.PublishRequest:
         return last if i == calls - 1 else full[i % len(lanes)]
 
     return calls, request
+
+
+def messages_in(request: pb.PublishRequest) -> int:
+    """How many messages a Publish request carries, whichever its form."""
+    return len(request.batch.bodies) if request.HasField("batch") else len(request.messages)
 
 
 def publish_calls(
@@ -110,7 +117,7 @@ def publish_calls(
                 mine.append(time.perf_counter() - t0)
                 with lock:
                     done[0] += 1
-                    done[1] += len(req.messages)
+                    done[1] += messages_in(req)
 
     threads = [
         threading.Thread(target=client, name=f"bench-publish-{n}", daemon=True)
