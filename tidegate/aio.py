@@ -38,7 +38,7 @@ from grpc import aio
 
 from broker.proto import broker_pb2 as pb
 from broker.proto import broker_pb2_grpc as pb_grpc
-from tidegate import wire
+from tidegate import compact, wire
 from tidegate.aio_subscription import AsyncSubscription
 from tidegate.connect import Connection
 from tidegate.errors import (
@@ -290,8 +290,9 @@ class AsyncClient:
                         plan.messages, lane.producer_id, sequence, timeout_s
                     )
                 else:
-                    request = wire.publish_request(plan.messages, lane.producer_id, sequence)
-                    results += await self._publish_unary(request, timeout_s)
+                    request = compact.publish_request(plan.messages, lane.producer_id, sequence)
+                    response = await self._publish_unary(request, timeout_s)
+                    results += compact.publish_results(plan.messages, request, response)
                 sent += len(plan.messages)
         finally:
             self._conn.lanes.give(lane, len(batch))
@@ -299,14 +300,13 @@ class AsyncClient:
 
     async def _publish_unary(
         self, request: pb.PublishRequest, timeout_s: float | None
-    ) -> list[PublishResult]:
-        response = await self._unary(
+    ) -> pb.PublishResponse:
+        return await self._unary(
             "Publish",
             lambda: self._stub.Publish(
                 request, metadata=self._conn.metadata, timeout=self._timeout(timeout_s)
             ),
         )
-        return wire.publish_results(response)
 
     async def _publish_stream(
         self, messages: list[Outgoing], producer_id: str, sequence: int, timeout_s: float | None

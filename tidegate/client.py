@@ -37,7 +37,7 @@ import grpc
 
 from broker.proto import broker_pb2 as pb
 from broker.proto import broker_pb2_grpc as pb_grpc
-from tidegate import wire
+from tidegate import compact, wire
 from tidegate.aio import AsyncClient
 from tidegate.aio_subscription import AsyncSubscription
 from tidegate.connect import Connection
@@ -323,9 +323,9 @@ class Client:
                 if plan.stream:
                     results += self._publish_stream(plan.messages, lane, sequence, timeout_s)
                 else:
-                    request = wire.publish_request(plan.messages, lane.producer_id, sequence)
+                    request = compact.publish_request(plan.messages, lane.producer_id, sequence)
                     response = self._unary("Publish", self._stub.Publish, request, timeout_s)
-                    results += wire.publish_results(response)
+                    results += compact.publish_results(plan.messages, request, response)
                 sent += len(plan.messages)
         finally:
             self._conn.lanes.give(lane, len(batch))
