@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from tidegate.aio import AsyncClient
 from tidegate.aio_subscription import AsyncSubscription
+from tidegate.channel import Channel
 from tidegate.errors import CallFailed, ClientClosed, FailedPrecondition
 from tidegate.inference_values import ReplyChunk, ReplyEnd, ReplyEvent, Submitted
 from tidegate.inference_wire import PROP_REQUEST, reply_event
@@ -41,12 +41,8 @@ class ReplyWatch:
     """
 
     submitted: Submitted
-    # What is due to the reader, and the reader's waiter when it waits: one hop
-    # per chunk of every watched reply, so not an asyncio.Queue (whose get looks
-    # the loop up per wait, a getpid system call on 3.11).
-    _items: deque[ReplyEvent | BaseException] = field(default_factory=deque)
-    _waiter: asyncio.Future[None] | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
+    # What is due to the reader: one hop per chunk of every watched reply.
+    _items: Channel[ReplyEvent | BaseException] = field(default_factory=Channel)
     next_index: int = 0
     duplicates: int = 0
     ended: bool = False
@@ -87,25 +83,10 @@ class ReplyWatch:
             self._put(error)
 
     def _put(self, item: ReplyEvent | BaseException) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._items.put(item)
 
     async def next(self) -> ReplyEvent:
-        items = self._items
-        while not items:
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        item = items.popleft()
+        item = await self._items.get()
         if isinstance(item, BaseException):
             raise item
         return item

@@ -11,20 +11,19 @@ stops upstream work; the producer's cleanup (``except CancelledError`` /
 ``finally``) is where it tells the engine.
 
 One task per request, not per chunk: the hop per chunk is cheap. The queue
-is a deque and one waiter future rather than an :class:`asyncio.Queue`, whose
-get looks the running loop up per wait (a ``getpid`` system call on 3.11)
-and whose put walks a list of getters: this hop runs once per chunk of
+is a :class:`tidegate.channel.Channel` (a deque and one waiter future)
+rather than an :class:`asyncio.Queue`: this hop runs once per chunk of
 every stream on the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from tidegate.channel import Channel
 from workers.backends.base import (
     CANCELLED,
     Chunk,
@@ -67,38 +66,6 @@ _CANCELLED: Final = _Cancelled()
 _Item: TypeAlias = Chunk | Ending | _Error | _Cancelled
 
 
-class _Channel:
-    """A queue with one consumer, on one loop; put never blocks."""
-
-    __slots__ = ("_items", "_loop", "_waiter")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._items: deque[_Item] = deque()
-        self._loop = loop
-        self._waiter: asyncio.Future[None] | None = None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, item: _Item) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def get(self) -> _Item:
-        items = self._items
-        while not items:
-            waiter = self._waiter = self._loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        return items.popleft()
-
-
 class RequestStreams:
     """Producer tasks by request id, for one backend (``owner`` names it in errors)."""
 
@@ -131,7 +98,7 @@ class RequestStreams:
         rid = request.request_id
         if rid in self._tasks:
             raise DuplicateRequestError(f"request {rid} is already running on {self.owner}")
-        queue = _Channel(asyncio.get_running_loop())
+        queue: Channel[_Item] = Channel(asyncio.get_running_loop())
         put = queue.put
         sink: ChunkSink | None = None
         delivered = 0
