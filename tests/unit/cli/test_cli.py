@@ -50,8 +50,17 @@ def test_bad_number_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_user_error_is_one_line_without_traceback() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tidegate", "bench", "recovery", "--log-bytes", "1", "--data-dir",
-         "/proc/definitely/not/writable"],
+        [
+            sys.executable,
+            "-m",
+            "tidegate",
+            "bench",
+            "recovery",
+            "--log-bytes",
+            "1",
+            "--data-dir",
+            "/proc/definitely/not/writable",
+        ],
         capture_output=True,
         text=True,
         check=False,
