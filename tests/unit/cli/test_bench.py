@@ -49,22 +49,25 @@ def test_batches_make_exactly_count_messages_over_the_lanes() -> None:
     lanes = ["p-0", "p-1", "p-2"]
     calls, request = batches("t", lanes, b"x" * 8, count=1050, batch=100)
     assert calls == 11
-    sizes = [len(request(i).messages) for i in range(calls)]
+    # Compact batches (PublishRequest.batch), as the SDK sends them.
+    assert not any(request(i).messages for i in range(calls))
+    sizes = [len(request(i).batch.bodies) for i in range(calls)]
     assert sizes == [100] * 10 + [50]
-    assert [request(i).messages[0].lite_topics[0] for i in range(4)] == [
-        "p-0",
-        "p-1",
-        "p-2",
-        "p-0",
+    assert [list(request(i).batch.lite_topics) for i in range(4)] == [
+        ["p-0"],
+        ["p-1"],
+        ["p-2"],
+        ["p-0"],
     ]
-    assert request(10).messages[0].lite_topics[0] == "p-1"  # call 10 -> lane 10 % 3
-    assert all(m.topic == "t" and m.body == b"x" * 8 for m in request(0).messages)
+    assert list(request(10).batch.lite_topics) == ["p-1"]  # call 10 -> lane 10 % 3
+    assert request(0).batch.topic == "t"
+    assert all(body == b"x" * 8 for body in request(0).batch.bodies)
 
 
 def test_batches_of_fewer_messages_than_a_batch() -> None:
     calls, request = batches("t", ["a"], b"", count=3, batch=100)
     assert calls == 1
-    assert len(request(0).messages) == 3
+    assert len(request(0).batch.bodies) == 3
 
 
 def test_announced_port_reads_the_serve_banner() -> None:
