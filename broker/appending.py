@@ -193,6 +193,7 @@ def _keep_tails(  # noqa: PLR0917 - the locals of append_batch, handed over once
             positions=positions[at:end],
             timestamp=now,
             properties=properties,
+            properties_bytes=len(raw),
             bodies=cast("Sequence[bytes]", bodies[at:end]),  # inline: checked by the caller
         )
 

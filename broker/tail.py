@@ -11,10 +11,12 @@ answered from here.
 What is kept, and when it is not used:
 
 * only queues with a live subscriber (the registry's in-memory count), only
-  inline bodies up to ``max_body_bytes``; a chunked body is not kept and
-  ends the queue's run, so the tail always holds consecutive offsets;
-* at most ``per_queue`` messages a queue and ``max_bytes`` of bodies in all:
-  past that, the queue that was appended to longest ago loses its tail;
+  inline bodies; a chunked body is not kept and ends the queue's run, so
+  the tail always holds consecutive offsets;
+* at most ``per_queue`` messages a queue and ``max_bytes`` in all (bodies,
+  properties and a per-message overhead): past that, the queue that was
+  appended to longest ago loses its tail; a message whose body or
+  properties exceed ``max_body_bytes`` is not kept;
 * a tail belongs to one incarnation of its queue (its qid): a queue removed
   and made again never reads the old one's messages;
 * a read that starts before the tail, or a tail whose oldest record
@@ -34,8 +36,12 @@ from broker.types import Message, QueueName
 
 __all__ = ["Tails"]
 
-# (offset, log position, timestamp, properties, body)
-_Kept = tuple[int, int, float, Mapping[str, str], bytes]
+# (offset, log position, timestamp, properties, body, bytes it holds)
+_Kept = tuple[int, int, float, Mapping[str, str], bytes, int]
+
+# What a kept message holds beside its body and properties: its tuple, the
+# share of a deque block, the offset and position ints (CPython 3.11, 64-bit).
+MESSAGE_OVERHEAD = 160
 
 
 class _Tail:
@@ -77,9 +83,11 @@ class Tails:
         positions: Sequence[int],
         timestamp: float,
         properties: Mapping[str, str],
+        properties_bytes: int,
         bodies: Sequence[bytes],
     ) -> None:
-        """Messages ``first, first+1, ...`` of queue ``key`` were appended."""
+        """Messages ``first, first+1, ...`` of queue ``key`` were appended
+        (``properties_bytes``: the size of their properties, encoded)."""
         tail = self._tails.get(key)
         if tail is None or tail.qid != qid:
             if tail is not None:
@@ -91,18 +99,20 @@ class Tails:
         if kept and kept[-1][0] != first - 1:  # a gap: keep only what follows it
             self._forget(tail, len(kept))
         limit = self.max_body_bytes
+        overhead = properties_bytes + MESSAGE_OVERHEAD
         offset = first
         added = 0
         for position, body in zip(positions, bodies, strict=True):
             size = len(body)
-            if size > limit:  # not kept: the tail restarts after it
+            if size > limit or properties_bytes > limit:  # not kept: restart after it
                 tail.bytes += added
                 self._bytes += added
                 added = 0
                 self._forget(tail, len(kept))
             else:
-                kept.append((offset, position, timestamp, properties, body))
-                added += size
+                held = size + overhead
+                kept.append((offset, position, timestamp, properties, body, held))
+                added += held
             offset += 1
         tail.bytes += added
         self._bytes += added
@@ -117,6 +127,15 @@ class Tails:
         tail = self._tails.pop(key, None)
         if tail is not None:
             self._bytes -= tail.bytes
+
+    def holds(self, key: bytes, start: int, stop: int) -> bool:
+        """Whether a read of ``[start, stop)`` of queue ``key`` would be answered
+        here (a hint for where to run the read: it is checked again then)."""
+        tail = self._tails.get(key)
+        if tail is None:
+            return False
+        kept = tail.messages
+        return bool(kept) and kept[0][0] <= start and stop - 1 <= kept[-1][0]
 
     def read(
         self,
@@ -142,7 +161,9 @@ class Tails:
         at = start - first
         return [
             Message(name, offset, position, timestamp, properties, len(body), body, False, attempt)
-            for offset, position, timestamp, properties, body in islice(kept, at, at + stop - start)
+            for offset, position, timestamp, properties, body, _ in islice(
+                kept, at, at + stop - start
+            )
         ]
 
     def _forget(self, tail: _Tail, count: int) -> None:
@@ -150,6 +171,6 @@ class Tails:
         kept = tail.messages
         gone = 0
         for _ in range(count):
-            gone += len(kept.popleft()[4])
+            gone += kept.popleft()[5]
         tail.bytes -= gone
         self._bytes -= gone

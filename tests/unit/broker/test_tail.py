@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from broker.tail import Tails
+from broker.tail import MESSAGE_OVERHEAD, Tails
 from broker.types import QueueName
 
 NAME = QueueName("acme", "chat", "s-1")
@@ -12,7 +12,15 @@ KEY = NAME.key
 NO_PROPS: MappingProxyType[str, str] = MappingProxyType({})
 
 
-def _add(tails: Tails, first: int, bodies: list[bytes], *, qid: int = 1, key: bytes = KEY) -> None:
+def _add(
+    tails: Tails,
+    first: int,
+    bodies: list[bytes],
+    *,
+    qid: int = 1,
+    key: bytes = KEY,
+    properties_bytes: int = 2,
+) -> None:
     tails.add(
         key,
         qid,
@@ -20,8 +28,14 @@ def _add(tails: Tails, first: int, bodies: list[bytes], *, qid: int = 1, key: by
         positions=[1000 + 100 * (first + i) for i in range(len(bodies))],
         timestamp=5.0,
         properties=NO_PROPS,
+        properties_bytes=properties_bytes,
         bodies=bodies,
     )
+
+
+def _held(*bodies: bytes, properties_bytes: int = 2) -> int:
+    """What kept messages count towards the bound."""
+    return sum(len(b) + properties_bytes + MESSAGE_OVERHEAD for b in bodies)
 
 
 def test_a_read_inside_the_tail_is_answered_from_it() -> None:
@@ -42,16 +56,30 @@ def test_a_read_inside_the_tail_is_answered_from_it() -> None:
 
 
 def test_per_queue_and_total_bounds() -> None:
-    tails = Tails(per_queue=3, max_bytes=10)
+    three = _held(b"12", b"34", b"56")
+    tails = Tails(per_queue=3, max_bytes=three + 10)
     _add(tails, 0, [b"12", b"34", b"56", b"78"])
     assert tails.read(NAME, 1, 0, 1, log_start=0) is None  # the oldest went
     assert tails.read(NAME, 1, 1, 4, log_start=0) is not None
-    assert tails.held_bytes == 6
+    assert tails.held_bytes == three
     other = QueueName("acme", "chat", "s-2")
-    _add(tails, 0, [b"abcdef"], key=other.key)  # 12 bytes in all: the least recent queue goes
+    _add(tails, 0, [b"abcdef"], key=other.key)  # over the bound: the least recent queue goes
     assert tails.read(NAME, 1, 1, 2, log_start=0) is None
     assert tails.read(other, 1, 0, 1, log_start=0) is not None
-    assert (len(tails), tails.held_bytes) == (1, 6)
+    assert (len(tails), tails.held_bytes) == (1, _held(b"abcdef"))
+
+
+def test_properties_count_towards_the_bound_and_large_ones_are_not_kept() -> None:
+    tails = Tails(max_body_bytes=100)
+    _add(tails, 0, [b"a"], properties_bytes=50)
+    assert tails.held_bytes == _held(b"a", properties_bytes=50)
+    _add(tails, 1, [b"b"], properties_bytes=101)  # not kept: the tail restarts after it
+    assert tails.read(NAME, 1, 0, 1, log_start=0) is None
+    assert tails.held_bytes == 0
+    _add(tails, 2, [b"c"])
+    assert tails.read(NAME, 1, 2, 3, log_start=0) is not None
+    assert tails.holds(KEY, 2, 3)
+    assert not tails.holds(KEY, 1, 3)
 
 
 def test_a_gap_a_large_body_or_a_new_incarnation_restart_the_tail() -> None:
@@ -65,14 +93,14 @@ def test_a_gap_a_large_body_or_a_new_incarnation_restart_the_tail() -> None:
     got = tails.read(NAME, 1, 8, 9, log_start=0)
     assert got is not None
     assert [m.body for m in got] == [b"i"]
-    assert tails.held_bytes == 1
+    assert tails.held_bytes == _held(b"i")
     # The queue was removed and made again (another qid): its old tail never answers.
     assert tails.read(NAME, 2, 8, 9, log_start=0) is None
     _add(tails, 0, [b"new"], qid=2)
     got = tails.read(NAME, 2, 0, 1, log_start=0)
     assert got is not None
     assert got[0].body == b"new"
-    assert tails.held_bytes == 3
+    assert tails.held_bytes == _held(b"new")
 
 
 def test_records_retention_deleted_are_not_served_and_drop_forgets() -> None:
