@@ -156,12 +156,18 @@ class Hub:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     async def run_write(
-        self, nbytes: int, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+        self,
+        nbytes: int,
+        records: int,
+        fn: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> T:
-        """Run a broker call that appends about ``nbytes`` (0: only index writes):
-        on the loop when it cannot wait for the disk (see the module doc),
-        else in the pool like :meth:`run`."""
-        if self.broker.publish_waits(nbytes):
+        """Run a broker call that appends ``records`` records of about ``nbytes``
+        (0, 0: only index writes): on the loop when it cannot wait for the
+        disk or for another thread (see the module doc), else in the pool
+        like :meth:`run`."""
+        if self.broker.publish_waits(nbytes, records):
             return await self.run(fn, *args, **kwargs)
         self.inline_runs += 1
         return fn(*args, **kwargs)
@@ -345,12 +351,15 @@ class Hub:
         unless a body is large or streamed, which would hold the others up.
         ``sizes``: the bodies' total and largest size, all of them bytes."""
         limit = self._gather_bytes
+        extra = 0  # the journal entry's body counts towards the append's size
+        if journal is not None and type(journal[1]) is bytes:
+            extra = len(journal[1])
         if sizes is not None:
             size, largest = sizes
             if largest > limit:
                 return await self.run(self._store, tenant, requests, journal)
-            return await self._gatherer((tenant, requests, journal, size))
-        size = 0
+            return await self._gatherer((tenant, requests, journal, size + extra))
+        size = extra
         for request in requests:
             body = request[1]
             if type(body) is not bytes or len(body) > limit:
@@ -361,7 +370,9 @@ class Hub:
     async def _store_gathered(
         self, items: list[_Publish]
     ) -> list[list[PublishResult] | BaseException]:
-        return await self.run_write(sum(item[3] for item in items), self._store_many, items)
+        size = sum(item[3] for item in items)
+        count = sum(len(item[1]) + (item[2] is not None) for item in items)
+        return await self.run_write(size, count, self._store_many, items)
 
     def _store_many(self, items: list[_Publish]) -> list[list[PublishResult] | BaseException]:
         """Thread: the gathered calls in one append (each checked and reserved on its own)."""

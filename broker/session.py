@@ -4,10 +4,11 @@ The client's requests arrive as :class:`Change` values and are applied in
 order by :meth:`Session.apply`; the stream's writer loop waits on
 :attr:`Session.wake`, sends what :meth:`Session.outbox` holds (change
 confirmations and notices, in order) and then :meth:`Session.pull`\\ s the
-ready queues within the credits. Reads, leases and a frame's acks (one
-broker pass for all its queues) go through :meth:`Hub.run_write`: on the
-loop under ``fsync: interval`` (they write only unsynced index entries),
-in the hub's thread pool otherwise.
+ready queues within the credits. A frame's acks (one broker pass for all
+its queues) and the reads that the broker's in-memory tails answer go
+through :meth:`Hub.run_write`: on the loop under ``fsync: interval`` (they
+write only unsynced index entries, or nothing), in the hub's thread pool
+otherwise. Other reads and group leases may wait for the disk: the pool.
 
 Starting a subscription (all in one pool call per request): the broker
 counts a subscriber on the queue (creating it; a subscribed lite-topic never
@@ -281,7 +282,7 @@ class Session:
         if not self.group:
             return  # a plain stream keeps no state: nothing to settle
         hub = self.hub
-        refusals = await hub.run_write(0, self._settle_all, verb, items)
+        refusals = await hub.run_write(0, 0, self._settle_all, verb, items)
         for (queue, _), refusal in zip(items, refusals, strict=True):
             if refusal is not None:
                 self._post(Notice(refusal, queue))
@@ -309,7 +310,17 @@ class Session:
         engine = self.hub.engine
         pulls = engine.take(self.cid, max_messages=self.max_batch)
         named = [(p, self._names[p.key]) for p in pulls if p.key in self._names]
-        results = await self.hub.run_write(0, self._read, named)
+        # Reads the tails answer (a caught-up plain subscriber) run on the loop;
+        # any other read may go to the disk (a cold backlog, a group's lease),
+        # so it goes to the pool.
+        broker = self.hub.broker
+        if named and all(
+            pull.cursor is not None and broker.tail_holds(name, pull.cursor, pull.count)
+            for pull, name in named
+        ):
+            results = await self.hub.run_write(0, 0, self._read, named)
+        else:
+            results = await self.hub.run(self._read, named)
         messages: list[Message] = []
         deadlines: dict[QueueName, float] = {}
         now = self.hub.clock()

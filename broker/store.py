@@ -288,11 +288,24 @@ class Broker:
                 with self._lock:
                     self._inflight.pop(token, None)
 
-    def publish_waits(self, nbytes: int) -> bool:
-        """Whether publishing about ``nbytes`` of bodies may wait for the disk
-        (every publish under ``fsync: always``; under ``interval`` only one
-        that starts a new log segment). The server runs the others inline."""
-        return self._log.append_waits(nbytes)
+    def publish_waits(self, nbytes: int, records: int) -> bool:
+        """Whether publishing ``records`` messages of about ``nbytes`` of bodies may
+        wait: for the disk (every publish under ``fsync: always``; under
+        ``interval`` one that may start a new log segment), or for another
+        thread holding the broker (it may be fsyncing or deleting segments).
+        The server runs the others inline."""
+        if not self._lock.acquire(blocking=False):
+            return True
+        try:
+            return self._log.append_waits(nbytes, records)
+        finally:
+            self._lock.release()
+
+    def tail_holds(self, queue: QueueName, start: int, count: int) -> bool:
+        """Whether a read of ``count`` messages of ``queue`` from ``start`` would
+        come from memory (:mod:`broker.tail`): no index lookup and no log read.
+        A hint, without the lock: the read itself checks again."""
+        return self._tails.holds(queue.key, start, start + count)
 
     def add_publish_listener(self, listener: PublishListener) -> None:
         """Call ``listener(ends)`` after every publish: queue key -> its new end offset.
@@ -510,11 +523,13 @@ class Broker:
             raise InvalidArgument(f"below_offset is {below_offset}; it must be >= 0")
         trimmed = 0
         marked = False
+        target = -1  # fixed at the first chunk: what the trim record says
         while True:
             with self._lock:
                 self._check()
                 entry = self._entry(name)
-                target = min(below_offset, entry.next_offset)
+                if target < 0:
+                    target = min(below_offset, entry.next_offset)
                 if target <= entry.min_offset:
                     break
                 try:

@@ -56,6 +56,13 @@ __all__ = [
     "Skipped",
 ]
 
+# What CommitLog.append_waits allows beyond the bodies: per record (frame and
+# envelope headers, queue names and offsets, properties), per append (a
+# producer's journal entry and such), and the room kept below a segment's end.
+RECORD_ALLOWANCE = 512
+BATCH_ALLOWANCE = 32 * 1024
+ROTATION_MARGIN = 4 * 1024 * 1024
+
 LOCK_FILE = ".lock"
 
 
@@ -200,20 +207,29 @@ class CommitLog:
             self._flusher.mark_dirty()
         return [start + offset for offset in offsets]
 
-    def append_waits(self, nbytes: int) -> bool:
-        """Whether appending about ``nbytes`` of payload may wait for the disk.
+    def append_waits(self, nbytes: int, records: int) -> bool:
+        """Whether appending ``records`` records of about ``nbytes`` may wait for the disk.
 
         Under ``always`` every append waits for an fsync. Under ``interval``
-        only the append that fills the active segment does: a rotation
-        fsyncs the old segment and the directory before the new one takes
-        writes. ``nbytes`` need not be exact; framing is allowed for.
+        the append that fills the active segment does: a rotation fsyncs the
+        old segment and the directory before the new one takes writes. The
+        estimate allows each record its headers, names and properties
+        (:data:`RECORD_ALLOWANCE`) and keeps a margin below the segment's end
+        (:data:`ROTATION_MARGIN`, at most an eighth of a segment), so an
+        append that rotates is never judged not to. A log another thread is
+        writing (it may be rotating) counts as waiting too.
         """
         if self._flusher is None or self._closed:
             return True  # a closed log: the pool's call raises StoreClosed
-        framed = nbytes + nbytes // 8 + 4096  # record headers, generously
-        with self._lock:
+        framed = nbytes + records * RECORD_ALLOWANCE + BATCH_ALLOWANCE
+        margin = min(ROTATION_MARGIN, self.config.segment_bytes // 8)
+        if not self._lock.acquire(blocking=False):
+            return True
+        try:
             active = self._segments[-1]
-            return bool(active.size) and active.size + framed > self.config.segment_bytes
+            return bool(active.size) and active.size + framed + margin > self.config.segment_bytes
+        finally:
+            self._lock.release()
 
     def sync(self) -> None:
         """Make everything appended so far durable, whatever the policy."""

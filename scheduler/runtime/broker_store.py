@@ -135,7 +135,9 @@ class BrokerRequestStore:
     ) -> Appended:
         with _translated():
             if isinstance(payload, bytes):
-                return await self._hub.run_write(len(payload), self._append_submit, record, payload)
+                return await self._hub.run_write(
+                    len(payload), 1, self._append_submit, record, payload
+                )
             # Pieces go through a bounded pipe into the thread that writes them as
             # chunk records, so a large payload is never held whole.
             pipe = Pipe(asyncio.get_running_loop())
@@ -169,7 +171,7 @@ class BrokerRequestStore:
     ) -> list[Appended | ServingError]:
         with _translated():
             size = sum(len(payload) for _, payload in items)
-            return await self._hub.run_write(size, self._append_submits, items)
+            return await self._hub.run_write(size, len(items), self._append_submits, items)
 
     def _append_submits(
         self, items: Sequence[tuple[SubmitRecord, bytes]]
@@ -218,7 +220,7 @@ class BrokerRequestStore:
     async def write(self, items: Sequence[Write]) -> list[int]:
         with _translated():
             size = sum(len(item.body) for item in items if isinstance(item, ReplyWrite))
-            return await self._hub.run_write(size, self._write, items)
+            return await self._hub.run_write(size, len(items), self._write, items)
 
     def _write(self, items: Sequence[Write]) -> list[int]:
         requests: list[PublishRequest] = []

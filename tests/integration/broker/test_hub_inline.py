@@ -62,8 +62,8 @@ def test_interval_appends_run_on_the_loop_and_still_wake_subscribers(tmp_path: P
 
 
 def test_an_append_that_starts_a_segment_goes_to_the_pool(tmp_path: Path) -> None:
-    settings = BrokerSettings(fsync=FsyncPolicy.INTERVAL, segment_bytes=64 * 1024)
-    batches = [_requests(1, 40_000), _requests(1, 40_000), _requests(1, 100)]
+    settings = BrokerSettings(fsync=FsyncPolicy.INTERVAL, segment_bytes=256 * 1024)
+    batches = [_requests(1, 150_000), _requests(1, 150_000), _requests(1, 100)]
     inline, woken, offsets = asyncio.run(_publish_and_watch(tmp_path, settings, batches))
     # 1st: an empty segment takes it inline; 2nd would overflow it: the pool
     # (it rotates); 3rd fits in the new segment: inline again.

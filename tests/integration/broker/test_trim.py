@@ -105,6 +105,32 @@ def test_a_trim_longer_than_one_chunk_goes_in_several(
     assert _index_entries(tmp_path, qid) == 1_000
 
 
+def test_a_trim_past_the_end_keeps_what_is_published_while_it_runs(
+    open_broker: OpenBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trim record names the end as the trim began; messages published
+    between its chunks are newer than that and stay."""
+    import broker.store as store_module
+
+    broker = open_broker()
+    _fill(broker, "requests", 10, size=8)
+    monkeypatch.setattr(store_module, "_TRIM_CHUNK", 4)
+    real = store_module.drop_below  # type: ignore[attr-defined]  # the name the store calls
+    published: list[int] = []
+
+    def drop_and_publish(*args: object, **kwargs: object) -> int:
+        dropped = real(*args, **kwargs)  # type: ignore[arg-type]
+        if not published:  # a publisher gets in between two chunks
+            published.append(broker.publish("requests", b"late").offsets[0])
+        return dropped
+
+    monkeypatch.setattr(store_module, "drop_below", drop_and_publish)
+    report = broker.trim("requests", 1_000)
+    assert published == [10]
+    assert report.min_offset == 10
+    assert [m.body for m in broker.read("requests", 0, 10)] == [b"late"]
+
+
 def test_a_trim_survives_close_and_reopen(open_broker: OpenBroker, tmp_path: Path) -> None:
     broker = open_broker()
     _fill(broker, "requests", 40)

@@ -17,6 +17,7 @@ from broker.errors import (
     StoreClosed,
 )
 from broker.log import CommitLog, FsyncPolicy, LogConfig
+from broker.log.commitlog import BATCH_ALLOWANCE, RECORD_ALLOWANCE
 from broker.log.record import HEADER_SIZE
 from broker.log.segment import segment_name
 from tests.unit.log.conftest import CountingFsync, FakeClock
@@ -347,17 +348,23 @@ def test_config_accepts_the_policy_as_a_string() -> None:
 def test_append_waits_says_which_appends_may_wait_for_the_disk(
     tmp_path: Path, clock: FakeClock, fsync: CountingFsync
 ) -> None:
-    interval = LogConfig(segment_bytes=64 * 1024, fsync=FsyncPolicy.INTERVAL)
+    interval = LogConfig(segment_bytes=256 * 1024, fsync=FsyncPolicy.INTERVAL)
+    margin = 256 * 1024 // 8  # ROTATION_MARGIN, capped at an eighth of the segment
     with _open(tmp_path / "interval", interval, clock, fsync) as log:
-        assert not log.append_waits(60_000)  # an empty segment takes anything
-        log.append([b"x" * 30_000])
-        assert not log.append_waits(1_000)
-        assert log.append_waits(40_000)  # would rotate: fsyncs the full segment
+        assert not log.append_waits(250_000, 1)  # an empty segment takes anything
+        log.append([b"x" * 100_000])
+        assert not log.append_waits(1_000, 1)
+        room = 256 * 1024 - log.end_position - margin - BATCH_ALLOWANCE
+        assert not log.append_waits(room - RECORD_ALLOWANCE - 1, 1)
+        assert log.append_waits(room - RECORD_ALLOWANCE + 1, 1)  # too near the end
+        assert log.append_waits(room - 100 * RECORD_ALLOWANCE + 1, 100)  # headers count
         before = fsync.calls
-        log.append([b"y" * 40_000])
-        assert fsync.calls > before  # it did
-        assert not log.append_waits(1_000)
-    assert log.append_waits(1)  # closed: the caller's real call will say so
+        log.append([b"y" * 170_000])  # it rotates, and fsyncs
+        assert fsync.calls > before
+        assert not log.append_waits(1_000, 1)
+        with log._lock:  # another writer holds the log (it may be fsyncing)
+            assert log.append_waits(1, 1)
+    assert log.append_waits(1, 1)  # closed: the caller's real call will say so
     always = LogConfig(segment_bytes=64 * 1024, fsync=FsyncPolicy.ALWAYS)
     with _open(tmp_path / "always", always, clock, fsync) as log:
-        assert log.append_waits(1)
+        assert log.append_waits(1, 1)
