@@ -14,8 +14,9 @@ and replay share, all under the broker's lock:
   RocksDB batch with the queue's new low offset, and replay never
   re-indexes an offset below a queue's end), but an index rebuilt from the
   log would bring the trimmed entries back while their segments last. The
-  record precedes the entries it trims in the log, so a segment holding a
-  trimmed message is deleted no later than the record that trims it.
+  record comes after every message it trims in the log, so a segment
+  holding a trimmed message is deleted no later than the record that trims
+  it.
 - :func:`drop_below`, one bounded chunk of the index change;
 - :class:`ChunkedLows`, which finds the lowest log position the kept
   entries still need without reading them all on every trim.

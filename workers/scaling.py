@@ -77,11 +77,18 @@ class Autoscaler:
         self.decisions: list[ScaleDecision] = []  # the changes made, in order
         self.reaped: list[tuple[int, dict[str, Any] | None]] = []  # drained actors' last stats
         self._read_failing = False
+        self.failed_steps = 0  # steps that raised (tests, stats)
 
     def run(self, stop: threading.Event) -> None:
-        """Step every ``interval_s`` until ``stop`` is set."""
+        """Step every ``interval_s`` until ``stop`` is set. A step that fails (Ray
+        refusing an actor, its control store briefly out of reach) is logged
+        and the fleet holds as it is: the workers serving keep serving."""
         while not stop.wait(self.interval_s):
-            self.step()
+            try:
+                self.step()
+            except Exception:  # any failure of one step: hold, and try again next time
+                self.failed_steps += 1
+                log.exception("autoscaler: a scaling step failed; the fleet holds as it is")
 
     def read(self) -> float | None:
         try:

@@ -103,6 +103,36 @@ def test_no_room_in_ray_means_no_new_actor() -> None:
     assert fleet.replicas == 2
 
 
+def test_a_failing_step_is_logged_and_the_loop_keeps_going() -> None:
+    class BrokenRay(MemoryFleet):
+        calls = 0
+
+        def add_replica(self) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("the control store is out of reach")
+            return super().add_replica()
+
+    fleet = BrokenRay(1)
+    config = AutoscaleConfig(1, 4, up_after_s=0.0, cooldown_s=0.0)
+    scaler = Autoscaler(
+        fleet, FixedQueueDepth(100.0), QueueDepthAutoscaler(config), interval_s=0.01
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=scaler.run, args=(stop,))
+    runner.start()
+    try:
+        for _ in range(500):
+            if fleet.replicas >= 2:
+                break
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        runner.join(5)
+    assert scaler.failed_steps >= 1
+    assert fleet.replicas >= 2  # the next steps still scaled
+
+
 # ------------------------------------------------------------ queue depth
 
 
