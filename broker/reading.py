@@ -8,6 +8,8 @@ surviving message without searching again.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from broker import envelope
@@ -20,9 +22,14 @@ from broker.tail import Tails
 from broker.topics import QueueEntry, Registry
 from broker.types import Message, QueueName
 
-__all__ = ["Reader"]
+__all__ = ["ColdRead", "Reader"]
 
 _SCAN_FROM = 8  # consecutive offsets from which a range scan beats a multi-get (measured)
+
+
+class ColdRead(Exception):  # noqa: N818 - a signal inside the broker, not an error
+    """A read under :meth:`Reader.warm_only` would have waited for the disk:
+    nothing was read; run it in the pool instead."""
 
 
 class Reader:
@@ -40,6 +47,18 @@ class Reader:
         self._registry = registry
         self._write = write  # stages the registry into a batch and writes it
         self.tails: Tails | None = None  # the newest messages of subscribed queues
+        self._local = threading.local()  # per thread: whether reads may wait, see warm_only
+
+    @contextlib.contextmanager
+    def warm_only(self) -> Iterator[None]:
+        """Within the block, on this thread, a read whose log records are not all
+        in the page cache raises :class:`ColdRead` instead of waiting for the
+        disk (which must not happen on the event loop)."""
+        self._local.nowait = True
+        try:
+            yield
+        finally:
+            self._local.nowait = False
 
     def read(
         self,
@@ -108,7 +127,10 @@ class Reader:
                 continue  # the record or its first chunks were reclaimed
             kept.append(offset)
             positions.append(position)
-        payloads = self._log.read_many(positions)  # None: in a corrupt stretch skipped on open
+        try:  # None: in a corrupt stretch skipped on open
+            payloads = self._log.read_many(positions, nowait=getattr(self._local, "nowait", False))
+        except BlockingIOError:
+            raise ColdRead from None
         decode = envelope.decode_delivery
         messages: list[Message] = []
         for offset, position, payload in zip(kept, positions, payloads, strict=True):

@@ -5,10 +5,11 @@ order by :meth:`Session.apply`; the stream's writer loop waits on
 :attr:`Session.wake`, sends what :meth:`Session.outbox` holds (change
 confirmations and notices, in order) and then :meth:`Session.pull`\\ s the
 ready queues within the credits. A frame's acks (one broker pass for all
-its queues) and the reads that the broker's in-memory tails answer go
-through :meth:`Hub.run_write`: on the loop under ``fsync: interval`` (they
-write only unsynced index entries, or nothing), in the hub's thread pool
-otherwise. Other reads and group leases may wait for the disk: the pool.
+its queues) and reads and leases of recent data go through
+:meth:`Hub.run_write`: on the loop under ``fsync: interval`` (they write
+only unsynced index entries and read the tails or the page cache), in the
+hub's thread pool otherwise. A read that would reach older log records is
+stopped before it reads and goes to the pool (:meth:`Broker.warm_reads`).
 
 Starting a subscription (all in one pool call per request): the broker
 counts a subscriber on the queue (creating it; a subscribed lite-topic never
@@ -41,11 +42,15 @@ from broker.errors import (
     StoreClosed,
 )
 from broker.hub import Hub
+from broker.reading import ColdRead
 from broker.store import Broker
 from broker.subscriptions import Pull
 from broker.types import Message, QueueName
 
 __all__ = ["Batch", "Change", "Changed", "Notice", "Session", "Start", "StartKind"]
+
+_Named = tuple[Pull, QueueName]
+_Read = tuple[Pull, QueueName, list[Message], float | None]  # what one pull found
 
 
 class StartKind(enum.IntEnum):  # the numbers of StartPosition.Kind in the .proto
@@ -310,17 +315,12 @@ class Session:
         engine = self.hub.engine
         pulls = engine.take(self.cid, max_messages=self.max_batch)
         named = [(p, self._names[p.key]) for p in pulls if p.key in self._names]
-        # Reads the tails answer (a caught-up plain subscriber) run on the loop;
-        # any other read may go to the disk (a cold backlog, a group's lease),
-        # so it goes to the pool.
-        broker = self.hub.broker
-        if named and all(
-            pull.cursor is not None and broker.tail_holds(name, pull.cursor, pull.count)
-            for pull, name in named
-        ):
-            results = await self.hub.run_write(0, 0, self._read, named)
-        else:
-            results = await self.hub.run(self._read, named)
+        # Recent data (the tails, the page cache) is read on the loop; a read
+        # that would reach older log records stops before it reads, and it and
+        # the pulls after it go to the pool (broker.Broker.warm_reads).
+        results, rest = await self.hub.run_write(0, 0, self._read_warm, named)
+        if rest:
+            results += await self.hub.run(self._read, rest)
         messages: list[Message] = []
         deadlines: dict[QueueName, float] = {}
         now = self.hub.clock()
@@ -339,21 +339,30 @@ class Session:
                 engine.delivered(self.cid, pull, sent=0, next_cursor=None)
         return Batch(messages, deadlines, engine.credits(self.cid))
 
-    def _read(
-        self, named: list[tuple[Pull, QueueName]]
-    ) -> list[tuple[Pull, QueueName, list[Message], float | None]]:
+    def _read_warm(self, named: list[tuple[Pull, QueueName]]) -> tuple[list[_Read], list[_Named]]:
+        """:meth:`_read` while the reads stay warm; the pulls from the first cold
+        one on come back unread."""
+        out: list[_Read] = []
+        with self.hub.broker.warm_reads():
+            for at, (pull, name) in enumerate(named):
+                try:
+                    out.append(self._read_one(pull, name))
+                except ColdRead:
+                    return out, named[at:]
+        return out, []
+
+    def _read(self, named: list[_Named]) -> list[_Read]:
+        return [self._read_one(pull, name) for pull, name in named]
+
+    def _read_one(self, pull: Pull, name: QueueName) -> _Read:
         broker = self.hub.broker
-        out: list[tuple[Pull, QueueName, list[Message], float | None]] = []
-        for pull, name in named:
-            try:
-                if pull.cursor is None:
-                    lease = broker.lease(self.group, name, pull.count, self.lease_s)
-                    out.append((pull, name, list(lease.messages), lease.deadline))
-                else:
-                    out.append((pull, name, broker.read(name, pull.cursor, pull.count), None))
-            except NotFound:
-                out.append((pull, name, [], None))
-        return out
+        try:
+            if pull.cursor is None:
+                lease = broker.lease(self.group, name, pull.count, self.lease_s)
+                return pull, name, list(lease.messages), lease.deadline
+            return pull, name, broker.read(name, pull.cursor, pull.count), None
+        except NotFound:
+            return pull, name, [], None
 
     async def close(self) -> None:
         if self._closed:

@@ -301,11 +301,15 @@ class Broker:
         finally:
             self._lock.release()
 
-    def tail_holds(self, queue: QueueName, start: int, count: int) -> bool:
-        """Whether a read of ``count`` messages of ``queue`` from ``start`` would
-        come from memory (:mod:`broker.tail`): no index lookup and no log read.
-        A hint, without the lock: the read itself checks again."""
-        return self._tails.holds(queue.key, start, start + count)
+    @contextlib.contextmanager
+    def warm_reads(self) -> Iterator[None]:
+        """Within the block, on this thread, a read or lease whose log records
+        are not all in the page cache raises :class:`~broker.reading.ColdRead`
+        before it writes anything (``preadv`` with ``RWF_NOWAIT``): the server
+        runs reads on its event loop only while they cannot wait for the disk.
+        The tails' reads never touch the log."""
+        with self._reader.warm_only():
+            yield
 
     def add_publish_listener(self, listener: PublishListener) -> None:
         """Call ``listener(ends)`` after every publish: queue key -> its new end offset.

@@ -128,15 +128,6 @@ class Tails:
         if tail is not None:
             self._bytes -= tail.bytes
 
-    def holds(self, key: bytes, start: int, stop: int) -> bool:
-        """Whether a read of ``[start, stop)`` of queue ``key`` would be answered
-        here (a hint for where to run the read: it is checked again then)."""
-        tail = self._tails.get(key)
-        if tail is None:
-            return False
-        kept = tail.messages
-        return bool(kept) and kept[0][0] <= start and stop - 1 <= kept[-1][0]
-
     def read(
         self,
         name: QueueName,

@@ -311,9 +311,10 @@ class CommitLog:
         finally:
             segment.unpin()
 
-    def read_many(self, positions: Sequence[int]) -> list[bytes | None]:
+    def read_many(self, positions: Sequence[int], *, nowait: bool = False) -> list[bytes | None]:
         """Payloads of the records at ``positions``, in order; None where :meth:`read`
-        would raise NotFound. CorruptLog as :meth:`read`.
+        would raise NotFound. CorruptLog as :meth:`read`. ``nowait``: only from the
+        page cache, else BlockingIOError (see :meth:`Segment.read_many`).
 
         One lock round and one pin per segment for the lot, and nearby records
         share a pread (see :meth:`Segment.read_many`): the consumer's read path.
@@ -343,7 +344,9 @@ class CommitLog:
             limit = self.config.max_record_bytes
             for segment, slots, offsets in groups.values():
                 for slot, payload in zip(
-                    slots, segment.read_many(offsets, max_record_bytes=limit), strict=True
+                    slots,
+                    segment.read_many(offsets, max_record_bytes=limit, nowait=nowait),
+                    strict=True,
                 ):
                     out[slot] = payload
         finally:

@@ -14,6 +14,7 @@ never land on a closed (or, worse, reused) descriptor.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
@@ -248,7 +249,11 @@ class Segment:
         raise CorruptLog(self.path, offset, f"{decoded.reason} (not a record start?)")
 
     def read_many(
-        self, offsets: Sequence[int], *, max_record_bytes: int = record.MAX_PAYLOAD_BYTES
+        self,
+        offsets: Sequence[int],
+        *,
+        max_record_bytes: int = record.MAX_PAYLOAD_BYTES,
+        nowait: bool = False,
     ) -> list[bytes]:
         """Payloads of the records at relative ``offsets``, as :meth:`read_at` would give.
 
@@ -257,6 +262,9 @@ class Segment:
         each other share one pread (one syscall and one copy for hundreds of
         records instead of one each). A record the span does not hold whole
         is read alone.
+
+        ``nowait``: read only what the page cache holds (``preadv`` with
+        ``RWF_NOWAIT``); BlockingIOError when anything would need the disk.
         """
         out: list[bytes] = []
         append = out.append
@@ -272,10 +280,16 @@ class Segment:
             while j < count and low <= offsets[j - 1] <= offsets[j] < low + _SPAN:
                 j += 1
             high = min(size, offsets[j - 1] + _READ_GUESS)
-            data = os.pread(self._fd, high - low, low)
+            data = (
+                _read_cached(self._fd, high - low, low)
+                if nowait
+                else os.pread(self._fd, high - low, low)
+            )
             for offset in offsets[i:j]:
                 payload = payload_at(data, offset - low, max_record_bytes)
                 if payload is None:
+                    if nowait:  # a record longer than the guess: read alone, may wait
+                        raise BlockingIOError(errno.EAGAIN, "a record past the cached span")
                     payload = self.read_at(offset, max_record_bytes=max_record_bytes)
                 append(payload)
             i = j
@@ -400,3 +414,24 @@ class Segment:
 
     def __repr__(self) -> str:
         return f"Segment(base={self.base}, size={self._size}, path={str(self.path)!r})"
+
+
+_NOWAIT = getattr(os, "RWF_NOWAIT", None)  # Linux 4.14+
+
+
+def _read_cached(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` if the page cache holds them all, without
+    waiting for the disk; BlockingIOError otherwise (also where the kernel or
+    the file system cannot tell)."""
+    if _NOWAIT is None:
+        raise BlockingIOError(errno.EAGAIN, "RWF_NOWAIT is not available here")
+    buf = bytearray(size)
+    try:
+        got = os.preadv(fd, [buf], offset, _NOWAIT)
+    except BlockingIOError:
+        raise
+    except OSError as exc:  # EOPNOTSUPP and the like: cannot tell, so assume it waits
+        raise BlockingIOError(errno.EAGAIN, f"cannot read without waiting: {exc}") from exc
+    if got < size:
+        raise BlockingIOError(errno.EAGAIN, "only part of the span is cached")
+    return bytes(buf)

@@ -78,8 +78,6 @@ def test_properties_count_towards_the_bound_and_large_ones_are_not_kept() -> Non
     assert tails.held_bytes == 0
     _add(tails, 2, [b"c"])
     assert tails.read(NAME, 1, 2, 3, log_start=0) is not None
-    assert tails.holds(KEY, 2, 3)
-    assert not tails.holds(KEY, 1, 3)
 
 
 def test_a_gap_a_large_body_or_a_new_incarnation_restart_the_tail() -> None:
