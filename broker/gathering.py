@@ -42,12 +42,29 @@ class Gatherer(Generic[I, O]):
         self.items = 0  # how many items they held
 
     async def __call__(self, item: I) -> O:
+        if not self._running:
+            return await self._alone(item)
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if not self._running:
-            self._running = True
-            self._task = asyncio.get_running_loop().create_task(self._drain())
         return await future
+
+    async def _alone(self, item: I) -> O:
+        """Nothing runs: this call's run is its own, in its own task (no drain
+        task, no future: one acknowledged publish at a time is this path).
+        Calls that arrive meanwhile wait for the drain started afterwards."""
+        self._running = True
+        self.runs += 1
+        self.items += 1
+        try:
+            outcome = _checked(await self._run_many([item]), 1)[0]
+        finally:
+            if self._waiting:
+                self._task = asyncio.get_running_loop().create_task(self._drain())
+            else:
+                self._running = False
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def _drain(self) -> None:
         try:

@@ -113,3 +113,23 @@ def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
         assert recorder.runs == [[0], [2, 4]]  # its item still ran: it may be stored
 
     _run(main())
+
+
+def test_calls_waiting_on_a_lone_call_that_is_cancelled_still_run() -> None:
+    async def main() -> None:
+        recorder = Recorder()
+        gatherer = Gatherer(recorder)
+        lone = asyncio.ensure_future(gatherer(0))
+        await asyncio.sleep(0)  # runs on its own, in its own task
+        waiting = asyncio.ensure_future(gatherer(4))
+        await asyncio.sleep(0)
+        lone.cancel()
+        await asyncio.sleep(0)
+        assert lone.cancelled()
+        await asyncio.sleep(0)
+        assert recorder.runs == [[0], [4]]
+        recorder.release.set()
+        assert await waiting == 40
+        assert (gatherer.runs, gatherer.items) == (2, 2)
+
+    _run(main())
