@@ -22,7 +22,6 @@ has a ``close``.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 from workers.autoscale import AutoscaleConfig, QueueDepthAutoscaler, ScaleDecision
 from workers.fleet import FleetSpec, RayFleet
 from workers.queue_depth import QueueDepthSource
+from workers.serve import until_signalled, where_and_kind
 
 __all__ = ["Autoscaler", "ScalableFleet", "serve_ray_autoscaled"]
 
@@ -139,37 +139,28 @@ def serve_ray_autoscaled(
     ready_timeout_s: float = 120.0,
 ) -> int:
     """``min_replicas`` actors, then resized on the queue depth until a signal."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        del signum, frame
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    fleet = RayFleet(spec, config.min_replicas, address=address, gpus=gpus)
-    try:
-        fleet.start()
-        ready = fleet.wait_ready(ready_timeout_s)
-        where = f"ray {address}" if address else "ray local"
-        kind = "gpu actors" if fleet.on_gpu else "cpu actors"
-        announce(
-            f"{ready} ready ({where}, {kind}), backend {spec.backend}, autoscaling "
-            f"{config.min_replicas}..{config.max_replicas} on the queue depth from {source!r}"
-        )
-        scaler = Autoscaler(
-            fleet,
-            source,
-            QueueDepthAutoscaler(config),
-            interval_s=interval_s,
-            drain_timeout_s=drain_timeout_s,
-            announce=announce,
-        )
-        scaler.run(stop)
-    finally:
-        fleet.stop()
-        close = getattr(source, "close", None)
-        if callable(close):
-            close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with until_signalled() as stop:
+        fleet = RayFleet(spec, config.min_replicas, address=address, gpus=gpus)
+        try:
+            fleet.start()
+            ready = fleet.wait_ready(ready_timeout_s)
+            announce(
+                f"{ready} ready ({where_and_kind(fleet, address)}), backend {spec.backend}, "
+                f"autoscaling {config.min_replicas}..{config.max_replicas} on the queue "
+                f"depth from {source!r}"
+            )
+            scaler = Autoscaler(
+                fleet,
+                source,
+                QueueDepthAutoscaler(config),
+                interval_s=interval_s,
+                drain_timeout_s=drain_timeout_s,
+                announce=announce,
+            )
+            scaler.run(stop)
+        finally:
+            fleet.stop()
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
     return 0

@@ -12,9 +12,10 @@ in the queue), the actors are killed and a Ray started here is shut down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from workers.fleet import FleetSpec, RayFleet, run_local
 
@@ -52,6 +53,23 @@ def serve_ray(
     ready_timeout_s: float = 120.0,
 ) -> int:
     """Workers as Ray actors; returns once a signal came and the fleet is stopped."""
+    with until_signalled() as stop:
+        fleet = RayFleet(spec, replicas, address=address, gpus=gpus)
+        try:
+            fleet.start()
+            ready = fleet.wait_ready(ready_timeout_s)
+            announce(f"{ready} ready ({where_and_kind(fleet, address)}), backend {spec.backend}")
+            while not stop.wait(1.0):
+                pass
+        finally:
+            fleet.stop()
+    return 0
+
+
+@contextlib.contextmanager
+def until_signalled() -> Iterator[threading.Event]:
+    """An event that SIGTERM or SIGINT sets, for the block; the handlers before
+    it are put back afterwards."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -59,17 +77,14 @@ def serve_ray(
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    fleet = RayFleet(spec, replicas, address=address, gpus=gpus)
     try:
-        fleet.start()
-        ready = fleet.wait_ready(ready_timeout_s)
-        where = f"ray {address}" if address else "ray local"
-        kind = "gpu actors" if fleet.on_gpu else "cpu actors"
-        announce(f"{ready} ready ({where}, {kind}), backend {spec.backend}")
-        while not stop.wait(1.0):
-            pass
+        yield stop
     finally:
-        fleet.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+
+
+def where_and_kind(fleet: RayFleet, address: str | None) -> str:
+    """How a started fleet is announced: which Ray, which kind of actor."""
+    where = f"ray {address}" if address else "ray local"
+    return f"{where}, {'gpu actors' if fleet.on_gpu else 'cpu actors'}"
