@@ -28,6 +28,7 @@ keep delivering. Anything else (a closed store, a bug) still ends it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import deque
 from collections.abc import Sequence
@@ -215,7 +216,8 @@ class Session:
     async def _add(self, adds: Sequence[tuple[QueueName, Start]]) -> None:
         hub, engine, cid = self.hub, self.hub.engine, self.cid
         unique: dict[bytes, tuple[QueueName, Start]] = {q.key: (q, s) for q, s in adds}
-        fresh = sum(1 for key in unique if not engine.subscribed(cid, key))
+        new_keys = {key for key in unique if not engine.subscribed(cid, key)}
+        fresh = len(new_keys)
         hub.quotas.reserve_subscriptions(self.tenant, fresh)
         try:
             placed = await hub.run(self._subscribe_all, list(unique.values()))
@@ -224,14 +226,27 @@ class Session:
             raise
         self._started = {}
         grouped = bool(self.group)
-        for queue, start, end in placed:
-            if not engine.add(cid, queue.key, cursor=None if grouped else start, end=end):
-                await hub.run(hub.broker.unsubscribe, queue)  # held already: one count only
-            self._names[queue.key] = queue
-            self._started[queue.key] = start
-        # Appends between the reads above and engine.add() were not matched to
-        # this consumer: read the ends again now that the engine holds them.
-        ends = await hub.run(_ends, hub.broker, [q for q, _, _ in placed])
+        taken = 0  # placed subscriptions the engine holds (its close releases them)
+        try:
+            for queue, start, end in placed:
+                known = not engine.add(cid, queue.key, cursor=None if grouped else start, end=end)
+                taken += 1
+                self._names[queue.key] = queue
+                self._started[queue.key] = start
+                if known:
+                    await hub.run(hub.broker.unsubscribe, queue)  # held already: one count only
+            # Appends between the reads above and engine.add() were not matched to
+            # this consumer: read the ends again now that the engine holds them.
+            ends = await hub.run(_ends, hub.broker, [q for q, _, _ in placed])
+        except (NotFound, FailedPrecondition) as exc:
+            # Part of the request is in place, so it cannot be answered as refused:
+            # give back what the engine does not hold and end the stream (its
+            # close releases the rest; the client subscribes again).
+            rest = [q for q, _, _ in placed[taken:]]
+            hub.quotas.release_subscriptions(self.tenant, sum(1 for q in rest if q.key in new_keys))
+            with contextlib.suppress(BrokerError):
+                await hub.run(_unsubscribe, hub.broker, rest)
+            raise RuntimeError(f"subscriptions placed only in part: {exc}") from exc
         hub.wake(engine.appended(ends))
         if grouped:
             self.wake.set()
