@@ -321,8 +321,10 @@ class Hub:
                 and first <= journaled.first + len(journaled.destinations) - 1
                 and first + skip - 1 >= journaled.first
             ):
-                state.journaled = None  # looked up once: what is not found stays unknown
+                # Looked up once: what is not found stays unknown. A lookup that
+                # fails (the store refusing reads) is tried again next time.
                 state.remember(await self.run(self._recall, journaled))
+                state.journaled = None
             stored: list[Stored] = []
             for i in range(skip):
                 known = state.known(first + i)
