@@ -155,9 +155,10 @@ class Leasing:
             live = lease.live
             core.revoke(lease)
             live.attempts -= 1
+            live.last_worker = lease.previous_worker  # it never reached this one
             core.policy.lease_expired(live.request_id, now)
             core.counters["drain_taken_back"] += 1
-            core.observer.requeued(live.request_id, session.key, RequeueCause.LEASE_EXPIRED, now)
+            core.observer.requeued(live.request_id, session.key, RequeueCause.DRAINED, now)
         session.push(DrainingOut())  # after every grant already on its way
         core.kick()
 

@@ -30,7 +30,16 @@ GONE = "gone"  # fenced off
 class Lease:
     """One run of one request on one worker session."""
 
-    __slots__ = ("done_output_tokens", "lease_id", "live", "sent", "session", "state", "stop_at")
+    __slots__ = (
+        "done_output_tokens",
+        "lease_id",
+        "live",
+        "previous_worker",
+        "sent",
+        "session",
+        "state",
+        "stop_at",
+    )
 
     def __init__(
         self, lease_id: int, live: Live, session: WorkerSession, done_output_tokens: int
@@ -42,6 +51,7 @@ class Lease:
         self.stop_at: float | None = None  # when a preempt order went out
         self.done_output_tokens = done_output_tokens
         self.sent = False  # the grant went to the worker (until then it knows nothing of it)
+        self.previous_worker = live.last_worker  # Status's worker again if it is taken back
 
     @property
     def current(self) -> bool:

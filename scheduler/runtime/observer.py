@@ -28,8 +28,9 @@ class RequeueCause:
     PREEMPTED = "preempted"
     LEASE_EXPIRED = "lease_expired"  # its worker went quiet or ignored a stop
     RETRIED = "retried"  # a retryable failure
+    DRAINED = "drained"  # granted to a worker that said it was leaving, never sent
 
-    ALL: tuple[str, ...] = (PREEMPTED, LEASE_EXPIRED, RETRIED)
+    ALL: tuple[str, ...] = (PREEMPTED, LEASE_EXPIRED, RETRIED, DRAINED)
 
 
 class RequestObserver(Protocol):

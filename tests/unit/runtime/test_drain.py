@@ -25,6 +25,8 @@ def test_a_drain_takes_back_an_unsent_grant_and_answers_after_what_was_sent() ->
         assert second.request_id not in worker.session.leases
         status = runtime.status("acme", second.request_id)
         assert (status.state, status.attempts) == (State.QUEUED, 0)
+        # It never reached w1: a Status after it ends must not name w1.
+        assert runtime.core.live[second.request_id].last_worker == ""
 
         # Credits and a second drain change nothing; the running request completes.
         worker.send(WorkerInput(credits=5, draining=True))
