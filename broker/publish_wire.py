@@ -153,22 +153,18 @@ def batch_requests(
 def _batch_lites(names: tuple[str, ...]) -> tuple[str, ...]:
     """A batch's lite-topic list checked with :func:`broker.wire.outbound`'s messages
     (remembered like :func:`_lite_names`: one tuple object per list)."""
-    known = _known.get(names)
-    if known is not None:
-        return known
+    try:
+        return _lite_names(names)
+    except _Slow:
+        pass  # say which name and why
     for j, lite in enumerate(names):
         if LITE_PATTERN.fullmatch(lite) is None:
             raise InvalidArgument(
                 f"batch.lite_topics[{j}] {lite!r} breaks the lite-topic name rule "
                 "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
             )
-    if len(set(names)) != len(names):
-        twice = next(lite for i, lite in enumerate(names) if lite in names[:i])
-        raise InvalidArgument(f"batch.lite_topics lists {twice!r} more than once")
-    if len(_known) >= _KNOWN_NAMES:
-        _known.clear()
-    _known[names] = names
-    return names
+    twice = next(lite for i, lite in enumerate(names) if lite in names[:i])
+    raise InvalidArgument(f"batch.lite_topics lists {twice!r} more than once")
 
 
 _BATCH_TAG = b"\x12"  # PublishResponse.batch = 2, length-delimited

@@ -78,27 +78,13 @@ def publish_results(
     timestamp = answer.timestamp
     sequence = answer.first_sequence
     numbered = bool(request.producer_id)
-    if len(firsts) == 1:
-        at = firsts[0]
-        for k, message in enumerate(messages[duplicates:]):
-            results.append(
-                PublishResult(
-                    topic,
-                    lites,
-                    (at + k,),
-                    timestamp,
-                    False,
-                    sequence + k if numbered else 0,
-                    len(message.body),
-                )
-            )
-        return results
+    single = len(firsts) == 1  # the common case: one queue, no generator per message
     for k, message in enumerate(messages[duplicates:]):
         results.append(
             PublishResult(
                 topic,
                 lites,
-                tuple(offset + k for offset in firsts),
+                (firsts[0] + k,) if single else tuple(offset + k for offset in firsts),
                 timestamp,
                 False,
                 sequence + k if numbered else 0,
