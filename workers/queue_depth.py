@@ -10,7 +10,7 @@
   the sum over tenants of the gauge ``tidegate_scheduler_queued`` (the
   scheduler's ``TENANT_QUEUED``), one HTTP GET per reading.
 * :class:`FixedQueueDepth` — an in-memory one whose value a test sets.
-* :func:`sum_series` — the text-format parsing, pure.
+* :func:`sum_series` — the sum over a series' label sets, pure.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import math
 import threading
 import urllib.request
 from typing import Protocol
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate.client import InferenceClient, Retry
 from tidegate.errors import TidegateError
@@ -49,33 +51,17 @@ class QueueDepthSource(Protocol):
 def sum_series(text: str, name: str) -> float:
     """The sum of every sample of the series ``name`` in a Prometheus text
     exposition (all label sets); 0 when its family is declared without samples.
-    Raises ``ValueError`` when the exposition does not mention ``name`` at all."""
+    Raises ``ValueError`` when the exposition does not mention ``name`` at all
+    or cannot be parsed (prometheus_client's own parser reads it)."""
     total = 0.0
     seen = False
-    for line in text.splitlines():
-        if line.startswith("#"):
-            parts = line.split()
-            if len(parts) >= 3 and parts[1] in ("TYPE", "HELP") and parts[2] == name:
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            seen = True
+        for sample in family.samples:
+            if sample.name == name and not math.isnan(sample.value):
+                total += sample.value
                 seen = True
-            continue
-        if not line.startswith(name):
-            continue
-        rest = line[len(name) :]
-        if rest.startswith("{"):
-            close = rest.rfind("}")
-            if close < 0:
-                raise ValueError(f"a sample of {name} has no closing brace: {line!r}")
-            rest = rest[close + 1 :]
-        elif not rest.startswith((" ", "\t")):
-            continue  # another series whose name starts with this one
-        fields = rest.split()
-        if not fields:
-            raise ValueError(f"a sample of {name} has no value: {line!r}")
-        value = float(fields[0])
-        if math.isnan(value):
-            continue
-        total += value
-        seen = True
     if not seen:
         raise ValueError(f"the metrics have no series {name}")
     return total
