@@ -36,6 +36,13 @@ from scheduler.runtime.errors import (
     ServingUnavailableError,
     TooMuchError,
 )
+from scheduler.runtime.finished import (
+    FINISHED_TOPIC,
+    FinishedFold,
+    entry_properties,
+    snapshot_body,
+    snapshot_properties,
+)
 from scheduler.runtime.records import (
     BOOTS_LITE,
     BOOTS_TOPIC,
@@ -50,6 +57,8 @@ from scheduler.runtime.records import (
 from scheduler.runtime.store import (
     Appended,
     DoneWrite,
+    FinishedWrite,
+    Recalled,
     Replayed,
     ReplyCollector,
     ReplyScan,
@@ -62,6 +71,7 @@ __all__ = ["BrokerRequestStore"]
 
 _REQUESTS = QueueName("", REQUESTS_TOPIC)
 _BOOTS = QueueName("", BOOTS_TOPIC, BOOTS_LITE)
+_FINISHED = QueueName("", FINISHED_TOPIC)
 
 
 @contextlib.contextmanager
@@ -230,6 +240,10 @@ class BrokerRequestStore:
                 props = done_properties(item.record)
                 requests.append(PublishRequest(REQUESTS_TOPIC, b"", (), props, ""))
                 continue
+            if isinstance(item, FinishedWrite):
+                props = entry_properties(item.view)
+                requests.append(PublishRequest(FINISHED_TOPIC, b"", (), props, ""))
+                continue
             lites = (item.lite,)
             request = PublishRequest(item.topic, item.body, lites, item.properties, item.tenant)
             requests.append(request)
@@ -317,6 +331,55 @@ class BrokerRequestStore:
             # so finished requests stop holding the log's start (the next expiry
             # pass deletes the segments no queue needs any more).
             self._broker.trim(_REQUESTS, offset)
+
+    async def recall_finished(self, limit: int) -> Recalled:
+        with _translated():
+            return await self._hub.run(self._recall, limit)
+
+    def _recall(self, limit: int) -> Recalled:
+        fold, _ = self._fold(limit)
+        return Recalled(tuple(fold.views()), fold.entries_after_snapshot())
+
+    async def compact_finished(self, limit: int) -> int:
+        with _translated():
+            return await self._hub.run(self._compact, limit)
+
+    def _compact(self, limit: int) -> int:
+        broker = self._broker
+        fold, end = self._fold(limit)
+        if not end:
+            return 0
+        views = fold.views()
+        body = snapshot_body(views)
+        broker.publish_batch(
+            [PublishRequest(FINISHED_TOPIC, body, (), snapshot_properties(end), "")]
+        )
+        # Durable before the trim, whatever the fsync policy: the trim's index
+        # change may outlive a log tail that a crash tears off.
+        broker.sync()
+        broker.trim(_FINISHED, end)
+        return len(views)
+
+    def _fold(self, limit: int) -> tuple[FinishedFold, int]:
+        """The journal folded up to its end now, and that end (0: no journal yet)."""
+        broker = self._broker
+        fold = FinishedFold(limit)
+        try:
+            end = broker.queue_info(_FINISHED).next_offset
+        except NotFound:
+            return fold, 0
+        page = broker.settings.max_read_messages
+        offset = 0  # below the first kept one: reads start at it
+        while offset < end:
+            found = broker.read(_FINISHED, offset, min(page, end - offset))
+            if not found:
+                break
+            for message in found:
+                if message.offset >= end:
+                    break
+                fold.add(message.offset, message.properties, partial(self._body, message))
+            offset = found[-1].offset + 1
+        return fold, end
 
 
 async def _split(body: bytes, size: int) -> AsyncIterator[bytes]:

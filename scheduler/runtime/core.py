@@ -4,8 +4,9 @@
 the worker sessions, and does what clients' and workers' calls have in
 common: pump the policy (dispatch to workers with credits, drop requests
 past their deadline, order preemptions), end a request for good (its end
-mark in the reply lite-topic and its done record in one store write),
-release a worker's leases, and move the restart point.
+mark in the reply lite-topic, its final view in the finished journal and its
+done record in one store write), release a worker's leases, move the
+restart point, and compact the finished journal (:mod:`.finished`).
 
 Everything here runs on the event loop; decisions are synchronous, writes
 are queued on the :class:`Writer` and awaited by whoever needs them done.
@@ -23,14 +24,14 @@ from typing import Any
 from scheduler.clock import Clock
 from scheduler.errors import SchedulerError
 from scheduler.policy import Policy
-from scheduler.runtime.errors import ServingUnavailableError, WrongStateError
+from scheduler.runtime.errors import ServingError, ServingUnavailableError, WrongStateError
 from scheduler.runtime.idempotency import IdempotencyKeys
 from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Live
 from scheduler.runtime.observer import NO_OBSERVER, RequestObserver, RequeueCause
 from scheduler.runtime.records import DoneRecord, end_properties
 from scheduler.runtime.restart_point import RestartPoint
 from scheduler.runtime.sessions import PendingGrant, WorkerSession
-from scheduler.runtime.store import DoneWrite, ReplyWrite, RequestStore, Write
+from scheduler.runtime.store import DoneWrite, FinishedWrite, ReplyWrite, RequestStore, Write
 from scheduler.runtime.submits import SubmitBatcher
 from scheduler.runtime.values import RequestView, RuntimeOptions, State, StopOut, StopReason
 from scheduler.runtime.writer import Writer
@@ -96,6 +97,9 @@ class Core:
         self.restart = RestartPoint()
         self._committing = False
         self._last_commit = 0.0
+        self.journal_entries = 0  # in the finished journal past its last snapshot
+        self._compacting = False
+        self._last_compact: float | None = None
 
     # ------------------------------------------------------------- ids
 
@@ -295,6 +299,7 @@ class Core:
                 return
             await self.ensure_chunks_known(live)
             record = live.record
+            view = self.final_view(live, outcome, reason, usage)
             items: list[Write] = []
             if ending.end_mark:
                 props = end_properties(
@@ -308,16 +313,20 @@ class Core:
                 items.append(
                     ReplyWrite(record.tenant, record.reply_topic, record.reply_lite, props, b"")
                 )
-            # The done record goes last: should a crash tear this write, the end
-            # mark without it is found on replay and the request ends there.
+            # The final view for Status after a restart (see .finished), in this
+            # write: no fsync of its own. The done record goes last: should a
+            # crash tear this write, the end mark without it is found on replay
+            # and the request ends there, and a stored done record has its view.
+            items.append(FinishedWrite(view))
             items.append(DoneWrite(DoneRecord(live.request_id, outcome, reason)))
             futures = self.writer.write(items)
             futures[-1].add_done_callback(self._note_end)
             await asyncio.gather(*futures)
+            self.journal_entries += 1
             if after_stored is not None:
                 after_stored()
-            self.forget(live, outcome, reason, usage)
-            future.set_result(self.final_view(live, outcome, reason, usage))
+            self.forget(live, outcome, reason, usage, view=view)
+            future.set_result(view)
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -360,7 +369,17 @@ class Core:
             output_tokens=tokens[1],
         )
 
-    def forget(self, live: Live, outcome: str, reason: str, usage: tuple[int, int] | None) -> None:
+    def forget(
+        self,
+        live: Live,
+        outcome: str,
+        reason: str,
+        usage: tuple[int, int] | None,
+        *,
+        view: RequestView | None = None,
+    ) -> None:
+        """``live`` is over: out of the live table, into the finished one (``view``:
+        its final view if already made)."""
         if live.lease is not None:
             self.revoke(live.lease)
         if self.live.get(live.request_id) is live:
@@ -375,11 +394,50 @@ class Core:
                 self.restart.close(offset)
         elif live.offset is not None:
             self.restart.close(live.offset)
-        self.finished[live.request_id] = self.final_view(live, outcome, reason, usage)
-        while len(self.finished) > self.options.finished_capacity:
-            self.finished.popitem(last=False)
+        if view is None:
+            view = self.final_view(live, outcome, reason, usage)
+        self.remember_finished(view)
         self.counters[outcome] += 1
         self.observer.finished(live.request_id, outcome, self.clock.now())
+
+    def remember_finished(self, view: RequestView) -> None:
+        """Keep ``view`` for Status and Cancel, the last ``finished_capacity`` of them."""
+        finished = self.finished
+        finished.pop(view.request_id, None)  # (once per request; after a restart, maybe twice)
+        finished[view.request_id] = view
+        while len(finished) > self.options.finished_capacity:
+            finished.popitem(last=False)
+
+    # ------------------------------------------------------------- finished journal
+
+    def maybe_compact(self, now: float) -> None:
+        """Fold the finished journal into a snapshot once it holds entries older than
+        ``finished_compact_s`` or as many as ``finished_capacity`` (see .finished):
+        either way the log it holds stays bounded, and so does a restart's read."""
+        if self._last_compact is None:
+            self._last_compact = now  # the first tick: the clock starts here
+        if self._compacting or not self.journal_entries:
+            return
+        options = self.options
+        if (
+            now - self._last_compact < options.finished_compact_s
+            and self.journal_entries < options.finished_capacity
+        ):
+            return
+        self._compacting = True
+        self._last_compact = now
+        self.spawn(self._compact(self.journal_entries), "compact-finished")
+
+    async def _compact(self, entries: int) -> None:
+        try:
+            await self.store.compact_finished(self.options.finished_capacity)
+            # Those entries, and any stored while the store was reading, are in
+            # the snapshot or after it; counting them all again is harmless.
+            self.journal_entries = max(0, self.journal_entries - entries)
+        except ServingError as exc:
+            log.warning("finished journal not compacted: %s", exc)
+        finally:
+            self._compacting = False
 
     # ------------------------------------------------------------- restart point
 
@@ -435,3 +493,4 @@ class Core:
         for offset in self.keys.prune(self.wall()):
             self.restart.close(offset)
         self.maybe_commit(now)
+        self.maybe_compact(now)

@@ -15,6 +15,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from scheduler.runtime.errors import ServingError, ServingUnavailableError, TooMuchError
+from scheduler.runtime.finished import (
+    FINISHED_TOPIC,
+    FinishedFold,
+    entry_properties,
+    snapshot_body,
+    snapshot_properties,
+)
 from scheduler.runtime.records import (
     DoneRecord,
     SubmitRecord,
@@ -25,6 +32,8 @@ from scheduler.runtime.records import (
 from scheduler.runtime.store import (
     Appended,
     DoneWrite,
+    FinishedWrite,
+    Recalled,
     Replayed,
     ReplyCollector,
     ReplyScan,
@@ -36,6 +45,7 @@ __all__ = ["MemoryData", "MemoryRequestStore", "StoredMessage"]
 
 QueueKey = tuple[str, str, str]  # namespace, topic, lite
 _REQUESTS: QueueKey = ("", "requests", "")
+_FINISHED: QueueKey = ("", FINISHED_TOPIC, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,7 @@ class MemoryData:
     queues: dict[QueueKey, list[StoredMessage]] = field(default_factory=dict)
     committed: int = 0
     boots: int = 0
+    finished_from: int = 0  # the finished journal's first kept offset (trimmed below)
 
     def queue(self, key: QueueKey) -> list[StoredMessage]:
         return self.queues.setdefault(key, [])
@@ -142,6 +153,10 @@ class MemoryRequestStore:
                 queue = self.data.queue(_REQUESTS)
                 properties = done_properties(item.record)
                 queue.append(StoredMessage(MappingProxyType(properties), b""))
+            elif isinstance(item, FinishedWrite):
+                queue = self.data.queue(_FINISHED)
+                properties = entry_properties(item.view)
+                queue.append(StoredMessage(MappingProxyType(properties), b""))
             else:
                 queue = self.data.queue((item.tenant, item.topic, item.lite))
                 queue.append(StoredMessage(MappingProxyType(dict(item.properties)), item.body))
@@ -174,6 +189,31 @@ class MemoryRequestStore:
     async def commit(self, offset: int) -> None:
         await self._pass()
         self.data.committed = offset
+
+    async def recall_finished(self, limit: int) -> Recalled:
+        await self._pass()
+        fold, _ = self._fold(limit)
+        return Recalled(tuple(fold.views()), fold.entries_after_snapshot())
+
+    async def compact_finished(self, limit: int) -> int:
+        await self._pass()
+        fold, end = self._fold(limit)
+        if not end:
+            return 0
+        views = fold.views()
+        properties = snapshot_properties(end)
+        self.data.queue(_FINISHED).append(
+            StoredMessage(MappingProxyType(properties), snapshot_body(views))
+        )
+        self.data.finished_from = max(self.data.finished_from, end)
+        return len(views)
+
+    def _fold(self, limit: int) -> tuple[FinishedFold, int]:
+        fold = FinishedFold(limit)
+        journal = self.data.queues.get(_FINISHED, [])
+        for offset in range(self.data.finished_from, len(journal)):
+            fold.add(offset, journal[offset].properties, journal[offset].body)
+        return fold, len(journal)
 
 
 async def _pieces(body: bytes, size: int) -> AsyncIterator[bytes]:

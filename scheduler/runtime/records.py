@@ -6,7 +6,8 @@ could otherwise forge admitted requests by publishing there). Its body is
 the payload; its properties (strings) are everything else. A request that
 leaves for good (completed, cancelled, dropped, failed) gets a *done* record
 in the same queue. A restart replays the queue from the committed restart
-point: submits without a done record are queued again.
+point: submits without a done record are queued again. (Finished requests'
+final views, for Status, have a journal of their own: :mod:`.finished`.)
 
 Reply messages (in the tenant's reply lite-topic) carry ``tidegate.*``
 properties, which clients cannot set themselves: which request, which chunk

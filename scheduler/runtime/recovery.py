@@ -16,6 +16,10 @@ were written on the wall clock and are carried over to the monotonic clock;
 a request whose deadline passed while the server was down is dropped, its
 reply stream ended. Fair-share counters start afresh.
 
+Finished requests' final views come back from their own journal (see
+:mod:`.finished`), the last ``finished_capacity`` of them, so Status answers
+for a request that ended before the restart as it did before.
+
 Idempotency keys come back with their records: an unfinished request's key
 answers to it again, and a finished one's is remembered by the same rule as
 before the restart (its submit record is in the replay because the key held
@@ -66,6 +70,10 @@ def lifted(config: SchedulerConfig, records: list[SubmitRecord]) -> SchedulerCon
 
 async def restore(core: Core) -> int:
     """Queue again what the log says is unfinished; returns how many."""
+    recalled = await core.store.recall_finished(core.options.finished_capacity)
+    for view in recalled.views:
+        core.remember_finished(view)
+    core.journal_entries = recalled.entries
     replayed = await core.store.replay()
     core.restart.committed = replayed.start
     if replayed.end:
@@ -84,6 +92,10 @@ async def restore(core: Core) -> int:
         core.restart.track(offset)
         for free in core.keys.remember(record, offset, wall):
             core.restart.close(free)
+    for request_id in alive:
+        # Its final view without its done record: a torn write. It runs again,
+        # and Status follows it from its queue.
+        core.finished.pop(request_id, None)
     if not alive:
         return 0
     policy = core.policy

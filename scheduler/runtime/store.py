@@ -18,10 +18,13 @@ from typing import Protocol
 
 from scheduler.runtime.errors import ServingError
 from scheduler.runtime.records import END, DoneRecord, ReplyMark, SubmitRecord, parse_reply
+from scheduler.runtime.values import RequestView
 
 __all__ = [
     "Appended",
     "DoneWrite",
+    "FinishedWrite",
+    "Recalled",
     "Replayed",
     "ReplyCollector",
     "ReplyScan",
@@ -48,7 +51,14 @@ class DoneWrite:
     record: DoneRecord
 
 
-Write = ReplyWrite | DoneWrite
+@dataclass(frozen=True, slots=True)
+class FinishedWrite:
+    """A finished request's final view, for the journal of :mod:`.finished`."""
+
+    view: RequestView
+
+
+Write = ReplyWrite | FinishedWrite | DoneWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,15 @@ class Replayed:
     end: int
 
 
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """The finished requests' journal read back: the last views, oldest-finished
+    first, and how many of its entries its last snapshot does not hold yet."""
+
+    views: tuple[RequestView, ...]
+    entries: int
+
+
 class RequestStore(Protocol):
     async def boot(self, floor: int) -> int:
         """Record one more server start, durably; returns its number: above every
@@ -160,7 +179,8 @@ class RequestStore(Protocol):
 
     async def write(self, items: Sequence[Write]) -> list[int]:
         """Store ``items`` durably in one step, in order; returns each one's offset
-        (in its reply lite-topic, or in the requests queue for a done record)."""
+        (in its reply lite-topic, in the requests queue for a done record, in the
+        finished journal for a final view)."""
 
     async def read_payload(self, offset: int, inline_limit: int) -> StoredPayload:
         """The payload of the submit record at ``offset``."""
@@ -174,3 +194,11 @@ class RequestStore(Protocol):
         """Move the restart point: records below ``offset`` need no replay, and
         the store drops them (a payload there can no longer be read), so
         finished requests do not hold storage."""
+
+    async def recall_finished(self, limit: int) -> Recalled:
+        """The last ``limit`` final views the finished journal holds (see :mod:`.finished`)."""
+
+    async def compact_finished(self, limit: int) -> int:
+        """Fold the finished journal, up to its end now, into one durable snapshot
+        of its last ``limit`` views and drop the records below that end, so the
+        journal stops holding older log; returns how many views the snapshot holds."""

@@ -81,6 +81,10 @@ class RuntimeOptions:
     default_output_tokens: int = 256  # the estimate when a submit gives none
     default_reply_topic: str = "chatbot"
     finished_capacity: int = 100_000  # finished requests remembered for Status/Cancel
+    # The journal that carries them over restarts (scheduler.runtime.finished) is
+    # folded into one snapshot at most this often (and when it holds
+    # finished_capacity entries): the log it holds back is about this long.
+    finished_compact_s: float = 300.0
     max_properties_bytes: int = 64 * 1024
     max_credits: int = 1_000_000
     # A submit's idempotency key is remembered while its request is queued or
@@ -92,7 +96,14 @@ class RuntimeOptions:
     idempotency_max_keys: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("lease_s", "min_lease_s", "max_lease_s", "tick_s", "commit_interval_s"):
+        for name in (
+            "lease_s",
+            "min_lease_s",
+            "max_lease_s",
+            "tick_s",
+            "commit_interval_s",
+            "finished_compact_s",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 < value < float("inf")):
                 raise ValueError(f"{name} is {value!r}; it must be a finite number > 0")

@@ -187,6 +187,11 @@ class ServingSettings(_Section):
     admission a Submit's idempotency key is remembered once its request
     finished, and for how many finished requests at most (while a request is
     queued or running its key is always remembered).
+
+    ``finished_capacity``: finished requests whose final state Status still
+    answers with, across restarts too; ``finished_compact_s``: how often, at
+    most, the journal that keeps them over a restart is folded into one
+    snapshot (the log it holds back spans about this long).
     """
 
     lease_s: _Positive | None = None
@@ -203,6 +208,7 @@ class ServingSettings(_Section):
     default_output_tokens: Annotated[int, Field(ge=0)] | None = None
     default_reply_topic: str | None = None
     finished_capacity: Annotated[int, Field(ge=1)] | None = None
+    finished_compact_s: _Positive | None = None
     max_properties_bytes: Annotated[int, Field(ge=1)] | None = None
     max_credits: Annotated[int, Field(ge=1)] | None = None
     idempotency_ttl_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None

@@ -8,8 +8,8 @@ from types import MappingProxyType
 import pytest
 
 from scheduler.clock import VirtualClock
-from scheduler.runtime import RejectOut, State, SubmitSpec, WorkerInput
-from scheduler.runtime.errors import RefusedError, ServingUnavailableError
+from scheduler.runtime import RejectOut, RuntimeOptions, State, SubmitSpec, WorkerInput
+from scheduler.runtime.errors import RefusedError, RequestNotFoundError, ServingUnavailableError
 from scheduler.runtime.records import SubmitRecord
 from scheduler.runtime.recovery import lifted
 from scheduler.types import RateLimit
@@ -240,5 +240,110 @@ def test_a_reload_keeps_what_is_queued_and_applies_new_limits() -> None:
         later = await runtime.submit("acme", SubmitSpec(priority=2), b"s")
         assert later.priority == 1  # the new cap
         await runtime.stop()
+
+    run(body)
+
+
+# ------------------------------------------------- finished requests' status
+
+
+def test_a_finished_requests_status_survives_a_crash_as_it_was() -> None:
+    async def body() -> None:
+        runtime, store, clock = make_runtime()
+        await runtime.start()
+        submitted, worker, grant = await one_granted(runtime)
+        worker.chunks(grant, b"x", b"y")
+        worker.complete(grant, output_tokens=7)
+        cancelled = await runtime.submit("acme", SubmitSpec(session="c"), b"q")
+        await runtime.cancel("acme", cancelled.request_id)
+        await settle()
+        done = runtime.status("acme", submitted.request_id)
+        assert (done.state, done.worker_id, done.chunks) == (State.COMPLETED, "w1", 2)
+        assert (done.input_tokens, done.output_tokens, done.attempts) == (5, 7, 1)
+        gone = runtime.status("acme", cancelled.request_id)
+        # A crash: the records below the restart point are trimmed, which is
+        # why the final states need a journal of their own.
+        await advance(clock, 1.2)
+        assert store.data.committed == len(store.data.queue(("", "requests", "")))
+        again, _, _ = make_runtime(store.reopen(), clock=VirtualClock(clock.now() + 50))
+        await again.start()
+        assert again.status("acme", submitted.request_id) == done
+        assert again.status("acme", cancelled.request_id) == gone
+        # Cancel answers as for any finished request; another tenant sees nothing.
+        assert await again.cancel("acme", submitted.request_id) == (False, done)
+        with pytest.raises(RequestNotFoundError, match=submitted.request_id):
+            again.status("beta", submitted.request_id)
+        with pytest.raises(RequestNotFoundError, match="'1-99'"):
+            again.status("acme", "1-99")
+        await again.stop()
+        # And a second restart, after a clean stop, still knows them.
+        third, _, _ = make_runtime(store.reopen())
+        await third.start()
+        assert third.status("acme", submitted.request_id) == done
+        await third.stop()
+
+    run(body)
+
+
+def test_finished_requests_are_remembered_across_restarts_within_finished_capacity() -> None:
+    async def body() -> None:
+        options = RuntimeOptions(lease_s=5.0, finished_capacity=2)
+        runtime, store, _ = make_runtime(options=options)
+        await runtime.start()
+        ids = []
+        for i in range(3):
+            submitted = await runtime.submit("acme", SubmitSpec(session=f"s{i}"), b"p")
+            await runtime.cancel("acme", submitted.request_id)
+            ids.append(submitted.request_id)
+        with pytest.raises(RequestNotFoundError):
+            runtime.status("acme", ids[0])  # the live server's bound: the oldest went
+        await runtime.stop()
+        again, _, _ = make_runtime(store.reopen(), options=options)
+        await again.start()
+        with pytest.raises(RequestNotFoundError, match=ids[0]):
+            again.status("acme", ids[0])  # the same bound after the restart
+        for rid in ids[1:]:
+            assert again.status("acme", rid).state == State.CANCELLED
+        await again.stop()
+
+    run(body)
+
+
+def test_the_finished_journal_is_compacted_and_still_read_back() -> None:
+    async def body() -> None:
+        options = RuntimeOptions(lease_s=5.0, finished_capacity=3, finished_compact_s=2.0)
+        runtime, store, clock = make_runtime(options=options)
+        await runtime.start()
+        ids = []
+        for i in range(5):
+            submitted = await runtime.submit("acme", SubmitSpec(session=f"s{i}"), b"p")
+            await runtime.cancel("acme", submitted.request_id)
+            ids.append(submitted.request_id)
+        journal = store.data.queue(("", "finished", ""))
+        assert len(journal) == 5  # one entry per finished request
+        await advance(clock, 0.1)
+        # finished_capacity entries are enough to compact at once: one snapshot
+        # of the last three; the entries below it are dropped.
+        assert store.data.finished_from == 5
+        assert journal[-1].properties["kind"] == "finished-snapshot"
+        late = await runtime.submit("acme", SubmitSpec(session="late"), b"p")
+        await runtime.cancel("acme", late.request_id)
+        await advance(clock, 1.0)
+        assert store.data.finished_from == 5  # one new entry: waits for finished_compact_s
+        await advance(clock, 1.5)
+        assert store.data.finished_from == 7
+        later = await runtime.submit("acme", SubmitSpec(session="later"), b"p")
+        await runtime.cancel("acme", later.request_id)
+        await settle()
+        again, _, _ = make_runtime(store.reopen(), options=options)
+        await again.start()
+        for rid in ids[:3]:
+            with pytest.raises(RequestNotFoundError):
+                again.status("acme", rid)
+        for rid in (ids[4], late.request_id, later.request_id):
+            assert again.status("acme", rid).state == State.CANCELLED
+        with pytest.raises(RequestNotFoundError):
+            again.status("acme", ids[3])  # the fourth-last: past finished_capacity
+        await again.stop()
 
     run(body)
