@@ -22,7 +22,8 @@ from scheduler.runtime.records import (
     chunk_properties,
     end_properties,
 )
-from scheduler.runtime.store import Appended, DoneWrite, ReplyWrite
+from scheduler.runtime.store import Appended, DoneWrite, FinishedWrite, ReplyWrite
+from scheduler.runtime.values import RequestView
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +42,25 @@ def record(rid: str, tenant: str = "acme", lite: str = "s-1") -> SubmitRecord:
         deadline_wall=1.7e9 + 5,
         admitted_at=1.7e9,
         properties={"model": "tiny"},
+    )
+
+
+def final(rid: str, state: str = "completed", worker: str = "w1") -> RequestView:
+    return RequestView(
+        request_id=rid,
+        tenant="acme",
+        state=state,
+        priority=1,
+        reply_topic="chatbot",
+        reply_lite_topic=f"req-{rid}",
+        reply_offset=3,
+        chunks=2,
+        attempts=1,
+        worker_id=worker,
+        input_tokens=10,
+        output_tokens=20,
+        reason="" if state == "completed" else "cancelled by the client",
+        admitted_at=1.7e9 + 0.25,
     )
 
 
@@ -230,5 +250,32 @@ def test_append_submits_matches_append_submit(stores: Stores) -> None:
             assert many == [Appended(1, 1), Appended(2, 1)]
             replayed = await store.replay()
             assert [r.request_id for _, r in replayed.records] == ["a", "b", "c"]
+
+    run(body)
+
+
+def test_finished_views_are_recalled_across_opens_and_compactions(stores: Stores) -> None:
+    async def body() -> None:
+        async with stores.open() as store:
+            empty = await store.recall_finished(10)
+            assert (empty.views, empty.entries) == ((), 0)
+            assert await store.compact_finished(10) == 0  # nothing to fold
+            a, b = final("a"), final("b", "cancelled", "")
+            assert await store.write([FinishedWrite(a), FinishedWrite(b)]) == [0, 1]
+        async with stores.open() as store:
+            recalled = await store.recall_finished(10)
+            assert (recalled.views, recalled.entries) == ((a, b), 2)
+            assert (await store.recall_finished(1)).views == (b,)  # the last ones
+            assert await store.compact_finished(10) == 2
+            c = final("c")
+            await store.write([FinishedWrite(c)])
+            recalled = await store.recall_finished(10)
+            assert (recalled.views, recalled.entries) == ((a, b, c), 1)
+            again = final("a", "failed")  # finished again (after a torn write): counts from here
+            await store.write([FinishedWrite(again)])
+            assert await store.compact_finished(3) == 3
+        async with stores.open() as store:
+            recalled = await store.recall_finished(10)
+            assert (recalled.views, recalled.entries) == ((b, c, again), 0)
 
     run(body)

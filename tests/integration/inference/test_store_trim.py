@@ -1,5 +1,6 @@
 """Moving the restart point drops the records below it, in both request stores,
-and in the broker frees the log segments finished requests held."""
+and in the broker frees the log segments finished requests held; so does
+compacting the journal of finished requests' final views."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from broker.tenancy import Quotas
 from scheduler.runtime import BrokerRequestStore
 from scheduler.runtime.errors import ServingUnavailableError
 from scheduler.runtime.records import BOOTS_LITE, BOOTS_TOPIC, REQUESTS_TOPIC, DoneRecord
-from scheduler.runtime.store import DoneWrite
-from tests.integration.inference.test_store_contract import Stores, record, run
+from scheduler.runtime.store import DoneWrite, FinishedWrite
+from tests.integration.inference.test_store_contract import Stores, final, record, run
 
 pytestmark = pytest.mark.integration
 
@@ -122,5 +123,35 @@ def test_an_index_rebuilt_after_a_commit_keeps_the_trim(tmp_path: Path) -> None:
             assert broker.queue_info(_REQUESTS).min_offset == last.offset
             replayed = await store.replay()
             assert [r.request_id for _, r in replayed.records] == ["open"]
+
+    run(body)
+
+
+def test_a_compacted_finished_journal_stops_holding_the_log(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    payload = bytes(2_000)
+
+    async def body() -> None:
+        async with small_segments(directory) as (broker, store):
+            for i in range(200):  # ~400 KiB of submits: several segments
+                rid = f"r{i}"
+                await store.append_submit(record(rid), payload)
+                await store.write([FinishedWrite(final(rid)), done(rid)])
+            await store.commit(broker.queue_info(_REQUESTS).next_offset)
+            broker.expire()
+            held = broker.stats()
+            assert held.log_segments >= 5
+            assert held.log_start == 0  # every request finished: the journal holds it all
+            assert await store.compact_finished(150) == 150
+            report = broker.expire()
+            freed = broker.stats()
+            assert report.reclaimed_bytes > 0
+            assert freed.log_segments < held.log_segments
+            assert freed.log_start > 0
+        async with small_segments(directory) as (_, store):
+            recalled = await store.recall_finished(1000)
+            assert [v.request_id for v in recalled.views] == [f"r{i}" for i in range(50, 200)]
+            assert recalled.views[-1] == final("r199")
+            assert recalled.entries == 0
 
     run(body)
