@@ -1,5 +1,6 @@
 """Server restarts (SIGTERM and SIGKILL) with queued and running requests:
-none lost, none running twice at once, every reply stream whole."""
+none lost, none running twice at once, every reply stream whole; and
+finished requests' Status as it was, within the server's finished_capacity."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from collections.abc import Callable
 import grpc
 import pytest
 
+from broker.proto import inference_pb2 as pb
 from tests.integration.inference.harness import (
     RawWorker,
     Server,
+    failure,
+    metadata,
     read_reply,
     status,
     submit,
@@ -81,3 +85,54 @@ def test_requests_survive_a_restart(
     with pytest.raises(queue.Empty):
         idle.expect("grants", timeout=0.5)
     idle.close()
+
+
+@pytest.mark.parametrize(
+    ("sig", "fsync"), [(signal.SIGTERM, "interval"), (signal.SIGKILL, "always")]
+)
+def test_a_finished_requests_status_survives_a_restart(
+    server_factory: Callable[..., Server], sig: int, fsync: str
+) -> None:
+    # Two finished requests remembered (the live bound and the one across
+    # restarts); the journal compacted as soon as it can be.
+    extra = "serving:\n  finished_capacity: 2\n  finished_compact_s: 0.1\n"
+    server = server_factory(fsync=fsync, extra=extra)
+    forgotten = submit(server, session_id="old")
+    stub = server.inference()
+    stub.Cancel(pb.CancelRequest(request_id=forgotten.request_id), metadata=metadata("acme"))
+    completed = submit(server, session_id="s1")
+    worker = RawWorker(server, "w1", credits=1)
+    grant, _, _ = worker.grant()
+    worker.chunks(grant, b"a", b"b")
+    worker.complete(grant, output_tokens=9, credits=0)
+    worker.expect("settled")
+    cancelled = submit(server, session_id="s2")
+    stub.Cancel(pb.CancelRequest(request_id=cancelled.request_id), metadata=metadata("acme"))
+    before = {r.request_id: status(server, r.request_id) for r in (completed, cancelled)}
+    done = before[completed.request_id]
+    assert (done.state, done.worker_id, done.chunks, done.attempts) == (
+        pb.RequestStatus.COMPLETED,
+        "w1",
+        2,
+        1,
+    )
+    assert (done.input_tokens, done.output_tokens) == (3, 9)
+    assert before[cancelled.request_id].state == pb.RequestStatus.CANCELLED
+    worker.finish()
+
+    for _ in range(2):  # the second restart reads what the first one compacted
+        server.stop(sig)
+        server.start()
+        for request_id, was in before.items():
+            assert status(server, request_id) == was
+        for request_id in (forgotten.request_id, "ffff-1"):  # past finished_capacity; never
+            with pytest.raises(grpc.RpcError) as lost:
+                status(server, request_id)
+            found = failure(lost.value)
+            assert found.code == grpc.StatusCode.NOT_FOUND
+            assert request_id in found.details
+        # Cancel answers with the final state, as before the restart.
+        answer = server.inference().Cancel(
+            pb.CancelRequest(request_id=completed.request_id), metadata=metadata("acme")
+        )
+        assert (answer.cancelled, answer.status) == (False, done)
