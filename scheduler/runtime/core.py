@@ -99,6 +99,7 @@ class Core:
         self._last_commit = 0.0
         self.journal_entries = 0  # in the finished journal past its last snapshot
         self._compacting = False
+        self._compact_failed = False
         self._last_compact: float | None = None
 
     # ------------------------------------------------------------- ids
@@ -411,22 +412,25 @@ class Core:
     # ------------------------------------------------------------- finished journal
 
     def maybe_compact(self, now: float) -> None:
-        """Fold the finished journal into a snapshot once it holds entries older than
-        ``finished_compact_s`` or as many as ``finished_capacity`` (see .finished):
-        either way the log it holds stays bounded, and so does a restart's read."""
+        """Fold the finished journal into a new snapshot every ``finished_compact_s``
+        while it remembers anything, and at once when it holds ``finished_capacity``
+        entries past its last snapshot (see .finished). The journal then never holds
+        the log back much further than ``finished_compact_s`` (a snapshot pins the
+        log written after it, so an idle server rewrites its own too), and a
+        restart reads at most a snapshot and ``finished_capacity`` entries."""
         if self._last_compact is None:
             self._last_compact = now  # the first tick: the clock starts here
-        if self._compacting or not self.journal_entries:
+        if self._compacting:
             return
         options = self.options
-        if (
-            now - self._last_compact < options.finished_compact_s
-            and self.journal_entries < options.finished_capacity
-        ):
+        entries = self.journal_entries
+        due = now - self._last_compact >= options.finished_compact_s and (entries or self.finished)
+        full = entries >= options.finished_capacity and not self._compact_failed
+        if not (due or full):
             return
         self._compacting = True
         self._last_compact = now
-        self.spawn(self._compact(self.journal_entries), "compact-finished")
+        self.spawn(self._compact(entries), "compact-finished")
 
     async def _compact(self, entries: int) -> None:
         try:
@@ -434,7 +438,10 @@ class Core:
             # Those entries, and any stored while the store was reading, are in
             # the snapshot or after it; counting them all again is harmless.
             self.journal_entries = max(0, self.journal_entries - entries)
+            self._compact_failed = False
         except ServingError as exc:
+            # Tried again when next due by time, not at every tick.
+            self._compact_failed = True
             log.warning("finished journal not compacted: %s", exc)
         finally:
             self._compacting = False
