@@ -404,7 +404,9 @@ class Core:
     def remember_finished(self, view: RequestView) -> None:
         """Keep ``view`` for Status and Cancel, the last ``finished_capacity`` of them."""
         finished = self.finished
-        finished.pop(view.request_id, None)  # (once per request; after a restart, maybe twice)
+        # A request finishes once, but one whose done record a crash tore off
+        # finishes again after the restart: it counts from its last finish.
+        finished.pop(view.request_id, None)
         finished[view.request_id] = view
         while len(finished) > self.options.finished_capacity:
             finished.popitem(last=False)
@@ -424,7 +426,8 @@ class Core:
             return
         options = self.options
         entries = self.journal_entries
-        due = now - self._last_compact >= options.finished_compact_s and (entries or self.finished)
+        remembers = bool(entries or self.finished)
+        due = remembers and now - self._last_compact >= options.finished_compact_s
         full = entries >= options.finished_capacity and not self._compact_failed
         if not (due or full):
             return
