@@ -37,7 +37,12 @@ def test_every_name_builds_its_backend() -> None:
     ("name", "options", "message"),
     [
         ("tpu", {}, "unknown backend 'tpu': expected one of simulated, hf, openai, vllm"),
-        ("hf", {"model": "x", "gpus": 2}, r"unknown option\(s\) gpus; allowed: device, dtype"),
+        (
+            "hf",
+            {"model": "x", "gpus": 2},
+            r"unknown option\(s\) gpus; "
+            r"allowed: batching, cache_memory, cuda_graphs, device, dtype, max_concurrency, model$",
+        ),
         ("hf", {}, "backend 'hf': .*model"),
         ("hf", {"model": "x", "device": "tpu"}, "hf.device"),
         ("openai", {"base_url": "ftp://x", "model": "m"}, "openai.base_url"),
