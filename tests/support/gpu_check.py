@@ -46,11 +46,52 @@ class Load:
     arrived: int = 0
     completed: int = 0
     tokens: int = 0  # per report
+    total_tokens: int = 0
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
 def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def _baseline(model: Any, tokenizer: Any, torch: Any) -> None:
+    """The engine alone, without tidegate: ``generate`` on batches of 1 and 16,
+    and continuous batching of 32 requests, 64 new tokens each. Separates
+    what the model costs on this machine from what the backend adds."""
+    ids = tokenizer(" ".join(WORDS * 20), return_tensors="pt")["input_ids"].to(model.device)
+    new = 64
+    for batch in (1, 16):
+        prompt = ids.repeat(batch, 1)
+        with torch.inference_mode():
+            model.generate(prompt, max_new_tokens=4, do_sample=False)  # warm up
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            began = time.perf_counter()
+            model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new, do_sample=False
+            )
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+        took = time.perf_counter() - began
+        print(
+            f"baseline: generate, batch {batch}: {took / new * 1000:.1f} ms/step, "
+            f"{batch * new / took:.0f} tokens/s",
+            flush=True,
+        )
+    import transformers
+
+    config: Any = transformers.GenerationConfig(  # type: ignore[no-untyped-call]
+        do_sample=False, max_new_tokens=new, eos_token_id=-1
+    )
+    prompts = [ids[0].tolist() for _ in range(32)]
+    model.generate_batch(prompts[:2], generation_config=config)  # warm up
+    began = time.perf_counter()
+    model.generate_batch(prompts, generation_config=config)
+    took = time.perf_counter() - began
+    print(
+        f"baseline: continuous batching, 32 requests: {took:.2f}s, {32 * new / took:.0f} tokens/s",
+        flush=True,
+    )
 
 
 async def check(args: argparse.Namespace) -> None:
@@ -71,12 +112,22 @@ async def check(args: argparse.Namespace) -> None:
         flush=True,
     )
 
+    if args.baseline:
+        _baseline(model, tokenizer, torch)
+
     backend = HFBackend(
-        HFConfig("random-llama", device=device, max_concurrency=args.max_concurrency),
+        HFConfig(
+            "random-llama",
+            device=device,
+            max_concurrency=args.max_concurrency,
+            batching=args.batching,
+            cuda_graphs=args.cuda_graphs,
+        ),
         model=model,
         tokenizer=tokenizer,
     )
     await backend.start()
+    print(f"batching: {backend.batching}", flush=True)
     clock = MonotonicClock()
     calm = GpuReading(0, 0.0, utilisation=0.5, memory_used=0.3)
     probe = detect_probe(ScriptedProbe([calm]))
@@ -113,6 +164,7 @@ async def check(args: argparse.Namespace) -> None:
                     continue
                 tracker.chunk(rid, event.tokens, now)
                 load.tokens += event.tokens
+                load.total_tokens += event.tokens
                 if first:
                     policy.first_token(rid, now)
                     first = False
@@ -184,7 +236,8 @@ async def check(args: argparse.Namespace) -> None:
     probe.close()
     final = policy.stats().workers[WORKER]
     print(
-        f"done: {load.arrived} arrived, {load.completed} completed; window "
+        f"done: {load.arrived} arrived, {load.completed} completed, "
+        f"{load.total_tokens} tokens ({load.total_tokens / args.seconds:.0f}/s); window "
         f"{final.increases} increases, {final.decreases} decreases, final {final.window}",
         flush=True,
     )
@@ -203,6 +256,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target-ttft", type=float, default=1.0)
     parser.add_argument("--target-tpot", type=float, default=0.06)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="continuous batching steps as CUDA graphs (default: transformers decides)",
+    )
+    parser.add_argument(
+        "--baseline", action="store_true", help="first time the engine alone (no tidegate)"
+    )
+    parser.add_argument("--batching", choices=("auto", "continuous", "threads"), default="auto")
     args: Any = parser.parse_args(argv)
     asyncio.run(check(args))
 
