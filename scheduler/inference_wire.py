@@ -18,6 +18,7 @@ from scheduler.runtime.values import (
     FailedIn,
     FleetView,
     GrantOut,
+    HeldLease,
     ProgressIn,
     RequestView,
     State,
@@ -109,6 +110,8 @@ def hello(message: pb.WorkerMessage) -> WorkerHello:
         backend=message_hello.backend,
         labels=dict(message_hello.labels),
         lease_s=lease_s,
+        held=tuple(HeldLease(h.request_id, h.lease_id) for h in message_hello.held),
+        keeps_leases=message_hello.keeps_leases,
     )
 
 
@@ -166,6 +169,7 @@ def worker_input(message: pb.WorkerMessage, *, first: bool = False) -> WorkerInp
             for c in message.completions
         ),
         draining=message.draining,
+        leaving=message.leaving,
     )
 
 

@@ -448,7 +448,29 @@ class WorkerHello(_message.Message):
          the queue. A lease is fenced by its lease_id: once it is gone, every
          chunk, completion or report naming it is refused (`rejected`), so a
          request never runs on two workers at once. When its stream breaks a
-         worker must stop everything it runs; it may reconnect at once.
+         worker must stop everything it runs; it may reconnect at once —
+         unless it said `keeps_leases` in its hello (8. below).
+      8. RECONNECT GRACE. A worker whose hello says `keeps_leases` goes on
+         running its requests when its stream breaks (a network blip, a proxy
+         timeout, a server-side reset), keeps what they make, and reconnects.
+         The server holds that stream's running leases (granted and sent, not
+         yet completed) for lease_s after the break instead of putting their
+         requests back in the queue at once. The new stream's hello (same
+         tenant, same worker_id) names in `held` the leases the worker still
+         runs or still has to report: those are attached to the new stream,
+         under the same lease ids, and the worker sends again every chunk of
+         them it made (the server stores the indexes it lacks, in order, and
+         ignores the rest) and then their endings. A held lease the hello
+         does not name goes back to the queue at once; so does every held
+         lease when lease_s passes without a reconnect, or when the stream
+         ended on an error, went quiet, or said `leaving`. A name the server
+         cannot match (a lease it no longer holds: expired, cancelled,
+         finished, another worker's, from before a restart) is answered with
+         a `stops` entry, reason CANCEL: stop it, report nothing. A preempt
+         order made while the worker was away arrives after the reconnect.
+         A second stream opened while the first is still open replaces it as
+         before (the first one's leases go back to the queue), except the
+         leases its hello names, which it takes over as after a break.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -478,9 +500,12 @@ class WorkerHello(_message.Message):
     BACKEND_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     LEASE_S_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    KEEPS_LEASES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """1-64 of [A-Za-z0-9_.:@=+-]; unique within the fleet's tenant. A second
-    stream with the same id replaces the first (whose leases are released).
+    stream with the same id replaces the first (whose leases are released,
+    but for those its `held` names).
     """
     capacity: _builtins.int
     """requests it can run at once (informational)"""
@@ -490,8 +515,20 @@ class WorkerHello(_message.Message):
     """Heartbeat interval the worker promises; the server uses
     max(this, server minimum) as the lease time. 0: the server's default.
     """
+    keeps_leases: _builtins.bool
+    """True: when this stream breaks, the worker keeps running its requests
+    and reconnects within lease_s naming them in `held`, so the server
+    holds this stream's leases that long (THE WORKER'S SIDE, 8). False:
+    they are released at the break.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldLease]:
+        """Leases this worker still runs (or still has to report) from an earlier
+        stream that broke; see THE WORKER'S SIDE, 8. Empty on a first stream.
+        """
+
     def __init__(
         self,
         *,
@@ -500,14 +537,42 @@ class WorkerHello(_message.Message):
         backend: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         lease_s: _builtins.float = ...,
+        held: _abc.Iterable[Global___HeldLease] | None = ...,
+        keeps_leases: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "capacity", b"capacity", "labels", b"labels", "lease_s", b"lease_s", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "capacity", b"capacity", "held", b"held", "keeps_leases", b"keeps_leases", "labels", b"labels", "lease_s", b"lease_s", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerHello: _TypeAlias = WorkerHello  # noqa: Y015
+
+@_typing.final
+class HeldLease(_message.Message):
+    """A lease a reconnecting worker still holds: the request and the lease id
+    of its grant.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    lease_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        lease_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldLease: _TypeAlias = HeldLease  # noqa: Y015
 
 @_typing.final
 class Feedback(_message.Message):
@@ -749,11 +814,17 @@ class WorkerMessage(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     COMPLETIONS_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    LEAVING_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """more requests it can take now"""
     draining: _builtins.bool
     """True: grant this stream nothing more (see THE WORKER'S SIDE, 6). Sending
     it again changes nothing; false (or absent) does not end a drain.
+    """
+    leaving: _builtins.bool
+    """True: the worker stops every request it runs and closes this stream:
+    its leases go back to the queue as soon as the stream ends, without
+    the reconnect grace of `keeps_leases` (a worker shutting down).
     """
     @_builtins.property
     def hello(self) -> Global___WorkerHello:
@@ -783,10 +854,11 @@ class WorkerMessage(_message.Message):
         failed: _abc.Iterable[Global___Failed] | None = ...,
         completions: _abc.Iterable[Global___Completion] | None = ...,
         draining: _builtins.bool = ...,
+        leaving: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "hello", b"hello"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "completions", b"completions", "credits", b"credits", "draining", b"draining", "failed", b"failed", "feedback", b"feedback", "hello", b"hello", "progress", b"progress", "stopped", b"stopped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "completions", b"completions", "credits", b"credits", "draining", b"draining", "failed", b"failed", "feedback", b"feedback", "hello", b"hello", "leaving", b"leaving", "progress", b"progress", "stopped", b"stopped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

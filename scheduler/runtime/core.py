@@ -5,8 +5,10 @@ the worker sessions, and does what clients' and workers' calls have in
 common: pump the policy (dispatch to workers with credits, drop requests
 past their deadline, order preemptions), end a request for good (its end
 mark in the reply lite-topic, its final view in the finished journal and its
-done record in one store write), release a worker's leases, move the
-restart point, and compact the finished journal (:mod:`.finished`).
+done record in one store write), release a worker's leases (or hold them
+while a worker that keeps its runs across a break reconnects, see
+:meth:`Core.detach`), move the restart point, and compact the finished
+journal (:mod:`.finished`).
 
 Everything here runs on the event loop; decisions are synchronous, writes
 are queued on the :class:`Writer` and awaited by whoever needs them done.
@@ -84,6 +86,7 @@ class Core:
         self.sessions: dict[str, WorkerSession] = {}  # by policy worker key
         self.by_worker: dict[tuple[str, str], WorkerSession] = {}
         self.draining: dict[str, WorkerSession] = {}  # closed, completions still being stored
+        self.held: dict[str, WorkerSession] = {}  # broken, leases kept for a reconnect (detach)
         self.counters: Counter[str] = Counter()
         self.epoch = 0
         self.stopping = False
@@ -188,7 +191,13 @@ class Core:
         session.push(PendingGrant(lease))
 
     def order_preempt(self, order: Preempt, now: float) -> None:
-        session = self.sessions.get(order.worker_id) or self.draining.get(order.worker_id)
+        # A held session's order waits in its lease (STOPPING) and goes out to
+        # the stream that takes it over (Leasing.attach).
+        session = (
+            self.sessions.get(order.worker_id)
+            or self.draining.get(order.worker_id)
+            or self.held.get(order.worker_id)
+        )
         lease = None if session is None else session.leases.get(order.request_id)
         if session is None or lease is None or lease.state != ACTIVE:
             # Completing (its end is being stored) or already stopping: the
@@ -224,34 +233,105 @@ class Core:
         session = lease.session
         if session.leases.get(live.request_id) is lease:
             del session.leases[live.request_id]
-        if session.closed and not session.leases and session.key in self.draining:
-            del self.draining[session.key]
-            self._remove_worker(session)
+        if session.closed and not session.leases:
+            # A closed session's last lease: its policy worker goes too. (A key is
+            # shared by a held session and the stream that took it over, so the
+            # session itself must be the one filed.)
+            if self.draining.get(session.key) is session:
+                del self.draining[session.key]
+                self._remove_worker(session)
+            elif self.held.get(session.key) is session:
+                del self.held[session.key]
+                self._remove_worker(session)
 
-    def detach(self, session: WorkerSession, error: BaseException | None = None) -> None:
-        """The stream is gone (or went quiet): its leases go back to their places."""
-        if session.closed and session.key not in self.sessions:
-            return
+    def expire_lease(self, lease: Lease, now: float) -> None:
+        """``lease``'s worker is gone: fence it off and put its request back in its
+        place (a lease expiry: counted, and told to the policy and the observer)."""
+        key = lease.session.key
+        self.revoke(lease)
+        self.policy.lease_expired(lease.live.request_id, now)
+        self.counters["lease_expired"] += 1
+        self.observer.requeued(lease.live.request_id, key, RequeueCause.LEASE_EXPIRED, now)
+
+    def detach(
+        self,
+        session: WorkerSession,
+        error: BaseException | None = None,
+        *,
+        hold: bool | None = None,
+    ) -> None:
+        """The stream is gone (or went quiet): its leases go back to their places.
+
+        Unless it broke (no ``error``; ``hold`` decides instead when given) and
+        its worker keeps its runs across a break (``hello.keeps_leases``) and did
+        not say it was leaving: then the session is *held*. Its leases the worker
+        has seen stay as they are, in the policy too (its worker stays, so the
+        requests stay in flight there), for ``lease_s`` from the break; the
+        worker's next stream takes over those its hello names
+        (:meth:`Leasing.attach`), and :meth:`tick` releases them all when the
+        time is up. Grants not sent yet go back at once. While held, the
+        session's unused window still counts as free for the policy's
+        preemption rule (a worker cannot be put back after a drain)."""
+        if session.closed and self.sessions.get(session.key) is not session:
+            return  # already detached (held, draining or gone)
         session.close(error)
-        self.sessions.pop(session.key, None)
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
         worker = (session.tenant, session.hello.worker_id)
         if self.by_worker.get(worker) is session:
             del self.by_worker[worker]
+        self.counters["workers_detached"] += 1
+        if hold is None:
+            hold = error is None
+        if not (hold and session.hello.keeps_leases and not session.leaving and not self.stopping):
+            self._release(session)
+            return
         now = self.clock.now()
+        kept = 0
         for lease in list(session.leases.values()):
             if lease.state == COMPLETING:
                 continue  # stored in a moment; then the request is over
-            self.revoke(lease)
-            self.policy.lease_expired(lease.live.request_id, now)
-            self.counters["lease_expired"] += 1
-            self.observer.requeued(
-                lease.live.request_id, session.key, RequeueCause.LEASE_EXPIRED, now
-            )
+            if lease.sent:
+                kept += 1
+            else:
+                self.expire_lease(lease, now)  # the worker never saw it
+        if kept:
+            session.broke_at = now
+            self.held[session.key] = session
+            self.counters["leases_held"] += kept
+        elif session.leases:
+            self.draining[session.key] = session
+        else:
+            self._remove_worker(session)
+        self.kick()
+
+    def held_of(self, tenant: str, worker_id: str) -> WorkerSession | None:
+        """The held session of this worker, if any (at most one: a new stream of
+        the worker takes it over or releases it)."""
+        for session in self.held.values():
+            if session.tenant == tenant and session.hello.worker_id == worker_id:
+                return session
+        return None
+
+    def release_held(self, session: WorkerSession) -> None:
+        """A held session's time is up, or its worker came back without naming its
+        leases: they go back to their places as at a break without grace."""
+        if self.held.get(session.key) is session:
+            del self.held[session.key]  # first: its last revoke must not remove its worker
+        self._release(session)
+
+    def _release(self, session: WorkerSession) -> None:
+        """Every lease of closed ``session`` back to its place but the completing ones
+        (stored in a moment; then the request is over), then its policy worker out
+        once nothing runs there."""
+        now = self.clock.now()
+        for lease in list(session.leases.values()):
+            if lease.state != COMPLETING:
+                self.expire_lease(lease, now)
         if session.leases:
             self.draining[session.key] = session
         else:
             self._remove_worker(session)
-        self.counters["workers_detached"] += 1
         self.kick()
 
     def _remove_worker(self, session: WorkerSession) -> None:
@@ -476,9 +556,14 @@ class Core:
     def tick(self) -> None:
         """Lease times, unanswered preempt orders, then a pump and maybe a commit."""
         now = self.clock.now()
+        for session in list(self.held.values()):
+            assert session.broke_at is not None
+            if now - session.broke_at > session.lease_s:
+                self.counters["held_expired"] += 1
+                self.release_held(session)
         for session in list(self.sessions.values()):
             if now - session.last_heard > session.lease_s:
-                self.detach(
+                self.detach(  # a quiet worker gets no grace: it had lease_s already
                     session,
                     WrongStateError(
                         f"worker {session.hello.worker_id!r} sent nothing for "
@@ -492,12 +577,7 @@ class Core:
                     and lease.stop_at is not None
                     and now - lease.stop_at > session.lease_s
                 ):
-                    self.revoke(lease)
-                    self.policy.lease_expired(lease.live.request_id, now)
-                    self.counters["lease_expired"] += 1
-                    self.observer.requeued(
-                        lease.live.request_id, session.key, RequeueCause.LEASE_EXPIRED, now
-                    )
+                    self.expire_lease(lease, now)
                     session.push(StopOut(lease.live.request_id, lease.lease_id, StopReason.CANCEL))
         self.pump()
         for offset in self.keys.prune(self.wall()):

@@ -17,6 +17,21 @@ policy closes its window, the pump skips it, and a grant decided for it but
 not sent yet is taken back (the request goes back to its place, as for an
 expired lease, without counting an attempt). Its running leases go on. The
 stream answers with a ``DrainingOut``, after every grant already sent.
+
+Reconnect grace: the session of a worker that keeps its runs across a break
+(``hello.keeps_leases``) is held when its stream breaks (:meth:`Core.detach`).
+The worker's next stream (same tenant and worker id) takes over the held
+leases its hello names (``hello.held``, request id and lease id): the new
+session inherits the held one's key, so the policy sees one worker whose
+requests never left it (its window and in-flight counts stay as they were),
+and the leases keep their ids; the worker sends their chunks again from
+their grant's index (the stored ones are dropped as duplicates). A held
+lease the hello does not name goes back to the queue at once, as at a break
+without grace. A name that matches no lease of the held session is answered
+with a cancel order for it (the worker stops that run) and changes nothing
+else. A worker that opens a second stream while its first is still open
+replaces it as always; if the new hello names leases, the first stream is
+taken as broken and held for the new one to take over.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ from scheduler.runtime.errors import (
     TooMuchError,
     WrongStateError,
 )
-from scheduler.runtime.live import ACTIVE, COMPLETING, STOPPING, Lease, Live
+from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Live
 from scheduler.runtime.observer import RequeueCause
 from scheduler.runtime.records import chunk_properties
 from scheduler.runtime.sessions import PendingGrant, WorkerSession
@@ -49,11 +64,14 @@ from scheduler.runtime.values import (
     DrainingOut,
     FailedIn,
     GrantOut,
+    HeldLease,
     Outgoing,
     RejectOut,
     SettledOut,
     State,
+    StopOut,
     StoppedIn,
+    StopReason,
     WorkerHello,
     WorkerInput,
 )
@@ -97,17 +115,55 @@ class Leasing:
         old = core.by_worker.get((tenant, hello.worker_id))
         if old is not None:
             core.detach(
-                old, WrongStateError("a new stream with the same worker_id replaced this one")
+                old,
+                WrongStateError("a new stream with the same worker_id replaced this one"),
+                hold=bool(hello.held),  # it names leases: take them over as after a break
             )
         now = core.clock.now()
+        held = core.held_of(tenant, hello.worker_id)
+        taken, refused = _claim(held, hello.held)
+        if held is not None and not taken:
+            core.release_held(held)  # back, naming none of them: as at a plain break
+        key = held.key if held is not None and taken else None
         session = WorkerSession(
-            tenant, hello, core.new_session_key(tenant, hello.worker_id), lease_s, now
+            tenant, hello, key or core.new_session_key(tenant, hello.worker_id), lease_s, now
         )
-        core.policy.add_worker(session.key, now)
+        if held is not None and taken:
+            self._take_over(held, session, taken, now)
+        else:
+            core.policy.add_worker(session.key, now)
         core.sessions[session.key] = session
         core.by_worker[(tenant, hello.worker_id)] = session
         core.counters["workers_attached"] += 1
+        for name in refused:
+            # Not this worker's any more (expired, cancelled, finished, another
+            # worker's, before a restart): it must stop that run.
+            core.counters["held_refused"] += 1
+            session.push(StopOut(name.request_id, name.lease_id, StopReason.CANCEL))
         return session
+
+    def _take_over(
+        self, held: WorkerSession, session: WorkerSession, taken: list[Lease], now: float
+    ) -> None:
+        """``session`` continues ``held`` under its key: the leases its worker named
+        and the completing ones move to it; the others go back to the queue."""
+        core = self.core
+        del core.held[held.key]  # first: no revoke below may remove the policy worker
+        named = {lease.lease_id for lease in taken}
+        for lease in list(held.leases.values()):
+            if lease.state != COMPLETING and lease.lease_id not in named:
+                core.expire_lease(lease, now)
+        for rid, lease in list(held.leases.items()):
+            del held.leases[rid]
+            lease.session = session
+            session.leases[rid] = lease
+            if lease.state == STOPPING:
+                # The preempt order went to the broken stream, or came while
+                # nothing was attached: say it again here.
+                session.push(StopOut(rid, lease.lease_id, StopReason.PREEMPT))
+        session.draining = held.draining  # the policy worker is the same, drain included
+        core.counters["leases_reattached"] += len(taken)
+        core.kick()
 
     def detach(self, session: WorkerSession) -> None:
         self.core.detach(session)
@@ -141,6 +197,8 @@ class Leasing:
             self._completed(session, completion)
         if message.draining and not session.draining:
             self._drain(session, now)
+        if message.leaving:
+            session.leaving = True  # its end releases its leases at once (no grace)
 
     def _drain(self, session: WorkerSession, now: float) -> None:
         core = self.core
@@ -300,7 +358,8 @@ class Leasing:
                 core.policy.complete(completion.request_id, usage[0], usage[1], core.clock.now())
             except SchedulerError:
                 log.exception("complete(%r)", completion.request_id)
-            session.push(SettledOut(completion.request_id, completion.lease_id))
+            # To the stream the lease is on now: a reconnect may have taken it over.
+            lease.session.push(SettledOut(completion.request_id, completion.lease_id))
             core.kick()
 
         core.finish(
@@ -423,6 +482,23 @@ class Leasing:
             reply_topic=record.reply_topic,
             reply_lite_topic=record.reply_lite,
         )
+
+
+def _claim(
+    held: WorkerSession | None, names: tuple[HeldLease, ...]
+) -> tuple[list[Lease], list[HeldLease]]:
+    """Of the leases a hello names: those ``held`` runs (active or stopping, same
+    lease id), to take over; and those it has not at all, to refuse. A completing
+    one is neither: it ends by itself (and moves with a take-over)."""
+    taken: list[Lease] = []
+    refused: list[HeldLease] = []
+    for name in names:
+        lease = None if held is None else held.leases.get(name.request_id)
+        if lease is None or lease.lease_id != name.lease_id or lease.state == GONE:
+            refused.append(name)
+        elif lease.state in _RUNNING and lease not in taken:
+            taken.append(lease)
+    return taken, refused
 
 
 def _first_offset(live: Live, future: asyncio.Future[int]) -> None:

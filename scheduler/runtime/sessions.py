@@ -6,6 +6,11 @@ A grant goes in as a :class:`PendingGrant` and is prepared (payload read,
 resume output gathered) only when the writer reaches it, so a decision
 never waits on I/O and a grant whose lease was revoked meanwhile is simply
 skipped.
+
+A stream that breaks may leave its session *held* (see
+:meth:`scheduler.runtime.core.Core.detach`): closed, its running leases
+kept for ``lease_s`` from ``broke_at`` until the worker reconnects and a new
+session takes them over under the same key.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class WorkerSession:
     __slots__ = (
         "_items",
         "_wake",
+        "broke_at",
         "closed",
         "credits",
         "draining",
@@ -41,6 +47,7 @@ class WorkerSession:
         "last_heard",
         "lease_s",
         "leases",
+        "leaving",
         "tenant",
     )
 
@@ -58,6 +65,8 @@ class WorkerSession:
         self.last_heard = now
         self.closed = False
         self.error: BaseException | None = None  # why the runtime closed it, if it did
+        self.leaving = False  # the worker said it stops everything: no grace at its end
+        self.broke_at: float | None = None  # held: when its stream broke
         self._items: deque[Outgoing | PendingGrant] = deque()
         self._wake = asyncio.Event()
 

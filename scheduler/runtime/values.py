@@ -20,6 +20,7 @@ __all__ = [
     "FailedIn",
     "FleetView",
     "GrantOut",
+    "HeldLease",
     "Outgoing",
     "ProgressIn",
     "RejectOut",
@@ -190,12 +191,22 @@ class RequestView:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldLease:
+    """A lease a reconnecting worker says it still runs (``WorkerHello.held``)."""
+
+    request_id: str
+    lease_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerHello:
     worker_id: str
     capacity: int = 0
     backend: str = ""
     labels: Mapping[str, str] = field(default_factory=_no_strings)
     lease_s: float = 0.0  # 0: the server's default
+    held: tuple[HeldLease, ...] = ()  # leases of a broken stream it still runs
+    keeps_leases: bool = False  # it runs on across a break: hold its leases lease_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +262,7 @@ class WorkerInput:
     failed: tuple[FailedIn, ...] = ()
     completions: tuple[CompletionIn, ...] = ()
     draining: bool = False  # grant this stream nothing more (its runs go on)
+    leaving: bool = False  # it stops everything and closes: no reconnect grace
 
 
 @dataclass(frozen=True, slots=True)
