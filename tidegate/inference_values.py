@@ -31,6 +31,7 @@ __all__ = [
     "Failed",
     "FirstToken",
     "FleetStatus",
+    "HeldLease",
     "LeaseDraining",
     "LeaseFeedback",
     "LeaseGrant",
@@ -203,16 +204,31 @@ ReplyEvent: TypeAlias = ReplyChunk | ReplyEnd
 
 
 @dataclass(frozen=True, slots=True)
+class HeldLease:
+    """A lease a reconnecting worker still runs, or still has to report."""
+
+    request_id: str
+    lease_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerHello:
     """How a worker introduces itself. ``capacity``: requests it can run at once
     (informational; the credits say what it takes). ``lease_s``: the heartbeat
-    interval it promises (0: the server's default)."""
+    interval it promises (0: the server's default). ``keeps_leases``: it goes
+    on running its requests when the stream breaks and reconnects within
+    lease_s, so the server holds the stream's leases that long; ``held``: on
+    such a reconnect, the leases of the broken stream it still holds (the
+    server attaches them to this stream and answers a cancel stop for each
+    one it no longer holds)."""
 
     worker_id: str
     capacity: int = 1
     backend: str = ""
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     lease_s: float = 0.0
+    held: tuple[HeldLease, ...] = ()
+    keeps_leases: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +379,9 @@ class WorkerReport:
     # From now on the server grants this stream nothing more; what it runs
     # goes on (a worker leaving the fleet). Lasts as long as the stream.
     draining: bool = False
+    # The worker stops everything it runs and closes the stream: its leases go
+    # back to the queue when it ends, without the grace of keeps_leases.
+    leaving: bool = False
 
     def __post_init__(self) -> None:
         if self.credits < 0:

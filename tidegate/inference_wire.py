@@ -150,6 +150,8 @@ def hello_message(hello: WorkerHello, credits: int) -> pb.WorkerMessage:
             capacity=hello.capacity,
             backend=hello.backend,
             lease_s=hello.lease_s,
+            held=[pb.HeldLease(request_id=h.request_id, lease_id=h.lease_id) for h in hello.held],
+            keeps_leases=hello.keeps_leases,
         ),
         credits=credits,
     )
@@ -159,7 +161,9 @@ def hello_message(hello: WorkerHello, credits: int) -> pb.WorkerMessage:
 
 
 def worker_message(report: WorkerReport) -> pb.WorkerMessage:
-    message = pb.WorkerMessage(credits=report.credits, draining=report.draining)
+    message = pb.WorkerMessage(
+        credits=report.credits, draining=report.draining, leaving=report.leaving
+    )
     fb = report.feedback
     if fb is not None:
         feedback = message.feedback

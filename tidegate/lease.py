@@ -12,8 +12,9 @@ whole, its payload and resume output joined from the ``piece`` frames that
 follow it when they did not fit in one frame. :meth:`LeaseStream.send`
 may be called from several tasks: grpc.aio takes one write at a time, so
 writes are serialised here. A stream is not resumed: when it breaks, the
-server releases its leases, and the worker stops what it ran and opens a
-new one (see :mod:`workers.worker`).
+server releases its leases (or holds them lease_s for a worker whose hello
+says ``keeps_leases``, until its next stream names them in ``held``), and
+the worker opens a new one (see :mod:`workers.worker`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ abandoned           nothing at all: the stream is gone, and its credits
 
 Output tokens of a preempted run count what was sent, so the resumed run
 continues exactly after the stored text.
+
+A run keeps every chunk it made and its ending report (``log``,
+``ending``): when the stream breaks and the worker reconnects naming the
+lease, :meth:`Run.resend` puts them in the new stream's outbox again (the
+server stores the indexes it lacks and drops the rest), since no chunk is
+acknowledged and any sent before the break may have been lost on the way.
 """
 
 from __future__ import annotations
@@ -75,7 +81,8 @@ class WorkerStats:
 
 @dataclass(slots=True)
 class RunContext:
-    """What every run of one stream shares."""
+    """What every run of one worker shares (across its streams: a run may outlive
+    the stream it was granted on; ``max_chunk_bytes`` is the current stream's)."""
 
     backend: Backend
     outbox: Outbox
@@ -114,6 +121,29 @@ class Run:
         self._span: RunSpan | None = None
         self._outcome = ""  # how it ended, for its span
         self._error = ""
+        self.log: list[OutputChunk] = []  # every chunk it made, for a resend after a break
+        self.ending: Completion | Stopped | Failed | None = None  # its last report
+        self.ending_sent = False  # a stream took the report of its ending
+
+    @property
+    def held(self) -> bool:
+        """Whether the server should still count this lease as the worker's: it runs
+        (not cancelled or fenced), or its ending was not sent yet."""
+        if self.abandoned or self.cause in ("cancel", "fenced"):
+            return False
+        return self.task is None or not self.task.done() or not self.ending_sent
+
+    def resend(self, outbox: Outbox) -> None:
+        """Everything it reported but the credit, again, in order (after a reconnect)."""
+        for chunk in self.log:
+            outbox.chunk(chunk)
+        ending = self.ending
+        if isinstance(ending, Completion):
+            outbox.completion(ending)
+        elif isinstance(ending, Stopped):
+            outbox.stopped(ending)
+        elif isinstance(ending, Failed):
+            outbox.failed(ending)
 
     def __repr__(self) -> str:
         g = self.grant
@@ -238,17 +268,19 @@ class Run:
         data = chunk.text.encode("utf-8")
         outbox = ctx.outbox
         if len(data) <= ctx.max_chunk_bytes:
-            outbox.chunk(OutputChunk(grant.request_id, grant.lease_id, index, data, tokens))
+            item = OutputChunk(grant.request_id, grant.lease_id, index, data, tokens)
+            self.log.append(item)
+            outbox.chunk(item)
             self.next_index = index + 1
             ctx.stats.chunks += 1
         else:
             pieces = split_bytes(data, ctx.max_chunk_bytes)
             for i, piece in enumerate(pieces):
-                outbox.chunk(
-                    OutputChunk(
-                        grant.request_id, grant.lease_id, index + i, piece, tokens if i == 0 else 0
-                    )
+                item = OutputChunk(
+                    grant.request_id, grant.lease_id, index + i, piece, tokens if i == 0 else 0
                 )
+                self.log.append(item)
+                outbox.chunk(item)
             self.next_index = index + len(pieces)
             ctx.stats.chunks += len(pieces)
         if index == grant.next_chunk:  # its first chunk
@@ -266,7 +298,8 @@ class Run:
             )
         if self.cause == "preempt":
             done = self.resumed + self.sent_tokens
-            ctx.outbox.stopped(Stopped(self.grant.request_id, self.grant.lease_id, done))
+            stopped = self.ending = Stopped(self.grant.request_id, self.grant.lease_id, done)
+            ctx.outbox.stopped(stopped)
             ctx.outbox.credit()
             ctx.bump("preempted")
         elif self.cause == "cancel":
@@ -284,9 +317,10 @@ class Run:
 
     def _complete(self, input_tokens: int, output_tokens: int, reason: str) -> None:
         ctx, grant = self.context, self.grant
-        ctx.outbox.completion(
-            Completion(grant.request_id, grant.lease_id, input_tokens, output_tokens, reason)
+        completion = self.ending = Completion(
+            grant.request_id, grant.lease_id, input_tokens, output_tokens, reason
         )
+        ctx.outbox.completion(completion)
         ctx.outbox.credit()
         ctx.bump("completed")
         self._outcome = "completed"
@@ -300,6 +334,7 @@ class Run:
             return
         log.warning("worker %s: %s failed: %s", ctx.worker_id, self, message)
         self._outcome, self._error = "failed", message
-        ctx.outbox.failed(Failed(grant.request_id, grant.lease_id, message, retryable))
+        failed = self.ending = Failed(grant.request_id, grant.lease_id, message, retryable)
+        ctx.outbox.failed(failed)
         ctx.outbox.credit()
         ctx.bump("failed")

@@ -34,9 +34,23 @@ says so at once. A grant the server sent before it read the drain still
 comes; it runs like any other. (:mod:`workers.drain` tells when the last
 lease is over.)
 
-When the stream breaks, every run is cancelled (the server has already
-put those requests back in the queue, and their output stays stored) and
-the worker reconnects with exponential backoff and jitter.
+When the stream breaks, the runs go on (``keep_runs``, the default): the
+hello says ``keeps_leases``, so the server holds the stream's leases for
+its ``lease_s`` after the break. What the runs make meanwhile waits in the
+outbox, and the worker reconnects with exponential backoff and jitter. The
+new hello names every lease it still runs or still has to report
+(``held``) and gives only the credits of its free slots; the outbox is
+filled again with everything those runs reported but their credits (every
+chunk since the grant, then the ending), since whatever went out just
+before the break may have been lost: the server stores the chunk indexes
+it lacks, in order, drops the others, and answers a cancel stop for a
+lease it no longer holds (the run stops like any cancelled one). Runs still
+kept when lease_s has passed since the break are abandoned before the next
+try (the server has put those requests back in the queue). With
+``keep_runs`` False, or when the stream ended because :meth:`Worker.stop`
+was called, every run is abandoned at the break; a stopping worker tells
+the server it is ``leaving`` first, so its leases go back to the queue at
+once rather than after the grace.
 
 All items go out through one :class:`~workers.outbox.Outbox`, so many
 streams' chunks share a message.
@@ -56,11 +70,13 @@ from typing import Protocol
 
 from scheduler.clock import Clock
 from tidegate.client import (
+    HeldLease,
     LeaseFeedback,
     LeaseGrant,
     LeaseOpened,
     LeaseOrder,
     LeaseRejected,
+    LeaseSettled,
     LeaseStop,
     Retry,
     WorkerHello,
@@ -108,7 +124,9 @@ class WorkerConfig:
     runs make meanwhile waits and shares the next one (an idle stream sends at
     once; a busy one sends fewer, larger messages, each costing the worker and
     the server far less per chunk). ``default_max_tokens``: the output budget of
-    a request that names none."""
+    a request that names none. ``keep_runs``: when the stream breaks, go on
+    running and reconnect naming the leases (see the module docstring); False:
+    abandon every run at a break."""
 
     worker_id: str
     capacity: int = 64
@@ -116,6 +134,7 @@ class WorkerConfig:
     send_interval_s: float = 0.002
     lease_s: float = 0.0  # 0: the server's default
     default_max_tokens: int = 256
+    keep_runs: bool = True  # across a break: the server holds the leases lease_s
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     reconnect: Retry = field(
         default_factory=lambda: Retry(initial_s=0.1, max_s=5.0, give_up_s=None)
@@ -164,9 +183,14 @@ class Worker:
         self.stats = WorkerStats()
         self.tracker = LatencyTracker()
         self._runs: dict[str, Run] = {}
+        self._tails: dict[str, Run] = {}  # ended runs whose ending no stream took yet
         self._stopping = asyncio.Event()
         self._draining = False
-        self._outbox: Outbox | None = None  # the current stream's
+        self._box = Outbox()  # every stream's: runs outlive a break
+        self._context: RunContext | None = None  # made on the first stream, then kept
+        self._outbox: Outbox | None = None  # set while a stream is open
+        self._broke_at: float | None = None  # runs kept since a break at this time
+        self._grace_s = 0.0  # the last stream's lease_s: how long the server holds them
         self.connected = asyncio.Event()  # set while a stream is open (tests, readiness)
 
     def __repr__(self) -> str:
@@ -199,6 +223,7 @@ class Worker:
         backoff = self.config.reconnect.backoff(self._rng)
         try:
             while not self._stopping.is_set():
+                await self._expire_kept()
                 try:
                     link = await self._open()
                 except TidegateError as exc:
@@ -221,9 +246,24 @@ class Worker:
                 if await self._wait_stop(delay):
                     return
         finally:
+            await self._abandon_runs()  # stopped while away: what was kept goes too
             await self.backend.aclose()
             if self.probe is not None:
                 self.probe.close()
+
+    async def _expire_kept(self) -> None:
+        """Abandon kept runs once the server no longer holds their leases."""
+        broke_at = self._broke_at
+        if broke_at is None or self.clock.now() - broke_at <= self._grace_s:
+            return
+        log.warning(
+            "worker %s: not back within %.3g s (lease_s) of the break: its %d runs are "
+            "abandoned (the server has queued them again)",
+            self.name,
+            self._grace_s,
+            len(self._runs),
+        )
+        await self._abandon_runs()
 
     @property
     def name(self) -> str:
@@ -242,35 +282,60 @@ class Worker:
 
     async def _open(self) -> LeaseLink:
         config = self.config
+        held = self._resume()
         hello = WorkerHello(
             worker_id=config.worker_id,
             capacity=config.capacity,
             backend=self.backend.name,
             labels=config.labels,
             lease_s=config.lease_s,
+            held=held,
+            keeps_leases=config.keep_runs,
         )
-        return await self._connect(hello, credits=0 if self._draining else config.capacity)
+        # Kept runs hold their slots: only the free ones are credits.
+        credits = 0 if self._draining else max(0, config.capacity - len(self._runs))
+        return await self._connect(hello, credits=credits)
+
+    def _resume(self) -> tuple[HeldLease, ...]:
+        """Before a hello (no await, so no credit can slip between this and the
+        hello's count): the outbox holds again everything the kept runs reported
+        but their credits, and the leases to name come back."""
+        box = self._box
+        box.clear()
+        names: list[HeldLease] = []
+        for run in (*self._runs.values(), *self._tails.values()):
+            if run.held:
+                run.resend(box)
+                names.append(HeldLease(run.grant.request_id, run.grant.lease_id))
+        return tuple(names)
 
     async def _serve(self, link: LeaseLink) -> BaseException | None:
         """One stream, until it ends, breaks or stop() is called; returns why it ended."""
         self.stats.connects += 1
         self.stats.connected = True
         self.connected.set()
-        outbox = Outbox(max_bytes=max(1, link.opened.max_chunk_bytes))
+        max_bytes = max(1, link.opened.max_chunk_bytes)
+        outbox = self._box
+        outbox.max_bytes = max_bytes
         self._outbox = outbox
-        if self._draining:
+        self._broke_at = None
+        self._grace_s = link.opened.lease_s
+        if self._draining or len(outbox):
             outbox.wake.set()  # a stream opened while draining says so first
-        context = RunContext(
-            backend=self.backend,
-            outbox=outbox,
-            tracker=self.tracker,
-            clock=self.clock,
-            stats=self.stats,
-            max_chunk_bytes=max(1, link.opened.max_chunk_bytes),
-            default_max_tokens=self.config.default_max_tokens,
-            worker_id=self.name,
-            tracer=self.tracer,
-        )
+        context = self._context
+        if context is None:
+            context = self._context = RunContext(
+                backend=self.backend,
+                outbox=outbox,
+                tracker=self.tracker,
+                clock=self.clock,
+                stats=self.stats,
+                max_chunk_bytes=max_bytes,
+                default_max_tokens=self.config.default_max_tokens,
+                worker_id=self.name,
+                tracer=self.tracer,
+            )
+        context.max_chunk_bytes = max_bytes
         tasks = [
             asyncio.create_task(self._send(link, outbox), name=f"{self.name}:send"),
             asyncio.create_task(self._report(outbox), name=f"{self.name}:feedback"),
@@ -291,16 +356,29 @@ class Worker:
             self.connected.clear()
             self.stats.connected = False
             self._outbox = None
-            await self._abandon_runs()
-            outbox.clear()
+            if self.config.keep_runs and not self._stopping.is_set():
+                self._broke_at = self.clock.now()  # they go on; the next hello names them
+            else:
+                leases = bool(self._runs or self._tails)
+                await self._abandon_runs()
+                if self.config.keep_runs and leases:
+                    await self._say_leaving(link)
             with contextlib.suppress(Exception):
                 await link.close()
         return error
 
+    async def _say_leaving(self, link: LeaseLink) -> None:
+        """Tell the server its leases can go at once (best effort: else lease_s)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(link.send(WorkerReport(leaving=True)), 1.0)
+
     async def _abandon_runs(self) -> None:
-        """The stream is gone and its leases with it: stop every run, report nothing."""
+        """The leases are gone: stop every run, report nothing."""
         runs = list(self._runs.values())
         self._runs.clear()
+        self._tails.clear()
+        self._box.clear()
+        self._broke_at = None
         for run in runs:
             run.abandon()
         await asyncio.gather(*(run.task for run in runs if run.task), return_exceptions=True)
@@ -330,6 +408,24 @@ class Worker:
                 sent_at = loop.time()
                 await link.send(report)  # a CallFailed ends the stream
                 self.stats.reports += 1
+                for ending in report.completions:
+                    self._ending_sent(ending.request_id, ending.lease_id)
+                for stopped in report.stopped:
+                    self._ending_sent(stopped.request_id, stopped.lease_id)
+                for failed in report.failed:
+                    self._ending_sent(failed.request_id, failed.lease_id)
+
+    def _ending_sent(self, request_id: str, lease_id: int) -> None:
+        """A stream took this run's ending: nothing of it is sent again."""
+        run = self._runs.get(request_id) or self._tails.get(request_id)
+        if run is not None and run.grant.lease_id == lease_id:
+            run.ending_sent = True
+            self._drop_tail(request_id, lease_id)
+
+    def _drop_tail(self, request_id: str, lease_id: int) -> None:
+        tail = self._tails.get(request_id)
+        if tail is not None and tail.grant.lease_id == lease_id:
+            del self._tails[request_id]
 
     async def _report(self, outbox: Outbox) -> None:
         """Feedback (and so a heartbeat) every interval."""
@@ -378,6 +474,7 @@ class Worker:
                 run = self._runs.get(order.request_id)
                 if run is not None and run.grant.lease_id == order.lease_id:
                     run.stop(order.kind)
+                self._drop_tail(order.request_id, order.lease_id)  # nothing more to say
             elif isinstance(order, LeaseRejected):
                 run = self._runs.get(order.request_id)
                 if run is not None and run.grant.lease_id == order.lease_id:
@@ -385,11 +482,15 @@ class Worker:
                     run.stop("fenced")
                 else:
                     log.debug("worker %s: rejected: %s", self.name, order)
+                self._drop_tail(order.request_id, order.lease_id)
+            elif isinstance(order, LeaseSettled):
+                self._drop_tail(order.request_id, order.lease_id)
 
     def _start(self, grant: LeaseGrant, context: RunContext) -> None:
         old = self._runs.get(grant.request_id)
         if old is not None:
             old.abandon()  # a re-grant supersedes whatever ran before under an old lease
+        self._tails.pop(grant.request_id, None)
         self.stats.granted += 1
         run = Run(grant, context)
         self._runs[grant.request_id] = run
@@ -398,6 +499,8 @@ class Worker:
         def ended(_: asyncio.Task[None]) -> None:
             if self._runs.get(grant.request_id) is run:
                 del self._runs[grant.request_id]
+                if run.held:  # its ending has not gone out on a stream yet
+                    self._tails[grant.request_id] = run
             self.stats.running = len(self._runs)
 
         run.start().add_done_callback(ended)

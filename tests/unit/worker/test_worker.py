@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from scheduler.clock import VirtualClock
-from tidegate.client import Completion, Failed, LeaseRejected, LeaseStop, Stopped
+from tidegate.client import (
+    Completion,
+    Failed,
+    HeldLease,
+    LeaseRejected,
+    LeaseStop,
+    Stopped,
+)
 from workers.engine_metrics import EngineSignals
 from workers.errors import BackendFailedError, BackendRejectedError, WorkerConfigError
 from workers.probe import GpuReading, ScriptedProbe
@@ -25,13 +32,14 @@ def run(
     *,
     capacity: int = 4,
     probe: ScriptedProbe | None = None,
+    keep_runs: bool = True,
 ) -> Worker:
     async def main() -> Worker:
         clock = VirtualClock()
         connector = Connector()
         engine = backend or ScriptedBackend()
         worker = Worker(
-            WorkerConfig("w1", capacity=capacity, feedback_interval_s=1.0),
+            WorkerConfig("w1", capacity=capacity, feedback_interval_s=1.0, keep_runs=keep_runs),
             engine,
             connector,
             clock=clock,
@@ -151,7 +159,7 @@ def test_a_grant_with_a_bad_property_fails_for_good() -> None:
     run(body)
 
 
-def test_a_broken_stream_abandons_its_runs_and_the_worker_reconnects() -> None:
+def test_without_keep_runs_a_broken_stream_abandons_its_runs_and_the_worker_reconnects() -> None:
     backend = ScriptedBackend(words=1)
     backend.gate.clear()
 
@@ -175,9 +183,112 @@ def test_a_broken_stream_abandons_its_runs_and_the_worker_reconnects() -> None:
         second.push(grant("r1", 2, next_chunk=1, resume_output=b"w0 "))
         await second.until(lambda ln: bool(ln.completions))
         assert second.chunks("r1") == [(1, b"w1 ")]
+        assert (second.hello.held, second.hello.keeps_leases) == ((), False)
+
+    worker = run(body, backend, keep_runs=False)
+    assert worker.stats.connects == 2
+
+
+async def _reconnect(c: Connector, clock: VirtualClock, links: int) -> None:
+    """Run the backoff's virtual sleeps until the worker opened ``links`` streams."""
+    while len(c.links) < links:
+        await asyncio.sleep(0)
+        deadline = clock.next_deadline()
+        if deadline is not None and deadline - clock.now() < 1.0:  # not the feedback timer
+            clock.jump(deadline)
+
+
+def test_a_broken_stream_keeps_its_runs_and_the_new_hello_names_them() -> None:
+    backend = ScriptedBackend(words=2)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        first = await c.link(0)
+        assert first.hello.keeps_leases
+        first.push(grant("r1", 1))
+        first.push(grant("r2", 2))
+        await first.until(lambda ln: len(ln.chunks("r1")) == 2 and len(ln.chunks("r2")) == 2)
+        first.push(BREAK)
+        await _reconnect(c, clock, 2)
+        second = c.links[1]
+        assert b.cancelled == []  # the runs went on
+        assert second.hello.held == (HeldLease("r1", 1), HeldLease("r2", 2))
+        assert second.credits == 2  # its capacity less the two runs it holds
+        second.push(LeaseStop("r2", 2, "cancel"))  # the server no longer holds r2's lease
+        # Everything r1 made comes again (whatever went before the break may be
+        # lost; the server drops what it stored), then its completion.
+        await second.until(lambda ln: ln.credits_back == 1)
+        assert b.cancelled == ["r2"]
+        b.gate.set()
+        await second.until(lambda ln: bool(ln.completions))
+        assert second.chunks("r1") == [(0, b"w0 "), (1, b"w1 ")]
+        assert second.completions == [Completion("r1", 1, 7, 2, "length")]
+        assert second.credits_back == 2
 
     worker = run(body, backend)
-    assert worker.stats.connects == 2
+    assert (worker.stats.connects, worker.stats.completed, worker.stats.cancelled) == (2, 1, 1)
+
+
+def test_an_ending_no_stream_took_goes_out_after_the_reconnect() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        first = await c.link(0)
+        first.push(grant("r1", 1))
+        await first.until(lambda ln: bool(ln.chunks("r1")))
+        first.push(BREAK)
+        await asyncio.sleep(0)
+        b.gate.set()  # it finishes while no stream is open
+        await _reconnect(c, clock, 2)
+        second = c.links[1]
+        assert second.hello.held == (HeldLease("r1", 1),)
+        assert second.credits == 4  # nothing runs any more
+        await second.until(lambda ln: bool(ln.completions))
+        assert second.chunks("r1") == [(0, b"w0 ")]
+        assert second.completions == [Completion("r1", 1, 7, 1, "length")]
+        assert second.credits_back == 0  # its slot was in the hello's credits
+
+    run(body, backend)
+
+
+def test_kept_runs_are_abandoned_once_lease_s_passed_without_a_reconnect() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        first = await c.link(0)
+        first.push(grant("r1", 1))
+        await first.until(lambda ln: bool(ln.chunks("r1")))
+        c.fail = 100  # from now on the server is out of reach
+        first.push(BREAK)
+        while not b.cancelled:
+            await asyncio.sleep(0)
+            deadline = clock.next_deadline()
+            if deadline is not None:
+                clock.jump(deadline)
+        assert clock.now() > first.opened.lease_s
+        c.fail = 0
+        await _reconnect(c, clock, 2)
+        assert c.links[1].hello.held == ()
+        assert c.links[1].credits == 4
+
+    run(body, backend)
+
+
+def test_a_stopping_worker_says_it_is_leaving() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 1))
+        await link.until(lambda ln: bool(ln.chunks("r1")))
+        w.stop()
+        await link.until(lambda ln: ln.reports[-1].leaving)
+        assert b.cancelled == ["r1"]
+
+    run(body, backend)
 
 
 def test_feedback_every_interval_carries_probe_engine_and_latency() -> None:
