@@ -9,4 +9,6 @@ BENCH_NAMES: tuple[str, ...] = (
     "fanin",
     "schedule",
     "recovery",
+    "submit",
+    "relay",
 )

@@ -611,8 +611,20 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--queued", type=_positive_int, help="queued requests (schedule)")
     p.add_argument("--tenants", type=_positive_int, help="tenants (schedule)")
     p.add_argument("--subscriptions", type=_positive_int, help="subscriptions (fanin)")
-    p.add_argument("--rate", type=_positive_int, help="messages per second (fanin)")
-    p.add_argument("--seconds", type=_seconds, help="how long to publish (fanin)")
+    p.add_argument(
+        "--rate",
+        type=_positive_int,
+        help="messages per second (fanin), Submit calls per second (submit), "
+        "chunks per second per stream (relay)",
+    )
+    p.add_argument("--seconds", type=_seconds, help="how long to publish, submit or stream")
+    p.add_argument("--streams", type=_positive_int, help="concurrent reply streams (relay)")
+    p.add_argument("--workers", type=_positive_int, help="worker processes (relay)")
+    p.add_argument(
+        "--warmup-s",
+        type=_seconds,
+        help="relay: leave the streams' first seconds out of the steady-state figures",
+    )
     p.add_argument("--clients", type=_positive_int, help="publishing threads (over gRPC)")
     p.add_argument(
         "--fsync", choices=("always", "interval"), default=None, help="the store's fsync policy"

@@ -17,7 +17,9 @@ contract's keys for NAME and more. Where a workload runs:
   subscription engine and refuses.
 
 ``schedule`` times the scheduler's dispatch decision, which involves no
-broker or wire: it always runs in this process.
+broker or wire: it always runs in this process. ``submit`` and ``relay``
+measure the serving path (:mod:`.serving`): they start their own server and
+worker processes, so they take neither ``--server`` nor ``--in-process``.
 
 Every figure dict says where it was measured (``mode``) and under which
 fsync policy. Benchmarks measure and report; they never assert a time.
@@ -65,6 +67,8 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "fanin": {"subscriptions": 100_000, "rate": 1000, "seconds": 5.0},
     "schedule": {"queued": 100_000, "tenants": 1_000},
     "recovery": {"log_bytes": 256 * MiB, "clients": 2},
+    "submit": {"rate": 500, "seconds": 10.0},
+    "relay": {"streams": 1000, "rate": 20, "seconds": 12.0, "workers": 4, "warmup_s": 2.0},
 }
 
 
@@ -96,6 +100,16 @@ def run_bench(
     fsync: str | None = options.get("fsync")
     if in_process and server is not None:
         raise UsageError("--in-process and --server exclude each other")
+    if name in ("submit", "relay"):
+        if server is not None or in_process:
+            raise UsageError(
+                f"bench {name} starts its own server and workers; drop --server/--in-process"
+            )
+        if data_dir is not None:
+            raise UsageError(
+                f"bench {name} keeps its data in a temporary directory; drop --data-dir"
+            )
+        return _labelled(name, "server", fsync or "interval", _serving(name, opts, fsync))
     if name == "schedule":
         if server is not None:
             raise UsageError("bench schedule times the scheduler in this process; drop --server")
@@ -119,6 +133,23 @@ def run_bench(
             )
         return _over_remote(name, opts, server)
     return _over_own_server(name, opts, data_dir, fsync or "interval")
+
+
+def _serving(name: str, opts: dict[str, Any], fsync: str | None) -> Figures:
+    from tidegate.bench import serving  # noqa: PLC0415 - starts worker processes; only here
+
+    if name == "submit":
+        return serving.run_submit(
+            rate=opts["rate"], seconds=float(opts["seconds"]), fsync=fsync or "interval"
+        )
+    return serving.run_relay(
+        streams=opts["streams"],
+        rate=opts["rate"],
+        seconds=float(opts["seconds"]),
+        workers=opts["workers"],
+        warmup_s=float(opts["warmup_s"]),
+        fsync=fsync or "interval",
+    )
 
 
 def _labelled(name: str, mode: str, fsync: str | None, figures: Figures) -> Figures:
@@ -207,6 +238,9 @@ _OPTION_KEYS = (
     "subscriptions",
     "rate",
     "seconds",
+    "streams",
+    "workers",
+    "warmup_s",
     "fsync",
 )
 

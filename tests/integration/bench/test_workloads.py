@@ -33,6 +33,8 @@ CONTRACT_KEYS = {
     "fanin": ("subscriptions", "deliver_p50_ms", "deliver_p99_ms"),
     "schedule": ("dispatch_us_p50", "dispatch_us_p99"),
     "recovery": ("log_bytes", "recover_s"),
+    "submit": ("achieved_per_s", "p50_ms", "p99_ms"),
+    "relay": ("chunks_per_s", "p50_ms", "p99_ms"),
 }
 MAY_BE_ZERO = {"rss_bytes", "bytes_per_topic"}  # RSS can shrink over a tiny run
 
@@ -43,6 +45,8 @@ TINY: dict[str, dict[str, Any]] = {
     "fanin": {"subscriptions": 300, "rate": 200, "seconds": 0.5},
     "schedule": {"queued": 500, "tenants": 5},
     "recovery": {"log_bytes": 2_000_000, "clients": 2},
+    "submit": {"rate": 50, "seconds": 1.0},
+    "relay": {"streams": 20, "rate": 20, "seconds": 3.0, "workers": 2, "warmup_s": 1.0},
 }
 
 
@@ -97,10 +101,22 @@ def check_counts(name: str, figures: dict[str, Any], options: dict[str, Any]) ->
         assert figures["received"] == figures["sent"] > 0
     if name == "recovery":
         assert figures["log_bytes"] >= options["log_bytes"]
+    if name == "submit":
+        assert figures["requests"] == figures["started"] == options["rate"] * options["seconds"]
+    if name == "relay":
+        assert figures["streams"] == options["streams"]
+        # The steady window is a part of the run: fewer chunks, none slower
+        # than the whole run's slowest.
+        whole = figures["whole_run"]
+        assert 0 < figures["chunks"] < whole["chunks"]
+        assert figures["max_ms"] <= whole["max_ms"]
+        assert figures["steady_s"] > 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["produce", "consume", "lite-topics", "fanin", "recovery"])
+@pytest.mark.parametrize(
+    "name", ["produce", "consume", "lite-topics", "fanin", "recovery", "submit", "relay"]
+)
 def test_against_a_server_it_starts(name: str, clean_tmp: Path) -> None:
     figures = run_bench(name, TINY[name])
     check_figures(name, figures, "server")

@@ -28,6 +28,8 @@ def test_every_contract_name_has_defaults() -> None:
         "fanin",
         "schedule",
         "recovery",
+        "submit",
+        "relay",
     }
 
 
@@ -110,6 +112,16 @@ def test_recovery_cannot_kill_a_server_it_did_not_start() -> None:
 def test_schedule_runs_in_this_process_only() -> None:
     with pytest.raises(UsageError, match="drop --server"):
         run_bench("schedule", {}, server=REMOTE)
+
+
+@pytest.mark.parametrize("name", ["submit", "relay"])
+def test_serving_benches_start_their_own_server_and_workers(name: str) -> None:
+    with pytest.raises(UsageError, match="starts its own server and workers"):
+        run_bench(name, {}, server=REMOTE)
+    with pytest.raises(UsageError, match="starts its own server and workers"):
+        run_bench(name, {}, in_process=True)
+    with pytest.raises(UsageError, match="temporary directory; drop --data-dir"):
+        run_bench(name, {}, "/tmp/somewhere")
 
 
 def test_own_server_settings_do_not_apply_to_a_running_one() -> None:

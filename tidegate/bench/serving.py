@@ -1,13 +1,14 @@
-"""Issue 5's serving targets, measured over real processes (reports, never asserts).
+"""The serving path's targets, measured over real processes (reports, never asserts).
 
-    .venv/bin/python -m benchmarks.serving_targets submit [--rate 500] [--seconds 10]
-    .venv/bin/python -m benchmarks.serving_targets relay [--streams 1000] [--rate 20] [--seconds 10]
+    tidegate bench submit [--rate 500] [--seconds 10] --json
+    tidegate bench relay [--streams 1000] [--rate 20] [--seconds 12] [--warmup-s 2] --json
 
-Both start a ``tidegate serve`` on loopback (fsync interval, a temporary data
-directory) and worker processes running the real lease loop
-(:class:`workers.worker.Worker`) over the SDK, with a backend made for the
-measurement; the client is this process. Times come from CLOCK_MONOTONIC,
-which all processes of the machine share.
+Both start a ``tidegate serve`` on loopback (fsync ``interval`` unless
+``--fsync`` says otherwise, a temporary data directory) and worker
+processes running the real lease loop (:class:`workers.worker.Worker`) over
+the SDK, with a backend made for the measurement; the client is this
+process. Times come from CLOCK_MONOTONIC, which all processes of the
+machine share.
 
 * ``submit``: open-loop Submit calls at ``--rate`` per second; per request,
   from the moment the client calls Submit to the moment the worker's
@@ -18,13 +19,22 @@ which all processes of the machine share.
   clock at the moment the worker handed it to its Lease stream, and the
   client subtracts it from its own clock when the chunk arrives on the
   reply lite-topic (worker publish -> server store -> client receive).
-  Also each side's CPU over the streaming part: ``cores`` (CPU seconds per
-  second) and ``cpu_us_per_chunk`` (per chunk the client received) for the
-  server, the workers together and the client, and ``chunks_per_report``
-  (chunks per Lease message the workers sent). The machine is shared: read
+  ``p50_ms``/``p99_ms``/``max_ms`` are the steady state: chunks the workers
+  sent from ``--warmup-s`` after the streams began until half a second
+  before the first stream ended. Starting all the streams at once (their
+  submits, grants and reply subscriptions) is a burst the server needs
+  about a second and a half to work off at 1,000 streams, and all of them
+  ending in the same instant is another; ``whole_run`` has the figures over
+  every chunk, those included. Also each side's CPU over the streaming
+  part: ``cores`` (CPU seconds per second) and ``cpu_us_per_chunk`` (per
+  chunk the client received) for the server, the workers together and the
+  client, and ``chunks_per_report`` (chunks per Lease message the workers
+  sent). The machine is shared: read
   the CPU figures, which load moves less than latency, beside the times.
 
-One JSON object on stdout.
+``tidegate bench submit|relay`` run these (:func:`run_submit`,
+:func:`run_relay`); the workers are this module run as a script
+(``python -m tidegate.bench.serving _worker ...``).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler.clock import MonotonicClock
@@ -50,12 +61,13 @@ from workers.engine_metrics import EngineSignals
 from workers.worker import Worker, WorkerConfig
 
 SEND_INTERVAL_S = WorkerConfig("default").send_interval_s  # the workers' default
+_COOLDOWN_S = 0.5  # before the first stream's end: the steady window stops here
 KEYS = {"acme": "bench-acme", "fleet": "bench-fleet"}
 CONFIG = """\
 tenants:
   acme: {{api_key_env: BENCH_ACME, max_queued: 1000000}}
   fleet: {{role: worker, api_key_env: BENCH_FLEET}}
-broker: {{fsync: interval}}
+broker: {{fsync: {fsync}}}
 scheduler:
   window: {{initial: {window}, minimum: 1, maximum: {window}}}
 """
@@ -204,11 +216,13 @@ async def worker_main(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ processes
 
 
-def start_server(directory: Path, window: int) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    directory: Path, window: int, fsync: str = "interval"
+) -> tuple[subprocess.Popen[str], str]:
     config = directory / "config.yaml"
-    config.write_text(CONFIG.format(window=window))
+    config.write_text(CONFIG.format(window=window, fsync=fsync))
     env = {**os.environ, "BENCH_ACME": KEYS["acme"], "BENCH_FLEET": KEYS["fleet"]}
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and command
         [
             *(sys.executable, "-m", "tidegate", "serve", "--config", str(config)),
             *("--data-dir", str(directory / "data"), "--listen", "127.0.0.1:0"),
@@ -237,9 +251,9 @@ def start_worker(
     out: Path,
     send_interval_s: float = SEND_INTERVAL_S,
 ) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and command
         [
-            *(sys.executable, "-m", "benchmarks.serving_targets", "_worker", "--server", address),
+            *(sys.executable, "-m", "tidegate.bench.serving", "_worker", "--server", address),
             *("--worker-id", f"bench-{index}", "--mode", mode, "--capacity", str(capacity)),
             *("--interval-s", str(interval_s), "--seconds", str(seconds), "--out", str(out)),
             *("--send-interval-s", str(send_interval_s)),
@@ -296,17 +310,18 @@ async def submit_at_rate(
     return sent, acks
 
 
-def run_submit(args: argparse.Namespace) -> dict[str, object]:
+def run_submit(*, rate: float, seconds: float, fsync: str = "interval") -> dict[str, object]:
+    """Submit to worker start, ``rate`` Submit calls a second for ``seconds``."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        server, address = start_server(directory, window=256)
+        server, address = start_server(directory, window=256, fsync=fsync)
         out = directory / "started.json"
         worker = start_worker(
             address, 0, "start", capacity=256, interval_s=0.0, seconds=0.0, out=out
         )
         try:
             began = time.monotonic()
-            sent, acks = asyncio.run(submit_at_rate(address, args.rate, args.seconds))
+            sent, acks = asyncio.run(submit_at_rate(address, rate, seconds))
             took = time.monotonic() - began
         finally:
             stop(worker)
@@ -315,7 +330,7 @@ def run_submit(args: argparse.Namespace) -> dict[str, object]:
     delays = [started[rid] - t for rid, t in sent.items() if rid in started]
     return {
         "target": "submit_to_worker_start",
-        "rate_per_s": args.rate,
+        "rate_per_s": rate,
         "requests": len(sent),
         "started": len(delays),
         "achieved_per_s": round(len(sent) / took, 1),
@@ -337,11 +352,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True, slots=True)
+class _Relayed:
+    """One chunk the client received: when the worker sent it, and its delay."""
+
+    sent: float
+    delay: float
+
+
 async def relay(
-    address: str, streams: int, seconds: float, pids: dict[str, int]
+    address: str, streams: int, seconds: float, warmup_s: float, pids: dict[str, int]
 ) -> dict[str, object]:
-    """Relay figures, and each process's CPU over the streaming part per chunk received."""
-    delays: list[float] = []
+    """Relay figures (steady state and whole run), and each process's CPU over
+    the streaming part per chunk received."""
+    relayed: list[_Relayed] = []
+    ends: list[float] = []
     async with InferenceClient(address, api_key=KEYS["acme"], reply_buffer=20000) as client:
         submitted: list[Submitted] = await asyncio.gather(
             *(
@@ -356,7 +381,9 @@ async def relay(
                 # is in place (they wait for it): they measure the start, not relay.
                 if isinstance(event, ReplyChunk) and event.index >= 10:
                     with contextlib.suppress(ValueError):
-                        delays.append(time.monotonic() - float(event.data))
+                        sent = float(event.data)
+                        relayed.append(_Relayed(sent, time.monotonic() - sent))
+            ends.append(time.monotonic())
 
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         client_before = time.process_time()
@@ -365,17 +392,28 @@ async def relay(
         took = time.monotonic() - began
         client_cpu = time.process_time() - client_before
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
-    settled = delays
+    steady_from = began + warmup_s
+    steady_to = min(ends, default=began) - _COOLDOWN_S
+    steady = [r.delay for r in relayed if steady_from <= r.sent <= steady_to]
+    whole = [r.delay for r in relayed]
     # Every chunk the client received, the first ten of each stream included.
-    received = len(delays) + 10 * streams
+    received = len(relayed) + 10 * streams
     cpu["client"] = client_cpu
     workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
     return {
-        "chunks": len(delays),
-        "chunks_per_s": round(len(delays) / took, 1),
-        "p50_ms": ms(percentile(settled, 50)),
-        "p99_ms": ms(percentile(settled, 99)),
-        "max_ms": ms(max(settled, default=None)),
+        "chunks": len(steady),
+        "steady_s": round(max(0.0, steady_to - steady_from), 2),
+        "warmup_s": warmup_s,
+        "chunks_per_s": round(len(relayed) / took, 1),
+        "p50_ms": ms(percentile(steady, 50)),
+        "p99_ms": ms(percentile(steady, 99)),
+        "max_ms": ms(max(steady, default=None)),
+        "whole_run": {
+            "chunks": len(whole),
+            "p50_ms": ms(percentile(whole, 50)),
+            "p99_ms": ms(percentile(whole, 99)),
+            "max_ms": ms(max(whole, default=None)),
+        },
         "cores": {
             "server": round(cpu["server"] / took, 3),
             "workers": round(workers / took, 3),
@@ -389,59 +427,61 @@ async def relay(
     }
 
 
-def run_relay(args: argparse.Namespace) -> dict[str, object]:
-    per_worker = -(-args.streams // args.workers)
+def run_relay(
+    *,
+    streams: int,
+    rate: float,
+    seconds: float,
+    workers: int = 4,
+    warmup_s: float = 2.0,
+    send_interval_s: float = SEND_INTERVAL_S,
+    fsync: str = "interval",
+) -> dict[str, object]:
+    """Chunk relay: ``streams`` requests, a chunk each every ``1/rate`` s for ``seconds``."""
+    per_worker = -(-streams // workers)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        server, address = start_server(directory, window=per_worker)
-        workers = [
+        server, address = start_server(directory, window=per_worker, fsync=fsync)
+        fleet = [
             start_worker(
                 address,
                 i,
                 "tick",
                 capacity=per_worker,
-                interval_s=1.0 / args.rate,
-                seconds=args.seconds,
+                interval_s=1.0 / rate,
+                seconds=seconds,
                 out=directory / f"{i}",
-                send_interval_s=args.send_interval_s,
+                send_interval_s=send_interval_s,
             )
-            for i in range(args.workers)
+            for i in range(workers)
         ]
         try:
-            pids = {"server": server.pid} | {f"worker{i}": w.pid for i, w in enumerate(workers)}
-            figures = asyncio.run(relay(address, args.streams, args.seconds, pids))
+            pids = {"server": server.pid} | {f"worker{i}": w.pid for i, w in enumerate(fleet)}
+            figures = asyncio.run(relay(address, streams, seconds, warmup_s, pids))
         finally:
-            for worker in workers:
+            for worker in fleet:
                 stop(worker)
             stop(server)
-        stats = [json.loads((directory / f"{i}").read_text())["stats"] for i in range(args.workers)]
+        stats = [json.loads((directory / f"{i}").read_text())["stats"] for i in range(workers)]
     sent = sum(s["chunks"] for s in stats)
     reports = sum(s["reports"] for s in stats)
     figures["chunks_per_report"] = round(sent / max(1, reports), 2)
     return {
         "target": "chunk_relay",
-        "streams": args.streams,
-        "rate_per_stream": args.rate,
-        "offered_chunks_per_s": args.streams * args.rate,
-        "workers": args.workers,
-        "send_interval_s": args.send_interval_s,
+        "streams": streams,
+        "rate_per_stream": rate,
+        "offered_chunks_per_s": streams * rate,
+        "workers": workers,
+        "send_interval_s": send_interval_s,
         **figures,
         "target_p99_ms": 10.0,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="serving_targets")
+    """The workers' entry point (``python -m tidegate.bench.serving _worker ...``)."""
+    parser = argparse.ArgumentParser(prog="tidegate.bench.serving")
     sub = parser.add_subparsers(dest="what", required=True)
-    s = sub.add_parser("submit")
-    s.add_argument("--rate", type=float, default=500.0)
-    s.add_argument("--seconds", type=float, default=10.0)
-    r = sub.add_parser("relay")
-    r.add_argument("--streams", type=int, default=1000)
-    r.add_argument("--rate", type=float, default=20.0)
-    r.add_argument("--seconds", type=float, default=10.0)
-    r.add_argument("--workers", type=int, default=4)
-    r.add_argument("--send-interval-s", type=float, default=SEND_INTERVAL_S)
     w = sub.add_parser("_worker")
     w.add_argument("--server", required=True)
     w.add_argument("--worker-id", required=True)
@@ -451,12 +491,7 @@ def main() -> None:
     w.add_argument("--seconds", type=float, required=True)
     w.add_argument("--out", required=True)
     w.add_argument("--send-interval-s", type=float, default=SEND_INTERVAL_S)
-    args = parser.parse_args()
-    if args.what == "_worker":
-        asyncio.run(worker_main(args))
-        return
-    figures = run_submit(args) if args.what == "submit" else run_relay(args)
-    print(json.dumps(figures))
+    asyncio.run(worker_main(parser.parse_args()))
 
 
 if __name__ == "__main__":
