@@ -130,12 +130,21 @@ class RawWorker:
         credits: int = 4,
         lease_s: float = 0.0,
         tenant: str = "fleet",
+        keeps_leases: bool = False,
+        held: tuple[pb.Grant, ...] = (),
     ) -> None:
+        """``keeps_leases``, ``held``: the hello's (the grants of the leases it names)."""
         self._out: queue.Queue[pb.WorkerMessage | None] = queue.Queue()
         self.frames: queue.Queue[pb.ServerMessage | BaseException | None] = queue.Queue()
         self._out.put(
             pb.WorkerMessage(
-                hello=pb.WorkerHello(worker_id=worker_id, capacity=credits, lease_s=lease_s),
+                hello=pb.WorkerHello(
+                    worker_id=worker_id,
+                    capacity=credits,
+                    lease_s=lease_s,
+                    keeps_leases=keeps_leases,
+                    held=[pb.HeldLease(request_id=g.request_id, lease_id=g.lease_id) for g in held],
+                ),
                 credits=credits,
             )
         )
