@@ -107,9 +107,14 @@ class HFConfig:
             raise WorkerConfigError(
                 f"hf.batching must be one of {_BATCHING} (got {self.batching!r})"
             )
-        if self.cache_memory is not None and not 0 < self.cache_memory < 1:
+        memory = self.cache_memory
+        if memory is not None and (
+            isinstance(memory, bool) or not isinstance(memory, int | float) or not 0 < memory < 1
+        ):
+            raise WorkerConfigError(f"hf.cache_memory must be a number in (0, 1) (got {memory!r})")
+        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
             raise WorkerConfigError(
-                f"hf.cache_memory must be in (0, 1) (got {self.cache_memory!r})"
+                f"hf.cuda_graphs must be true or false (got {self.cuda_graphs!r})"
             )
 
 

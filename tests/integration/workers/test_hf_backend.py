@@ -180,8 +180,10 @@ def test_auto_batching_is_threads_on_cpu(loaded: tuple[Any, Any]) -> None:
     ("options", "rule"),
     [
         ({"batching": "paged"}, "hf.batching must be one of"),
-        ({"cache_memory": 1.0}, r"hf.cache_memory must be in \(0, 1\)"),
-        ({"cache_memory": 0.0}, r"hf.cache_memory must be in \(0, 1\)"),
+        ({"cache_memory": 1.0}, r"hf.cache_memory must be a number in \(0, 1\)"),
+        ({"cache_memory": 0.0}, r"hf.cache_memory must be a number in \(0, 1\)"),
+        ({"cache_memory": "half"}, r"hf.cache_memory must be a number in \(0, 1\)"),
+        ({"cuda_graphs": "yes"}, "hf.cuda_graphs must be true or false"),
     ],
 )
 def test_bad_batching_options_name_the_field(options: dict[str, Any], rule: str) -> None:
