@@ -470,7 +470,9 @@ class WorkerHello(_message.Message):
          order made while the worker was away arrives after the reconnect.
          A second stream opened while the first is still open replaces it as
          before (the first one's leases go back to the queue), except the
-         leases its hello names, which it takes over as after a break.
+         leases its hello names, which it takes over as after a break. A
+         stream that takes over the leases of a draining one is draining too
+         (answered `draining` at once).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

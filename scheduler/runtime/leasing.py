@@ -161,7 +161,10 @@ class Leasing:
                 # The preempt order went to the broken stream, or came while
                 # nothing was attached: say it again here.
                 session.push(StopOut(rid, lease.lease_id, StopReason.PREEMPT))
-        session.draining = held.draining  # the policy worker is the same, drain included
+        if held.draining:
+            # The policy worker is the same, drain included: no grant follows here.
+            session.draining = True
+            session.push(DrainingOut())
         core.counters["leases_reattached"] += len(taken)
         core.kick()
 

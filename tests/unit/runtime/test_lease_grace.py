@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 
 from scheduler.runtime import (
+    DrainingOut,
     RuntimeOptions,
     SettledOut,
     State,
@@ -239,6 +240,29 @@ def test_no_grace_for_a_worker_leaving_or_one_that_does_not_keep_its_runs() -> N
         assert runtime.status("acme", first.request_id).state == State.QUEUED
         assert runtime.stats().counters["lease_expired"] == 2
         assert runtime.stats().counters.get("leases_held", 0) == 0
+        await runtime.stop()
+
+    run(body)
+
+
+def test_a_stream_taking_over_a_draining_one_is_draining_too() -> None:
+    async def body() -> None:
+        runtime, _, _ = make_runtime()
+        await runtime.start()
+        await runtime.submit("acme", SubmitSpec(), b"p")
+        await runtime.submit("acme", SubmitSpec(), b"q")
+        first = KeepingWorker(runtime, "w1")
+        first.credit(1)
+        grant = await first.grant()
+        first.send(WorkerInput(draining=True))
+        first.close()
+        await settle()
+        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        back.credit(4)
+        assert [type(item) for item in await back.drain()] == [DrainingOut]
+        back.complete(grant)
+        await settle()
+        assert runtime.stats().policy.queued == 1  # the other one waits for another worker
         await runtime.stop()
 
     run(body)
