@@ -159,7 +159,11 @@ class Leasing:
             session.leases[rid] = lease
             if lease.state == STOPPING:
                 # The preempt order went to the broken stream, or came while
-                # nothing was attached: say it again here.
+                # nothing was attached: say it again here. The worker hears it
+                # only now, so its lease_s to answer (see Core.tick) starts now:
+                # from the first order, a late reconnect would be left so little
+                # that the request is queued again while this worker still runs it.
+                lease.stop_at = now
                 session.push(StopOut(rid, lease.lease_id, StopReason.PREEMPT))
         if held.draining:
             # The policy worker is the same, drain included: no grant follows here.

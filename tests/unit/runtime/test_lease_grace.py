@@ -266,3 +266,34 @@ def test_a_stream_taking_over_a_draining_one_is_draining_too() -> None:
         await runtime.stop()
 
     run(body)
+
+
+def test_a_preempt_order_resent_at_a_late_take_over_gives_the_worker_lease_s_to_answer() -> None:
+    async def body() -> None:
+        runtime, _, clock = make_runtime(
+            config=tenants_config(window=1), options=RuntimeOptions(lease_s=2.0)
+        )
+        await runtime.start()
+        low = await runtime.submit("acme", SubmitSpec(priority=0), b"low")
+        first = KeepingWorker(runtime, "w1")
+        first.credit(2)
+        grant = await first.grant()
+        first.close()
+        await settle()
+        await runtime.submit("acme", SubmitSpec(priority=2), b"high")  # the order is made now
+        await advance(clock, 1.5)
+        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        assert await back.next() == StopOut(low.request_id, grant.lease_id, StopReason.PREEMPT)
+        # The order reached the worker only now: it has lease_s from here to answer,
+        # not what was left of lease_s from when the order was made.
+        await advance(clock, 1.0)
+        assert runtime.stats().counters.get("lease_expired", 0) == 0
+        assert runtime.status("acme", low.request_id).state == State.RUNNING
+        back.stopped(grant, 0)
+        back.credit(1)
+        await settle()
+        assert runtime.stats().counters["preempted"] == 1
+        assert back.stops() == [StopOut(low.request_id, grant.lease_id, StopReason.PREEMPT)]
+        await runtime.stop()
+
+    run(body)
