@@ -59,6 +59,9 @@ class LeaseStream:
         except grpc.RpcError as exc:
             call.cancel()
             raise from_rpc_error(exc, method="Lease", server=server) from None
+        except asyncio.CancelledError:
+            call.cancel()  # given up (a worker whose kept runs' grace ended): end it now
+            raise
         if not isinstance(frame, pb.ServerMessage) or not frame.HasField("opened"):
             call.cancel()
             raise Unavailable(f"Lease: the server {server} ended the stream before opening it")

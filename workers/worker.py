@@ -45,8 +45,10 @@ chunk since the grant, then the ending), since whatever went out just
 before the break may have been lost: the server stores the chunk indexes
 it lacks, in order, drops the others, and answers a cancel stop for a
 lease it no longer holds (the run stops like any cancelled one). Runs still
-kept when lease_s has passed since the break are abandoned before the next
-try (the server has put those requests back in the queue). With
+kept when lease_s has passed since the break are abandoned right then, in
+the middle of a backoff or of a connect that hangs (which is given up): the
+server has put those requests back in the queue, and another worker may run
+them; the next hello names none of them. With
 ``keep_runs`` False, or when the stream ended because :meth:`Worker.stop`
 was called, every run is abandoned at the break; a stopping worker tells
 the server it is ``leaving`` first, so its leases go back to the queue at
@@ -63,10 +65,10 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 from scheduler.clock import Clock
 from tidegate.client import (
@@ -229,8 +231,10 @@ class Worker:
                 except TidegateError as exc:
                     delay = backoff.failed(self.clock.now())
                     log.warning("worker %s: cannot open a Lease stream: %s", self.name, exc)
-                    if delay is None or await self._wait_stop(delay):
+                    if delay is None or await self._pause(delay):
                         return
+                    continue
+                if link is None:  # stop() came, or the kept runs' grace ended meanwhile
                     continue
                 backoff.succeeded()
                 error = await self._serve(link)
@@ -243,7 +247,7 @@ class Worker:
                     error or "closed by the server",
                     delay,
                 )
-                if await self._wait_stop(delay):
+                if await self._pause(delay):
                     return
         finally:
             await self._abandon_runs()  # stopped while away: what was kept goes too
@@ -251,11 +255,18 @@ class Worker:
             if self.probe is not None:
                 self.probe.close()
 
+    def _kept_until(self) -> float | None:
+        """When the server stops holding the kept runs' leases (None: none kept)."""
+        return None if self._broke_at is None else self._broke_at + self._grace_s
+
     async def _expire_kept(self) -> None:
         """Abandon kept runs once the server no longer holds their leases."""
-        broke_at = self._broke_at
-        if broke_at is None or self.clock.now() - broke_at <= self._grace_s:
-            return
+        until = self._kept_until()
+        if until is not None and self.clock.now() >= until:
+            await self._abandon_kept()
+
+    async def _abandon_kept(self) -> None:
+        """The server no longer holds the kept runs' leases: stop them, report nothing."""
         log.warning(
             "worker %s: not back within %.3g s (lease_s) of the break: its %d runs are "
             "abandoned (the server has queued them again)",
@@ -269,6 +280,20 @@ class Worker:
     def name(self) -> str:
         return self.config.worker_id
 
+    async def _pause(self, seconds: float) -> bool:
+        """The backoff's wait; True when stop() came meanwhile. Kept runs are
+        abandoned when their grace ends during it, not at the next try: the
+        server has put their requests back in the queue by then, and another
+        worker may be running them."""
+        end = self.clock.now() + seconds
+        while True:
+            until = self._kept_until()
+            if until is None or until > end:
+                return await self._wait_stop(max(0.0, end - self.clock.now()))
+            if await self._wait_stop(max(0.0, until - self.clock.now())):
+                return True
+            await self._abandon_kept()
+
     async def _wait_stop(self, seconds: float) -> bool:
         """Sleep ``seconds`` on the clock; True when stop() came meanwhile."""
         sleep = asyncio.ensure_future(self.clock.sleep(seconds))
@@ -280,7 +305,8 @@ class Worker:
                 task.cancel()
         return self._stopping.is_set()
 
-    async def _open(self) -> LeaseLink:
+    async def _open(self) -> LeaseLink | None:
+        """A new stream; None when stop() came or the kept runs' grace ended first."""
         config = self.config
         held = self._resume()
         hello = WorkerHello(
@@ -294,7 +320,41 @@ class Worker:
         )
         # Kept runs hold their slots: only the free ones are credits.
         credits = 0 if self._draining else max(0, config.capacity - len(self._runs))
-        return await self._connect(hello, credits=credits)
+        return await self._connecting(self._connect(hello, credits=credits))
+
+    async def _connecting(self, connect: Awaitable[LeaseLink]) -> LeaseLink | None:
+        """``connect``, given up (None) when stop() comes or the kept runs' grace ends
+        first: a server that does not answer must not keep the runs going past it
+        (those requests run elsewhere by then). They are abandoned; the next hello
+        names none of them."""
+        task = asyncio.ensure_future(connect)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        waits: set[asyncio.Future[Any]] = {task, stop}
+        until = self._kept_until()
+        timer = None
+        if until is not None:
+            timer = asyncio.ensure_future(self.clock.sleep(max(0.0, until - self.clock.now())))
+            waits.add(timer)
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                if not waiting.done():
+                    waiting.cancel()
+        expired = timer is not None and timer.done() and not timer.cancelled()
+        (result,) = await asyncio.gather(task, return_exceptions=True)
+        if expired:
+            await self._abandon_kept()
+        if isinstance(result, asyncio.CancelledError):
+            return None
+        if isinstance(result, BaseException):
+            raise result
+        if expired:
+            # Opened in that very instant: too late, its hello named abandoned runs.
+            with contextlib.suppress(Exception):
+                await result.close()
+            return None
+        return result  # (stop() came too: the stream says leaving and ends at once)
 
     def _resume(self) -> tuple[HeldLease, ...]:
         """Before a hello (no await, so no credit can slip between this and the
@@ -357,7 +417,8 @@ class Worker:
             self.stats.connected = False
             self._outbox = None
             if self.config.keep_runs and not self._stopping.is_set():
-                self._broke_at = self.clock.now()  # they go on; the next hello names them
+                if self._runs or self._tails:
+                    self._broke_at = self.clock.now()  # they go on; the next hello names them
             else:
                 leases = bool(self._runs or self._tails)
                 await self._abandon_runs()

@@ -101,17 +101,24 @@ class FakeLink:
 
 @dataclass
 class Connector:
-    """Hands out FakeLinks; ``fail`` makes the next calls raise Unavailable."""
+    """Hands out FakeLinks; ``fail`` makes the next calls raise Unavailable; while
+    ``hang`` is set to an event not set yet, calls wait for it (a server that takes
+    the connection and does not answer; ``hung``: their hellos)."""
 
     links: list[FakeLink] = field(default_factory=list)
     fail: int = 0
     max_chunk_bytes: int = 1 << 20
     opened: asyncio.Event = field(default_factory=asyncio.Event)
+    hang: asyncio.Event | None = None
+    hung: list[WorkerHello] = field(default_factory=list)
 
     async def __call__(self, hello: WorkerHello, *, credits: int) -> FakeLink:
         if self.fail:
             self.fail -= 1
             raise Unavailable("Lease: server unreachable (test)")
+        if self.hang is not None and not self.hang.is_set():
+            self.hung.append(hello)
+            await self.hang.wait()
         link = FakeLink(hello, credits, self.max_chunk_bytes)
         self.links.append(link)
         self.opened.set()

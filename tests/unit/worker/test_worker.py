@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -14,6 +15,7 @@ from tidegate.client import (
     HeldLease,
     LeaseRejected,
     LeaseStop,
+    Retry,
     Stopped,
 )
 from workers.engine_metrics import EngineSignals
@@ -33,13 +35,17 @@ def run(
     capacity: int = 4,
     probe: ScriptedProbe | None = None,
     keep_runs: bool = True,
+    reconnect: Retry | None = None,
 ) -> Worker:
     async def main() -> Worker:
         clock = VirtualClock()
         connector = Connector()
         engine = backend or ScriptedBackend()
+        config = WorkerConfig("w1", capacity=capacity, feedback_interval_s=1.0, keep_runs=keep_runs)
+        if reconnect is not None:
+            config = dataclasses.replace(config, reconnect=reconnect)
         worker = Worker(
-            WorkerConfig("w1", capacity=capacity, feedback_interval_s=1.0, keep_runs=keep_runs),
+            config,
             engine,
             connector,
             clock=clock,
@@ -272,6 +278,61 @@ def test_kept_runs_are_abandoned_once_lease_s_passed_without_a_reconnect() -> No
         await _reconnect(c, clock, 2)
         assert c.links[1].hello.held == ()
         assert c.links[1].credits == 4
+
+    run(body, backend)
+
+
+async def _jump_until(done: Callable[[], bool], clock: VirtualClock) -> float:
+    """Jump the virtual clock from deadline to deadline until ``done()``; the time then."""
+    for _ in range(1_000):
+        for _ in range(20):  # everything that can run at this time runs
+            await asyncio.sleep(0)
+        if done():
+            return clock.now()
+        deadline = clock.next_deadline()
+        if deadline is not None:
+            clock.jump(deadline)
+    raise AssertionError(f"not done by {clock.now()}")
+
+
+def test_kept_runs_are_abandoned_when_lease_s_ends_even_in_the_middle_of_a_backoff() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        first = await c.link(0)
+        first.push(grant("r1", 1))
+        await first.until(lambda ln: bool(ln.chunks("r1")))
+        c.fail = 100  # the server is out of reach
+        first.push(BREAK)
+        broke = clock.now()
+        # Tries at +4 s and +12 s: the server put r1 back in the queue at +10 s,
+        # so the run must stop then, not at the next try.
+        assert await _jump_until(lambda: bool(b.cancelled), clock) - broke <= first.opened.lease_s
+        c.fail = 0
+        await _jump_until(lambda: len(c.links) == 2, clock)
+        assert c.links[1].hello.held == ()
+
+    run(body, backend, reconnect=Retry(initial_s=4.0, max_s=8.0, jitter=0.0, give_up_s=None))
+
+
+def test_kept_runs_are_abandoned_when_lease_s_ends_while_a_connect_hangs() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
+        first = await c.link(0)
+        first.push(grant("r1", 1))
+        await first.until(lambda ln: bool(ln.chunks("r1")))
+        c.hang = asyncio.Event()  # the server takes the connection and never answers
+        first.push(BREAK)
+        broke = clock.now()
+        assert await _jump_until(lambda: bool(b.cancelled), clock) - broke <= first.opened.lease_s
+        assert c.hung  # it was given up; the next try names nothing any more
+        await _jump_until(lambda: c.hung[-1].held == (), clock)
+        c.hang.set()
+        await _jump_until(lambda: len(c.links) == 2, clock)
+        assert c.links[1].hello.held == ()
 
     run(body, backend)
 
