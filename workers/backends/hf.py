@@ -496,5 +496,7 @@ class HFBackend:
         return await self._streams.cancel(request_id)
 
     async def signals(self) -> EngineSignals:
+        decoder = self._decoder
+        kv_usage = decoder.kv_usage() if decoder is not None else None
         with self._lock:
-            return EngineSignals(queue_depth=self._waiting, running=self._active)
+            return EngineSignals(queue_depth=self._waiting, running=self._active, kv_usage=kv_usage)

@@ -191,6 +191,23 @@ class BatchedDecoder:
             time.sleep(0.01)
         return cls(model, manager)
 
+    def kv_usage(self) -> float | None:
+        """The share of the paged KV cache in use, in [0, 1]; None where this
+        transformers does not say. Read without a lock while the manager's
+        thread changes it: a gauge, not an account."""
+        processor = getattr(self._manager, "batch_processor", None)
+        cache: Any = getattr(processor, "cache", None)
+        if cache is None:
+            return None
+        try:
+            if callable(getattr(cache, "compute_free_capacity", None)):  # transformers >= 5.2x
+                free = float(cache.compute_free_capacity(relative=True))
+            else:  # 5.17: counted in blocks
+                free = cache.get_num_free_blocks() / cache.num_blocks
+        except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+            return None
+        return min(1.0, max(0.0, 1.0 - free))
+
     def close(self, timeout_s: float = 10.0) -> None:
         self._manager.stop(block=True, timeout=timeout_s)
 

@@ -159,6 +159,10 @@ def test_continuous_batching_queues_past_max_concurrency(
 
     signals, ends = asyncio.run(scenario())
     assert (signals.running, signals.queue_depth) == (2, 3)
+    # The paged cache's use, as vLLM reports it (the worker then leaves out
+    # NVML's memory figure: the cache was reserved up front).
+    assert signals.kv_usage is not None
+    assert 0.0 <= signals.kv_usage < 1.0
     assert [(f.output_tokens, f.reason) for f in ends] == [(60, LENGTH)] * 5
 
 
