@@ -25,6 +25,9 @@ A run keeps every chunk it made and its ending report (``log``,
 lease, :meth:`Run.resend` puts them in the new stream's outbox again (the
 server stores the indexes it lacks and drops the rest), since no chunk is
 acknowledged and any sent before the break may have been lost on the way.
+A completion is acknowledged (``settled``): until then the run is named
+after a break, its completion sent again (a completion lost on the way
+would have its request run again once the server released the lease).
 """
 
 from __future__ import annotations
@@ -124,14 +127,19 @@ class Run:
         self.log: list[OutputChunk] = []  # every chunk it made, for a resend after a break
         self.ending: Completion | Stopped | Failed | None = None  # its last report
         self.ending_sent = False  # a stream took the report of its ending
+        self.settled = False  # the server stored its completion (or is done with its lease)
 
     @property
     def held(self) -> bool:
         """Whether the server should still count this lease as the worker's: it runs
-        (not cancelled or fenced), or its ending was not sent yet."""
-        if self.abandoned or self.cause in ("cancel", "fenced"):
+        (not cancelled or fenced), its ending was not sent yet, or it is a
+        completion the server has not settled (it may have been lost with the
+        stream; stopped and failed endings get no answer)."""
+        if self.abandoned or self.settled or self.cause in ("cancel", "fenced"):
             return False
-        return self.task is None or not self.task.done() or not self.ending_sent
+        if self.task is None or not self.task.done() or not self.ending_sent:
+            return True
+        return isinstance(self.ending, Completion)
 
     def resend(self, outbox: Outbox) -> None:
         """Everything it reported but the credit, again, in order (after a reconnect)."""

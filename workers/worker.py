@@ -38,13 +38,20 @@ When the stream breaks, the runs go on (``keep_runs``, the default): the
 hello says ``keeps_leases``, so the server holds the stream's leases for
 its ``lease_s`` after the break. What the runs make meanwhile waits in the
 outbox, and the worker reconnects with exponential backoff and jitter. The
-new hello names every lease it still runs or still has to report
-(``held``) and gives only the credits of its free slots; the outbox is
-filled again with everything those runs reported but their credits (every
-chunk since the grant, then the ending), since whatever went out just
-before the break may have been lost: the server stores the chunk indexes
-it lacks, in order, drops the others, and answers a cancel stop for a
-lease it no longer holds (the run stops like any cancelled one). Runs still
+new hello names every lease it still runs, still has to report, or whose
+completion the server has not settled yet (``held``), and gives only the
+credits of its free slots; the outbox is filled again with everything
+those runs reported but their credits (every chunk since the grant, then
+the ending), since whatever went out just before the break may have been
+lost: the server stores the chunk indexes it lacks, in order, drops the
+others, answers a completion it had already stored with ``settled`` again,
+and answers a cancel stop for a lease it no longer holds (the run stops
+like any cancelled one). A completion lost that way would otherwise have
+its request run again once the server released the lease. A stopped or
+failed ending gets no answer and is not named once sent: lost, its lease
+is released as if the worker had gone (at the take-over, or lease_s after
+the break), so the request is queued again, a preempted one to resume from
+its stored output, a failed one to run again. Runs still
 kept when lease_s has passed since the break are abandoned right then, in
 the middle of a backoff or of a connect that hangs (which is given up): the
 server has put those requests back in the queue, and another worker may run
@@ -469,7 +476,7 @@ class Worker:
                 sent_at = loop.time()
                 await link.send(report)  # a CallFailed ends the stream
                 self.stats.reports += 1
-                for ending in report.completions:
+                for ending in report.completions:  # named until settled
                     self._ending_sent(ending.request_id, ending.lease_id)
                 for stopped in report.stopped:
                     self._ending_sent(stopped.request_id, stopped.lease_id)
@@ -477,11 +484,24 @@ class Worker:
                     self._ending_sent(failed.request_id, failed.lease_id)
 
     def _ending_sent(self, request_id: str, lease_id: int) -> None:
-        """A stream took this run's ending: nothing of it is sent again."""
-        run = self._runs.get(request_id) or self._tails.get(request_id)
-        if run is not None and run.grant.lease_id == lease_id:
+        """A stream took this run's ending: unless it is a completion, which waits
+        for the server's answer, nothing of it is sent again."""
+        run = self._run_of(request_id, lease_id)
+        if run is not None:
             run.ending_sent = True
-            self._drop_tail(request_id, lease_id)
+            if not run.held:
+                self._drop_tail(request_id, lease_id)
+
+    def _settled(self, request_id: str, lease_id: int) -> None:
+        """The server stored this run's completion: nothing of it is named again."""
+        run = self._run_of(request_id, lease_id)
+        if run is not None:
+            run.settled = True
+        self._drop_tail(request_id, lease_id)
+
+    def _run_of(self, request_id: str, lease_id: int) -> Run | None:
+        run = self._runs.get(request_id) or self._tails.get(request_id)
+        return run if run is not None and run.grant.lease_id == lease_id else None
 
     def _drop_tail(self, request_id: str, lease_id: int) -> None:
         tail = self._tails.get(request_id)
@@ -535,7 +555,8 @@ class Worker:
                 run = self._runs.get(order.request_id)
                 if run is not None and run.grant.lease_id == order.lease_id:
                     run.stop(order.kind)
-                self._drop_tail(order.request_id, order.lease_id)  # nothing more to say
+                if order.kind != "preempt":  # a preempt order is answered by the ending
+                    self._drop_tail(order.request_id, order.lease_id)  # nothing more to say
             elif isinstance(order, LeaseRejected):
                 run = self._runs.get(order.request_id)
                 if run is not None and run.grant.lease_id == order.lease_id:
@@ -545,7 +566,7 @@ class Worker:
                     log.debug("worker %s: rejected: %s", self.name, order)
                 self._drop_tail(order.request_id, order.lease_id)
             elif isinstance(order, LeaseSettled):
-                self._drop_tail(order.request_id, order.lease_id)
+                self._settled(order.request_id, order.lease_id)
 
     def _start(self, grant: LeaseGrant, context: RunContext) -> None:
         old = self._runs.get(grant.request_id)

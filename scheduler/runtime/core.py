@@ -82,6 +82,9 @@ class Core:
         self.submits = SubmitBatcher(store)
         self.live: dict[str, Live] = {}
         self.finished: OrderedDict[str, RequestView] = OrderedDict()
+        # request id -> the lease whose completion finished it, and that lease's
+        # worker (tenant, worker id): see remember_completed
+        self.completed_leases: OrderedDict[str, tuple[int, str, str]] = OrderedDict()
         self.keys = IdempotencyKeys(options.idempotency_ttl_s, options.idempotency_max_keys)
         self.sessions: dict[str, WorkerSession] = {}  # by policy worker key
         self.by_worker: dict[tuple[str, str], WorkerSession] = {}
@@ -269,9 +272,12 @@ class Core:
         requests stay in flight there), for ``lease_s`` from the break; the
         worker's next stream takes over those its hello names
         (:meth:`Leasing.attach`), and :meth:`tick` releases them all when the
-        time is up. Grants not sent yet go back at once. While held, the
-        session's unused window still counts as free for the policy's
-        preemption rule (a worker cannot be put back after a drain)."""
+        time is up. Grants not sent yet go back at once. A completing lease
+        (its completion read, being stored) is held too: its worker may not
+        have heard Settled and names it again, so that answer goes to the
+        stream that takes it over (it is stored whether or not one does).
+        While held, the session's unused window still counts as free for the
+        policy's preemption rule (a worker cannot be put back after a drain)."""
         if session.closed and self.sessions.get(session.key) is not session:
             return  # already detached (held, draining or gone)
         session.close(error)
@@ -287,20 +293,13 @@ class Core:
             self._release(session)
             return
         now = self.clock.now()
-        kept = 0
         for lease in list(session.leases.values()):
-            if lease.state == COMPLETING:
-                continue  # stored in a moment; then the request is over
-            if lease.sent:
-                kept += 1
-            else:
+            if not lease.sent:
                 self.expire_lease(lease, now)  # the worker never saw it
-        if kept:
+        if session.leases:  # running or completing
             session.broke_at = now
             self.held[session.key] = session
-            self.counters["leases_held"] += kept
-        elif session.leases:
-            self.draining[session.key] = session
+            self.counters["leases_held"] += len(session.leases)
         else:
             self._remove_worker(session)
         self.kick()
@@ -480,6 +479,24 @@ class Core:
         self.remember_finished(view)
         self.counters[outcome] += 1
         self.observer.finished(live.request_id, outcome, self.clock.now())
+
+    def remember_completed(self, request_id: str, lease_id: int, session: WorkerSession) -> None:
+        """``lease_id``'s completion finished ``request_id`` (it is stored): a worker
+        whose stream broke before it heard Settled names that lease again and sends
+        the completion again; it is answered Settled again (:meth:`completed_by`).
+        The last ``finished_capacity`` of them, as Status remembers finished
+        requests; one forgotten is answered with a cancel order instead, which
+        ends the worker's run as well."""
+        completed = self.completed_leases
+        completed[request_id] = (lease_id, session.tenant, session.hello.worker_id)
+        while len(completed) > self.options.finished_capacity:
+            completed.popitem(last=False)
+
+    def completed_by(self, request_id: str, lease_id: int, session: WorkerSession) -> bool:
+        """Whether ``lease_id``, a lease of ``session``'s worker, finished
+        ``request_id`` with its completion (as remembered)."""
+        worker = (session.tenant, session.hello.worker_id)
+        return self.completed_leases.get(request_id) == (lease_id, *worker)
 
     def remember_finished(self, view: RequestView) -> None:
         """Keep ``view`` for Status and Cancel, the last ``finished_capacity`` of them."""

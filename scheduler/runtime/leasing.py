@@ -27,11 +27,17 @@ requests never left it (its window and in-flight counts stay as they were),
 and the leases keep their ids; the worker sends their chunks again from
 their grant's index (the stored ones are dropped as duplicates). A held
 lease the hello does not name goes back to the queue at once, as at a break
-without grace. A name that matches no lease of the held session is answered
-with a cancel order for it (the worker stops that run) and changes nothing
-else. A worker that opens a second stream while its first is still open
-replaces it as always; if the new hello names leases, the first stream is
-taken as broken and held for the new one to take over.
+without grace. The worker names a lease until its completion is settled,
+since one lost with the stream would have the request run again: a
+completing lease (read, being stored) is taken over like a running one, so
+its Settled goes to the new stream; a name whose completion this worker's
+lease already stored is answered Settled again, and so is that completion
+when it comes again (its chunks are dropped as duplicates). Any other name
+that matches no lease of the held session is answered with a cancel order
+for it (the worker stops that run) and changes nothing else. A worker that
+opens a second stream while its first is still open replaces it as always;
+if the new hello names leases, the first stream is taken as broken and held
+for the new one to take over.
 """
 
 from __future__ import annotations
@@ -136,8 +142,13 @@ class Leasing:
         core.by_worker[(tenant, hello.worker_id)] = session
         core.counters["workers_attached"] += 1
         for name in refused:
-            # Not this worker's any more (expired, cancelled, finished, another
-            # worker's, before a restart): it must stop that run.
+            if core.completed_by(name.request_id, name.lease_id, session):
+                # Its completion was stored; the Settled went to the broken stream.
+                core.counters["held_settled"] += 1
+                session.push(SettledOut(name.request_id, name.lease_id))
+                continue
+            # Not this worker's any more (expired, cancelled, finished otherwise,
+            # another worker's, before a restart): it must stop that run.
             core.counters["held_refused"] += 1
             session.push(StopOut(name.request_id, name.lease_id, StopReason.CANCEL))
         return session
@@ -264,7 +275,10 @@ class Leasing:
             rid = chunk.request_id
             lease = leases.get(rid)
             if lease is None or lease.lease_id != chunk.lease_id or lease.state not in _RUNNING:
-                self._lease(session, rid, chunk.lease_id, _RUNNING)  # rejects it
+                if self._ended_here(session, lease, rid, chunk.lease_id):
+                    duplicates += 1  # said again after a reconnect: stored already
+                else:
+                    self._lease(session, rid, chunk.lease_id, _RUNNING)  # rejects it
                 continue
             live = lease.live
             index = chunk.index
@@ -351,22 +365,45 @@ class Leasing:
             reason += f" (after {live.failures} attempts)"
         core.finish(live, State.FAILED, reason)
 
+    def _ended_here(
+        self, session: WorkerSession, lease: Lease | None, request_id: str, lease_id: int
+    ) -> bool:
+        """Whether ``lease_id`` of ``request_id`` is this worker's lease whose
+        completion came already: completing on this stream, or finished by it.
+        A worker back after a break sends such a lease's chunks and completion
+        again, not knowing whether they arrived (see :meth:`_completed`)."""
+        if lease is not None and lease.lease_id == lease_id:
+            return lease.state == COMPLETING
+        return self.core.completed_by(request_id, lease_id, session)
+
     def _completed(self, session: WorkerSession, completion: CompletionIn) -> None:
         core = self.core
-        lease = self._lease(session, completion.request_id, completion.lease_id, _RUNNING)
+        rid, lease_id = completion.request_id, completion.lease_id
+        current = session.leases.get(rid)
+        if (current is None or current.state not in _RUNNING) and self._ended_here(
+            session, current, rid, lease_id
+        ):
+            # Said again by a worker back after a break (it had not heard Settled):
+            # answered as the first one was, or will be once it is stored.
+            core.counters["completion_duplicates"] += 1
+            if current is None or current.lease_id != lease_id:
+                session.push(SettledOut(rid, lease_id))
+            return
+        lease = self._lease(session, rid, lease_id, _RUNNING)
         if lease is None:
             return
         lease.state = COMPLETING
-        core.observer.completing(completion.request_id, core.clock.now())
+        core.observer.completing(rid, core.clock.now())
         usage = (completion.input_tokens, completion.output_tokens)
 
         def stored() -> None:
             try:
-                core.policy.complete(completion.request_id, usage[0], usage[1], core.clock.now())
+                core.policy.complete(rid, usage[0], usage[1], core.clock.now())
             except SchedulerError:
-                log.exception("complete(%r)", completion.request_id)
+                log.exception("complete(%r)", rid)
+            core.remember_completed(rid, lease_id, lease.session)
             # To the stream the lease is on now: a reconnect may have taken it over.
-            lease.session.push(SettledOut(completion.request_id, completion.lease_id))
+            lease.session.push(SettledOut(rid, lease_id))
             core.kick()
 
         core.finish(
@@ -494,16 +531,17 @@ class Leasing:
 def _claim(
     held: WorkerSession | None, names: tuple[HeldLease, ...]
 ) -> tuple[list[Lease], list[HeldLease]]:
-    """Of the leases a hello names: those ``held`` runs (active or stopping, same
-    lease id), to take over; and those it has not at all, to refuse. A completing
-    one is neither: it ends by itself (and moves with a take-over)."""
+    """Of the leases a hello names: those ``held`` has (same lease id), to take
+    over, running or completing (its worker sent the completion but did not
+    hear Settled: that answer then goes to the new stream); and those it has not
+    at all, to refuse (or answer, see :meth:`Leasing.attach`)."""
     taken: list[Lease] = []
     refused: list[HeldLease] = []
     for name in names:
         lease = None if held is None else held.leases.get(name.request_id)
         if lease is None or lease.lease_id != name.lease_id or lease.state == GONE:
             refused.append(name)
-        elif lease.state in _RUNNING and lease not in taken:
+        elif lease not in taken:
             taken.append(lease)
     return taken, refused
 

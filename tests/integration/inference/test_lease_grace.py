@@ -130,3 +130,35 @@ def test_a_hello_naming_a_lease_it_does_not_hold_is_refused_and_disturbs_nothing
     assert (done.attempts, done.worker_id) == (1, "w1")
     owner.finish()
     thief.finish()
+
+
+def test_a_completion_whose_settled_was_lost_with_the_stream_is_settled_again(
+    server_factory: Callable[..., Server],
+) -> None:
+    server, port = _server(server_factory)
+    submitted = submit(server, session_id="s")
+    first = RawWorker(server, "w1", keeps_leases=True, lease_s=5.0)
+    grant, _, _ = first.grant()
+    first.chunks(grant, b"one ", b"two")
+    first.complete(grant)
+    wait_for(lambda: status(server, submitted.request_id).state == pb.RequestStatus.COMPLETED)
+    first.close()  # whatever the server answered died with the stream, as far as it knows
+
+    # Not knowing whether its completion arrived, the worker names the lease and
+    # sends everything again: it is told the completion is stored, twice (the
+    # name, the completion), and nothing is refused, stopped or run again.
+    back = RawWorker(server, "w1", keeps_leases=True, lease_s=5.0, held=(grant,))
+    back.chunks(grant, b"one ", b"two")
+    back.complete(grant)
+    for _ in range(2):
+        assert back.expect("settled").settled[0].lease_id == grant.lease_id
+    assert not [f for f in back.pending if len(f.rejected) or len(f.stops) or len(f.grants)]
+    bodies, end = read_reply(server, submitted)
+    assert bodies == [b"one ", b"two"]
+    assert end["tidegate.outcome"] == "completed"
+    done = status(server, submitted.request_id)
+    assert (done.state, done.attempts) == (pb.RequestStatus.COMPLETED, 1)
+    assert (_events(port, "held_settled"), _events(port, "completion_duplicates")) == (1, 1)
+    assert (_events(port, "held_refused"), _events(port, "rejected")) == (0, 0)
+    assert _events(port, "lease_expired") == 0
+    back.finish()

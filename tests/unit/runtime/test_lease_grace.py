@@ -297,3 +297,84 @@ def test_a_preempt_order_resent_at_a_late_take_over_gives_the_worker_lease_s_to_
         await runtime.stop()
 
     run(body)
+
+
+def test_a_completion_being_stored_at_the_break_is_taken_over_and_settled_on_the_new_stream() -> (
+    None
+):
+    async def body() -> None:
+        runtime, store, _ = make_runtime(options=RuntimeOptions(lease_s=2.0))
+        await runtime.start()
+        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"prompt")
+        first = KeepingWorker(runtime, "w1")
+        first.credit(1)
+        grant = await first.grant()
+        first.chunks(grant, b"one ")
+        await settle()
+        store.gate = asyncio.Event()  # its completion is read, not stored yet
+        first.complete(grant)
+        first.close()  # the stream breaks before the worker hears Settled
+        await settle()
+        # The worker cannot tell whether its completion arrived: it names the lease
+        # and sends the chunks and the completion again.
+        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        back.chunks(grant, b"one ")
+        back.complete(grant)
+        await settle()
+        store.gate.set()
+        await settle()
+        assert await back.drain() == [SettledOut(grant.request_id, grant.lease_id)]
+        assert first.settled() == []
+        counters = runtime.stats().counters
+        assert counters.get("lease_expired", 0) == 0
+        assert counters.get("rejected", 0) == 0
+        assert counters.get("held_refused", 0) == 0
+        view = runtime.status("acme", submitted.request_id)
+        assert (view.state, view.attempts) == (State.COMPLETED, 1)
+        assert stream_of(reply(store, "acme", "chatbot", "s"), submitted.request_id) == (
+            [b"one "],
+            State.COMPLETED,
+        )
+        assert (runtime.stats().policy.queued, runtime.stats().policy.in_flight) == (0, 0)
+        await runtime.stop()
+
+    run(body)
+
+
+def test_a_lease_named_after_its_completion_was_stored_is_answered_settled_again() -> None:
+    async def body() -> None:
+        runtime, store, _ = make_runtime(options=RuntimeOptions(lease_s=2.0))
+        await runtime.start()
+        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"prompt")
+        first = KeepingWorker(runtime, "w1")
+        first.credit(1)
+        grant = await first.grant()
+        first.chunks(grant, b"one ")
+        first.complete(grant)
+        await settle()  # stored and settled; the Settled dies with the stream
+        first.close()
+        await settle()
+        name = HeldLease(grant.request_id, grant.lease_id)
+        back = KeepingWorker(runtime, "w1", held=(name,))
+        assert await back.next() == SettledOut(grant.request_id, grant.lease_id)
+        # What it sends again is dropped as said before, and the completion is
+        # answered as the first time: nothing is refused.
+        back.chunks(grant, b"one ")
+        back.complete(grant)
+        assert await back.drain() == [SettledOut(grant.request_id, grant.lease_id)]
+        counters = runtime.stats().counters
+        assert counters.get("rejected", 0) == 0
+        assert counters.get("held_refused", 0) == 0
+        assert counters["chunk_duplicates"] == 1
+        view = runtime.status("acme", submitted.request_id)
+        assert (view.state, view.attempts) == (State.COMPLETED, 1)
+        assert stream_of(reply(store, "acme", "chatbot", "s"), submitted.request_id) == (
+            [b"one "],
+            State.COMPLETED,
+        )
+        # Another worker naming it is still refused: it was not that worker's lease.
+        other = KeepingWorker(runtime, "w2", held=(name,))
+        assert await other.next() == StopOut(grant.request_id, grant.lease_id, StopReason.CANCEL)
+        await runtime.stop()
+
+    run(body)
