@@ -20,12 +20,23 @@ stream once it has read it; a grant it sent before may arrive until then
 (``late_grants`` counts them), and the worker runs it like any other, so
 nothing is handed back and no request runs twice.
 
-The gate tracks the leases the worker holds on its current stream: ``idle``
-is set once, draining, the server has answered the drain and the stream
-holds no lease — every grant the worker ran has been completed and settled
-(the server stored it), stopped, failed, cancelled or fenced — or once the
-stream is gone (the server released its leases). Then stopping the worker
-loses no work.
+The gate tracks the leases the worker holds: ``idle`` is set once,
+draining, the server has answered the drain on the current stream (or no
+stream is open) and the worker holds no lease — every grant it ran has
+been completed and settled (the server stored it), stopped, failed,
+cancelled or fenced. Then stopping the worker loses no work.
+
+A break does not end the leases of a worker that keeps its runs across it
+(``keep_runs``, the default): its runs go on, the server holds their
+leases, and the worker reconnects naming them in its hello, says
+``draining`` at once on the new stream (a server that takes over a
+draining stream answers so at once too), finishes them there, and is idle
+then. A completion not settled at the break is named and sent again, so
+it waits for its ``settled`` on the new stream. Each hello, on a stream
+that opens or one that does not, tells the gate what the worker still
+holds: kept runs it gave up (lease_s passed without a stream, so the
+server queued their requests again) are over with its next try. A worker
+that keeps no runs holds nothing once its stream is gone.
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ class DrainGate:
         self.late_grants = 0  # grants that came after the drain began (run, not refused)
         self.idle = asyncio.Event()
         self._link: GatedLink | None = None
+        self._leases: set[_Key] = set()  # the worker's, across its streams
 
     def __repr__(self) -> str:
         return f"DrainGate(draining={self.draining}, leases={self.leases})"
@@ -67,8 +79,12 @@ class DrainGate:
 
         class _Connector:
             async def __call__(self, hello: WorkerHello, *, credits: int) -> LeaseLink:
+                # What the worker holds now: the runs it kept across a break, if any.
+                gate._leases.clear()
+                gate._leases.update((held.request_id, held.lease_id) for held in hello.held)
+                gate.check()
                 link = await connect(hello, credits=credits)
-                gate._link = GatedLink(link, gate)
+                gate._link = GatedLink(link, gate, keeps_leases=hello.keeps_leases)
                 gate.check()
                 return gate._link
 
@@ -83,9 +99,8 @@ class DrainGate:
 
     @property
     def leases(self) -> int:
-        """Leases the current stream holds (0 without a stream)."""
-        link = self._link
-        return 0 if link is None or link.closed else len(link.leases)
+        """Leases the worker holds (with a stream open or not)."""
+        return len(self._leases)
 
     def check(self) -> None:
         link = self._link
@@ -95,13 +110,15 @@ class DrainGate:
 
 
 class GatedLink:
-    """A Lease stream seen through a :class:`DrainGate`: it tracks the leases
-    the worker holds on it."""
+    """A Lease stream seen through a :class:`DrainGate`: it tracks the leases the
+    worker holds (in the gate: they may outlive the stream). ``keeps_leases``:
+    the worker's runs go on after the stream (its hello's)."""
 
-    def __init__(self, link: LeaseLink, gate: DrainGate) -> None:
+    def __init__(self, link: LeaseLink, gate: DrainGate, *, keeps_leases: bool = False) -> None:
         self._link = link
         self._gate = gate
-        self.leases: set[_Key] = set()
+        self.leases = gate._leases
+        self.keeps_leases = keeps_leases
         self.closed = False
         self.drain_answered = False  # the server said no grant follows
 
@@ -149,7 +166,8 @@ class GatedLink:
 
     def _gone(self) -> None:
         self.closed = True
-        self.leases.clear()
+        if not self.keeps_leases:
+            self.leases.clear()  # the runs are abandoned, the server released the leases
         self._gate.check()
 
     async def close(self) -> None:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from scheduler.clock import VirtualClock
-from tidegate.client import LeaseSettled, LeaseStop
+from tidegate.client import Completion, HeldLease, LeaseSettled, LeaseStop
 from tidegate.inference_values import LeaseDraining
 from workers.drain import DrainGate
 from workers.worker import Worker, WorkerConfig
@@ -17,12 +17,12 @@ Body = Callable[[Worker, DrainGate, Connector, ScriptedBackend], Awaitable[None]
 CLOCK = VirtualClock()
 
 
-def run(body: Body, backend: ScriptedBackend) -> Worker:
+def run(body: Body, backend: ScriptedBackend, *, keep_runs: bool = True) -> Worker:
     async def main() -> Worker:
         connector = Connector()
         gate = DrainGate()
         worker = Worker(
-            WorkerConfig("w1", capacity=4, feedback_interval_s=1.0),
+            WorkerConfig("w1", capacity=4, feedback_interval_s=1.0, keep_runs=keep_runs),
             backend,
             gate.wrap(connector),
             clock=CLOCK,
@@ -125,7 +125,17 @@ def test_a_preempted_or_cancelled_run_ends_its_lease() -> None:
     run(body, backend)
 
 
-def test_a_stream_that_breaks_while_draining_is_idle_and_reopens_without_credits() -> None:
+async def reconnect(c: Connector, links: int) -> None:
+    """Run the backoff's virtual sleeps until the worker opened ``links`` streams."""
+    while len(c.links) < links:
+        for _ in range(20):  # jump only once the worker waits (not mid-connect)
+            await asyncio.sleep(0)
+        deadline = CLOCK.next_deadline()
+        if deadline is not None and deadline - CLOCK.now() < 1.0:  # not the feedback timer
+            CLOCK.jump(deadline)
+
+
+def test_a_stream_that_breaks_while_draining_reopens_to_finish_its_kept_runs_then_is_idle() -> None:
     backend = ScriptedBackend(words=1)
     backend.gate.clear()
 
@@ -135,16 +145,91 @@ def test_a_stream_that_breaks_while_draining_is_idle_and_reopens_without_credits
         link.push(grant("r1", 1))
         await link.until(lambda ln: bool(ln.chunks("r1")))
         gate.drain(w)
-        link.push(BREAK)  # the server released r1's lease with the stream
+        link.push(LeaseDraining())
+        await link.until(lambda ln: any(r.draining for r in ln.reports))
+        link.push(BREAK)  # r1 goes on: the server holds its lease lease_s
+        await reconnect(c, 2)
+        # Stopped now, the worker would lose r1, and its request would wait out
+        # the grace before it is queued again.
+        assert not gate.idle.is_set()
+        assert gate.leases == 1
+        second: FakeLink = c.links[1]
+        assert (second.credits, second.hello.held) == (0, (HeldLease("r1", 1),))
+        await second.until(lambda ln: bool(ln.reports) and ln.reports[0].draining)
+        second.push(LeaseDraining())  # the server's answer (it took over a draining stream)
+        b.gate.set()
+        await second.until(lambda ln: bool(ln.completions))
+        await asyncio.sleep(0.01)
+        assert not gate.idle.is_set()  # stored only once the server settles it
+        second.push(LeaseSettled("r1", 1))
         await idle(gate)
-        while len(c.links) < 2:  # the backoff sleeps on the virtual clock
-            for _ in range(20):  # jump only once the worker waits (not mid-connect)
+        assert second.credits_back == 0
+
+    run(body, backend)
+
+
+def test_a_completion_not_settled_at_the_break_keeps_a_draining_worker_busy() -> None:
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 1))
+        await link.until(lambda ln: bool(ln.completions))
+        gate.drain(w)
+        link.push(LeaseDraining())
+        link.push(BREAK)  # before the server's Settled: the completion may be lost
+        await reconnect(c, 2)
+        assert not gate.idle.is_set()
+        second: FakeLink = c.links[1]
+        assert second.hello.held == (HeldLease("r1", 1),)
+        await second.until(lambda ln: bool(ln.completions))
+        assert second.completions == [Completion("r1", 1, 7, 3, "length")]
+        second.push(LeaseDraining())
+        second.push(LeaseSettled("r1", 1))
+        await idle(gate)
+
+    run(body, ScriptedBackend())
+
+
+def test_kept_runs_given_up_after_lease_s_leave_a_draining_worker_idle() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 1))
+        await link.until(lambda ln: bool(ln.chunks("r1")))
+        gate.drain(w)
+        c.fail = 1000  # the server is out of reach from now on
+        link.push(BREAK)
+        for _ in range(1_000):
+            for _ in range(20):
                 await asyncio.sleep(0)
+            if gate.idle.is_set():
+                break
             deadline = CLOCK.next_deadline()
             if deadline is not None:
                 CLOCK.jump(deadline)
-        second: FakeLink = c.links[1]
-        assert second.credits == 0
-        await second.until(lambda ln: bool(ln.reports) and ln.reports[0].draining)
+        # The server has queued r1 again by now: the worker stopped it, and
+        # holds nothing any more.
+        assert gate.idle.is_set()
+        assert b.cancelled == ["r1"]
 
     run(body, backend)
+
+
+def test_a_stream_that_breaks_while_draining_a_worker_keeping_no_runs_is_idle() -> None:
+    backend = ScriptedBackend(words=1)
+    backend.gate.clear()
+
+    async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
+        link = await c.link(0)
+        link.push(grant("r1", 1))
+        await link.until(lambda ln: bool(ln.chunks("r1")))
+        gate.drain(w)
+        link.push(BREAK)  # the server released r1's lease with the stream
+        await idle(gate)
+        await reconnect(c, 2)
+        second: FakeLink = c.links[1]
+        assert (second.credits, second.hello.held) == (0, ())
+        await second.until(lambda ln: bool(ln.reports) and ln.reports[0].draining)
+
+    run(body, backend, keep_runs=False)
