@@ -220,7 +220,8 @@ class WorkerHello:
     lease_s, so the server holds the stream's leases that long; ``held``: on
     such a reconnect, the leases of the broken stream it still holds (the
     server attaches them to this stream and answers a cancel stop for each
-    one it no longer holds)."""
+    one it no longer holds, or ``settled`` for one whose completion it
+    already stored)."""
 
     worker_id: str
     capacity: int = 1

@@ -466,7 +466,10 @@ class WorkerHello(_message.Message):
          ended on an error, went quiet, or said `leaving`. A name the server
          cannot match (a lease it no longer holds: expired, cancelled,
          finished, another worker's, from before a restart) is answered with
-         a `stops` entry, reason CANCEL: stop it, report nothing. A preempt
+         a `stops` entry, reason CANCEL: stop it, report nothing; except a
+         lease whose completion this worker already stored, which is
+         answered `settled` again (a worker names a lease until its
+         completion is settled). A preempt
          order made while the worker was away arrives after the reconnect.
          A second stream opened while the first is still open replaces it as
          before (the first one's leases go back to the queue), except the
