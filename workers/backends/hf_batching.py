@@ -137,13 +137,12 @@ class BatchedDecoder:
     joins its thread): call them off the event loop. ``memory_fraction`` is
     the share of free accelerator memory the KV cache may take (None:
     transformers' default); ``cuda_graphs`` replays steps as CUDA graphs
-    (None: transformers decides). The manager switches the model's attention to a
-    paged implementation while it runs, so the model serves this decoder
-    alone until :meth:`close` puts it back.
+    (None: transformers decides). The manager switches the model's attention
+    to a paged implementation while it runs, so the model serves this
+    decoder alone until :meth:`close` puts it back.
     """
 
     def __init__(self, model: Any, manager: Any) -> None:
-        self._model = model
         self._manager = manager
         self._keys = itertools.count()
         self._vocab = _vocab_size(model)
