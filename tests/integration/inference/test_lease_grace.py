@@ -38,13 +38,22 @@ def _events(port: int, event: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _granted_to_w1(
+    server: Server, *, lease_s: float = 0.0
+) -> tuple[pb.SubmitResponse, RawWorker, pb.Grant]:
+    """A request (session "s") granted to w1, a worker that keeps its leases and whose
+    hello asks for ``lease_s``."""
+    submitted = submit(server, session_id="s")
+    worker = RawWorker(server, "w1", keeps_leases=True, lease_s=lease_s)
+    grant, _, _ = worker.grant()
+    return submitted, worker, grant
+
+
 def test_a_stream_cut_mid_request_and_reopened_in_time_keeps_its_lease(
     server_factory: Callable[..., Server],
 ) -> None:
     server, port = _server(server_factory)
-    submitted = submit(server, session_id="s")
-    first = RawWorker(server, "w1", keeps_leases=True, lease_s=5.0)
-    grant, _, _ = first.grant()
+    submitted, first, grant = _granted_to_w1(server, lease_s=5.0)
     first.chunks(grant, b"one ", b"two ")
     wait_for(lambda: status(server, submitted.request_id).chunks == 2)
     first.close()  # the stream is cut; the worker process goes on generating
@@ -71,9 +80,7 @@ def test_a_stream_cut_and_not_reopened_within_lease_s_is_requeued_as_before(
     server_factory: Callable[..., Server],
 ) -> None:
     server, port = _server(server_factory)
-    submitted = submit(server, session_id="s")
-    first = RawWorker(server, "w1", keeps_leases=True, lease_s=1.0)
-    grant, _, _ = first.grant()
+    submitted, first, grant = _granted_to_w1(server, lease_s=1.0)
     first.chunks(grant, b"one ")
     wait_for(lambda: status(server, submitted.request_id).chunks == 1)
     first.close()
@@ -106,9 +113,7 @@ def test_a_stream_cut_and_not_reopened_within_lease_s_is_requeued_as_before(
 def test_a_hello_naming_a_lease_it_does_not_hold_is_refused_and_disturbs_nothing(
     server: Server,
 ) -> None:
-    submitted = submit(server, session_id="s")
-    owner = RawWorker(server, "w1", keeps_leases=True)
-    grant, _, _ = owner.grant()
+    submitted, owner, grant = _granted_to_w1(server)
     owner.chunks(grant, b"mine ")
     wait_for(lambda: status(server, submitted.request_id).chunks == 1)
     # Another worker (one the server never saw) claims it: it is told to stop that lease.
@@ -136,9 +141,7 @@ def test_a_completion_whose_settled_was_lost_with_the_stream_is_settled_again(
     server_factory: Callable[..., Server],
 ) -> None:
     server, port = _server(server_factory)
-    submitted = submit(server, session_id="s")
-    first = RawWorker(server, "w1", keeps_leases=True, lease_s=5.0)
-    grant, _, _ = first.grant()
+    submitted, first, grant = _granted_to_w1(server, lease_s=5.0)
     first.chunks(grant, b"one ", b"two")
     first.complete(grant)
     wait_for(lambda: status(server, submitted.request_id).state == pb.RequestStatus.COMPLETED)

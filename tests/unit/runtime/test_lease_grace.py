@@ -8,11 +8,15 @@ from dataclasses import dataclass
 
 from scheduler.runtime import (
     DrainingOut,
+    GrantOut,
+    MemoryRequestStore,
+    Runtime,
     RuntimeOptions,
     SettledOut,
     State,
     StopOut,
     SubmitSpec,
+    Submitted,
     WorkerHello,
     WorkerInput,
 )
@@ -42,14 +46,37 @@ class KeepingWorker(FakeWorker):
         self._reader = asyncio.ensure_future(self._read())
 
 
+async def granted_to_a_keeper(
+    runtime: Runtime,
+    spec: SubmitSpec | None = None,
+    payload: bytes = b"prompt",
+    *,
+    credits: int = 1,
+) -> tuple[Submitted, KeepingWorker, GrantOut]:
+    """An acme request (by default session "s", payload b"prompt") granted to w1, a
+    worker that keeps its runs and gave ``credits``."""
+    spec = spec if spec is not None else SubmitSpec(session="s")
+    submitted = await runtime.submit("acme", spec, payload)
+    worker = KeepingWorker(runtime, "w1")
+    worker.credit(credits)
+    return submitted, worker, await worker.grant()
+
+
+def named(*grants: GrantOut) -> tuple[HeldLease, ...]:
+    """What a hello names to say it still holds these grants' leases."""
+    return tuple(HeldLease(grant.request_id, grant.lease_id) for grant in grants)
+
+
+def stored_reply(store: MemoryRequestStore, submitted: Submitted) -> tuple[list[bytes], str | None]:
+    """The request's stored chunks and end outcome (session "s" of acme's chatbot)."""
+    return stream_of(reply(store, "acme", "chatbot", "s"), submitted.request_id)
+
+
 def test_a_worker_back_within_lease_s_keeps_its_lease_and_its_stream_goes_on() -> None:
     async def body() -> None:
         runtime, store, clock = make_runtime(options=RuntimeOptions(lease_s=2.0))
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"prompt")
-        first = KeepingWorker(runtime, "w1")
-        first.credit(1)
-        grant = await first.grant()
+        submitted, first, grant = await granted_to_a_keeper(runtime)
         first.chunks(grant, b"one ", b"two ")
         key = first.session.key
         first.close()  # the stream breaks; the worker goes on
@@ -59,7 +86,7 @@ def test_a_worker_back_within_lease_s_keeps_its_lease_and_its_stream_goes_on() -
         assert runtime.stats().policy.in_flight == 1
         assert runtime.stats().workers == 0  # no stream, so nothing is granted to it
 
-        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        back = KeepingWorker(runtime, "w1", held=named(grant))
         assert back.session.key == key  # the same worker for the policy
         # What it made meanwhile comes again from the grant's index: the stored
         # part is dropped, the rest stored once, in order.
@@ -72,10 +99,7 @@ def test_a_worker_back_within_lease_s_keeps_its_lease_and_its_stream_goes_on() -
         assert counters.get("lease_expired", 0) == 0
         assert (counters["leases_held"], counters["leases_reattached"]) == (1, 1)
         assert counters["chunk_duplicates"] == 2
-        assert stream_of(reply(store, "acme", "chatbot", "s"), submitted.request_id) == (
-            [b"one ", b"two ", b"three "],
-            State.COMPLETED,
-        )
+        assert stored_reply(store, submitted) == ([b"one ", b"two ", b"three "], State.COMPLETED)
         view = runtime.status("acme", submitted.request_id)
         assert (view.state, view.attempts, view.worker_id) == (State.COMPLETED, 1, "w1")
         assert runtime.stats().policy.in_flight == 0
@@ -88,10 +112,7 @@ def test_no_reconnect_within_lease_s_puts_the_request_back_as_at_a_plain_break()
     async def body() -> None:
         runtime, _, clock = make_runtime(options=RuntimeOptions(lease_s=2.0))
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"prompt")
-        first = KeepingWorker(runtime, "w1")
-        first.credit(1)
-        grant = await first.grant()
+        submitted, first, grant = await granted_to_a_keeper(runtime)
         first.chunks(grant, b"one ")
         first.close()
         await advance(clock, 1.5)
@@ -104,7 +125,7 @@ def test_no_reconnect_within_lease_s_puts_the_request_back_as_at_a_plain_break()
         again = await second.grant()
         assert (again.next_chunk, again.resume_output, again.attempt) == (1, b"one ", 2)
         # Too late: the worker's hello names a lease the server no longer holds.
-        late = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        late = KeepingWorker(runtime, "w1", held=named(grant))
         assert await late.next() == StopOut(grant.request_id, grant.lease_id, StopReason.CANCEL)
         assert runtime.status("acme", submitted.request_id).worker_id == "w2"
         await runtime.stop()
@@ -116,10 +137,7 @@ def test_a_hello_naming_nothing_releases_the_held_leases_at_once() -> None:
     async def body() -> None:
         runtime, _, _ = make_runtime(options=RuntimeOptions(lease_s=2.0))
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(), b"p")
-        first = KeepingWorker(runtime, "w1")
-        first.credit(1)
-        await first.grant()
+        submitted, first, _ = await granted_to_a_keeper(runtime, SubmitSpec(), b"p")
         first.close()
         await settle()
         assert runtime.status("acme", submitted.request_id).state == State.RUNNING
@@ -179,15 +197,14 @@ def test_a_preempt_order_made_while_away_reaches_the_new_stream() -> None:
     async def body() -> None:
         runtime, _, _ = make_runtime(config=tenants_config(window=1))
         await runtime.start()
-        low = await runtime.submit("acme", SubmitSpec(priority=0), b"low")
-        first = KeepingWorker(runtime, "w1")
-        first.credit(2)
-        grant = await first.grant()
+        low, first, grant = await granted_to_a_keeper(
+            runtime, SubmitSpec(priority=0), b"low", credits=2
+        )
         first.close()
         await settle()
         await runtime.submit("acme", SubmitSpec(priority=2), b"high")  # wants its slot
         await settle()
-        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        back = KeepingWorker(runtime, "w1", held=named(grant))
         assert await back.next() == StopOut(low.request_id, grant.lease_id, StopReason.PREEMPT)
         back.stopped(grant, 0)
         back.credit(1)
@@ -203,11 +220,8 @@ def test_a_second_stream_naming_the_leases_takes_them_over_from_the_open_one() -
     async def body() -> None:
         runtime, _, _ = make_runtime()
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(), b"p")
-        old = KeepingWorker(runtime, "w1")
-        old.credit(1)
-        grant = await old.grant()
-        new = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        submitted, old, grant = await granted_to_a_keeper(runtime, SubmitSpec(), b"p")
+        new = KeepingWorker(runtime, "w1", held=named(grant))
         await settle()
         assert old.ended is not None  # replaced
         new.complete(grant)
@@ -224,10 +238,7 @@ def test_no_grace_for_a_worker_leaving_or_one_that_does_not_keep_its_runs() -> N
     async def body() -> None:
         runtime, _, _ = make_runtime()
         await runtime.start()
-        first = await runtime.submit("acme", SubmitSpec(), b"p")
-        leaving = KeepingWorker(runtime, "w1")
-        leaving.credit(1)
-        await leaving.grant()
+        first, leaving, _ = await granted_to_a_keeper(runtime, SubmitSpec(), b"p")
         leaving.send(WorkerInput(leaving=True))
         leaving.close()
         await settle()
@@ -257,7 +268,7 @@ def test_a_stream_taking_over_a_draining_one_is_draining_too() -> None:
         first.send(WorkerInput(draining=True))
         first.close()
         await settle()
-        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        back = KeepingWorker(runtime, "w1", held=named(grant))
         back.credit(4)
         assert [type(item) for item in await back.drain()] == [DrainingOut]
         back.complete(grant)
@@ -274,15 +285,14 @@ def test_a_preempt_order_resent_at_a_late_take_over_gives_the_worker_lease_s_to_
             config=tenants_config(window=1), options=RuntimeOptions(lease_s=2.0)
         )
         await runtime.start()
-        low = await runtime.submit("acme", SubmitSpec(priority=0), b"low")
-        first = KeepingWorker(runtime, "w1")
-        first.credit(2)
-        grant = await first.grant()
+        low, first, grant = await granted_to_a_keeper(
+            runtime, SubmitSpec(priority=0), b"low", credits=2
+        )
         first.close()
         await settle()
         await runtime.submit("acme", SubmitSpec(priority=2), b"high")  # the order is made now
         await advance(clock, 1.5)
-        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        back = KeepingWorker(runtime, "w1", held=named(grant))
         assert await back.next() == StopOut(low.request_id, grant.lease_id, StopReason.PREEMPT)
         # The order reached the worker only now: it has lease_s from here to answer,
         # not what was left of lease_s from when the order was made.
@@ -305,10 +315,7 @@ def test_a_completion_being_stored_at_the_break_is_taken_over_and_settled_on_the
     async def body() -> None:
         runtime, store, _ = make_runtime(options=RuntimeOptions(lease_s=2.0))
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"prompt")
-        first = KeepingWorker(runtime, "w1")
-        first.credit(1)
-        grant = await first.grant()
+        submitted, first, grant = await granted_to_a_keeper(runtime)
         first.chunks(grant, b"one ")
         await settle()
         store.gate = asyncio.Event()  # its completion is read, not stored yet
@@ -317,7 +324,7 @@ def test_a_completion_being_stored_at_the_break_is_taken_over_and_settled_on_the
         await settle()
         # The worker cannot tell whether its completion arrived: it names the lease
         # and sends the chunks and the completion again.
-        back = KeepingWorker(runtime, "w1", held=(HeldLease(grant.request_id, grant.lease_id),))
+        back = KeepingWorker(runtime, "w1", held=named(grant))
         back.chunks(grant, b"one ")
         back.complete(grant)
         await settle()
@@ -331,10 +338,7 @@ def test_a_completion_being_stored_at_the_break_is_taken_over_and_settled_on_the
         assert counters.get("held_refused", 0) == 0
         view = runtime.status("acme", submitted.request_id)
         assert (view.state, view.attempts) == (State.COMPLETED, 1)
-        assert stream_of(reply(store, "acme", "chatbot", "s"), submitted.request_id) == (
-            [b"one "],
-            State.COMPLETED,
-        )
+        assert stored_reply(store, submitted) == ([b"one "], State.COMPLETED)
         assert (runtime.stats().policy.queued, runtime.stats().policy.in_flight) == (0, 0)
         await runtime.stop()
 
@@ -345,17 +349,13 @@ def test_a_lease_named_after_its_completion_was_stored_is_answered_settled_again
     async def body() -> None:
         runtime, store, _ = make_runtime(options=RuntimeOptions(lease_s=2.0))
         await runtime.start()
-        submitted = await runtime.submit("acme", SubmitSpec(session="s"), b"prompt")
-        first = KeepingWorker(runtime, "w1")
-        first.credit(1)
-        grant = await first.grant()
+        submitted, first, grant = await granted_to_a_keeper(runtime)
         first.chunks(grant, b"one ")
         first.complete(grant)
         await settle()  # stored and settled; the Settled dies with the stream
         first.close()
         await settle()
-        name = HeldLease(grant.request_id, grant.lease_id)
-        back = KeepingWorker(runtime, "w1", held=(name,))
+        back = KeepingWorker(runtime, "w1", held=named(grant))
         assert await back.next() == SettledOut(grant.request_id, grant.lease_id)
         # What it sends again is dropped as said before, and the completion is
         # answered as the first time: nothing is refused.
@@ -368,12 +368,9 @@ def test_a_lease_named_after_its_completion_was_stored_is_answered_settled_again
         assert counters["chunk_duplicates"] == 1
         view = runtime.status("acme", submitted.request_id)
         assert (view.state, view.attempts) == (State.COMPLETED, 1)
-        assert stream_of(reply(store, "acme", "chatbot", "s"), submitted.request_id) == (
-            [b"one "],
-            State.COMPLETED,
-        )
+        assert stored_reply(store, submitted) == ([b"one "], State.COMPLETED)
         # Another worker naming it is still refused: it was not that worker's lease.
-        other = KeepingWorker(runtime, "w2", held=(name,))
+        other = KeepingWorker(runtime, "w2", held=named(grant))
         assert await other.next() == StopOut(grant.request_id, grant.lease_id, StopReason.CANCEL)
         await runtime.stop()
 

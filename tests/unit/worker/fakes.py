@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from scheduler.clock import VirtualClock
 from tidegate.client import (
     Completion,
     Failed,
@@ -133,18 +134,21 @@ class Connector:
 
 class ScriptedBackend:
     """Each request emits ``words`` chunks ("w0 ", "w1 ", ...), one token each, then
-    waits on ``gate`` before finishing (a preset gate finishes at once)."""
+    waits on ``gate`` before finishing (a preset gate finishes at once; ``hold``: the
+    gate starts cleared, so the runs go on until the test sets it)."""
 
     def __init__(
         self,
         words: int = 3,
         *,
+        hold: bool = False,
         signals: EngineSignals | None = None,
         fail_with: BaseException | None = None,
     ) -> None:
         self.words = words
         self.gate = asyncio.Event()
-        self.gate.set()
+        if not hold:
+            self.gate.set()
         self._signals = signals or EngineSignals()
         self.fail_with = fail_with
         self.requests: list[GenerationRequest] = []
@@ -216,3 +220,37 @@ def grant(
         reply_topic="chatbot",
         reply_lite_topic=f"req-{request_id}",
     )
+
+
+async def first_link_running(connector: Connector) -> FakeLink:
+    """The worker's first stream, once r1 (lease 1) was granted on it and its first
+    chunk went out."""
+    link = await connector.link(0)
+    link.push(grant("r1", 1))
+    await link.until(lambda ln: bool(ln.chunks("r1")))
+    return link
+
+
+async def reconnected(connector: Connector, clock: VirtualClock, links: int) -> FakeLink:
+    """Run the backoff's virtual sleeps until the worker opened ``links`` streams; the
+    ``links``-th of them."""
+    while len(connector.links) < links:
+        for _ in range(20):  # jump only once the worker waits (not mid-connect)
+            await asyncio.sleep(0)
+        deadline = clock.next_deadline()
+        if deadline is not None and deadline - clock.now() < 1.0:  # not the feedback timer
+            clock.jump(deadline)
+    return connector.links[links - 1]
+
+
+async def jump_until(done: Callable[[], bool], clock: VirtualClock) -> float:
+    """Jump the virtual clock from deadline to deadline until ``done()``; the time then."""
+    for _ in range(1_000):
+        for _ in range(20):  # everything that can run at this time runs
+            await asyncio.sleep(0)
+        if done():
+            return clock.now()
+        deadline = clock.next_deadline()
+        if deadline is not None:
+            clock.jump(deadline)
+    raise AssertionError(f"not done by {clock.now()}")

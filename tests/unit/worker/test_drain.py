@@ -11,7 +11,15 @@ from tidegate.inference_values import LeaseDraining
 from workers.drain import DrainGate
 from workers.worker import Worker, WorkerConfig
 
-from .fakes import BREAK, Connector, FakeLink, ScriptedBackend, grant
+from .fakes import (
+    BREAK,
+    Connector,
+    ScriptedBackend,
+    first_link_running,
+    grant,
+    jump_until,
+    reconnected,
+)
 
 Body = Callable[[Worker, DrainGate, Connector, ScriptedBackend], Awaitable[None]]
 CLOCK = VirtualClock()
@@ -125,35 +133,19 @@ def test_a_preempted_or_cancelled_run_ends_its_lease() -> None:
     run(body, backend)
 
 
-async def reconnect(c: Connector, links: int) -> None:
-    """Run the backoff's virtual sleeps until the worker opened ``links`` streams."""
-    while len(c.links) < links:
-        for _ in range(20):  # jump only once the worker waits (not mid-connect)
-            await asyncio.sleep(0)
-        deadline = CLOCK.next_deadline()
-        if deadline is not None and deadline - CLOCK.now() < 1.0:  # not the feedback timer
-            CLOCK.jump(deadline)
-
-
 def test_a_stream_that_breaks_while_draining_reopens_to_finish_its_kept_runs_then_is_idle() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
-        link = await c.link(0)
+        link = await first_link_running(c)
         assert link.credits == 4
-        link.push(grant("r1", 1))
-        await link.until(lambda ln: bool(ln.chunks("r1")))
         gate.drain(w)
         link.push(LeaseDraining())
         await link.until(lambda ln: any(r.draining for r in ln.reports))
         link.push(BREAK)  # r1 goes on: the server holds its lease lease_s
-        await reconnect(c, 2)
+        second = await reconnected(c, CLOCK, 2)
         # Stopped now, the worker would lose r1, and its request would wait out
         # the grace before it is queued again.
         assert not gate.idle.is_set()
         assert gate.leases == 1
-        second: FakeLink = c.links[1]
         assert (second.credits, second.hello.held) == (0, (HeldLease("r1", 1),))
         await second.until(lambda ln: bool(ln.reports) and ln.reports[0].draining)
         second.push(LeaseDraining())  # the server's answer (it took over a draining stream)
@@ -165,7 +157,7 @@ def test_a_stream_that_breaks_while_draining_reopens_to_finish_its_kept_runs_the
         await idle(gate)
         assert second.credits_back == 0
 
-    run(body, backend)
+    run(body, ScriptedBackend(words=1, hold=True))
 
 
 def test_a_completion_not_settled_at_the_break_keeps_a_draining_worker_busy() -> None:
@@ -176,9 +168,8 @@ def test_a_completion_not_settled_at_the_break_keeps_a_draining_worker_busy() ->
         gate.drain(w)
         link.push(LeaseDraining())
         link.push(BREAK)  # before the server's Settled: the completion may be lost
-        await reconnect(c, 2)
+        second = await reconnected(c, CLOCK, 2)
         assert not gate.idle.is_set()
-        second: FakeLink = c.links[1]
         assert second.hello.held == (HeldLease("r1", 1),)
         await second.until(lambda ln: bool(ln.completions))
         assert second.completions == [Completion("r1", 1, 7, 3, "length")]
@@ -190,46 +181,28 @@ def test_a_completion_not_settled_at_the_break_keeps_a_draining_worker_busy() ->
 
 
 def test_kept_runs_given_up_after_lease_s_leave_a_draining_worker_idle() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
-        link = await c.link(0)
-        link.push(grant("r1", 1))
-        await link.until(lambda ln: bool(ln.chunks("r1")))
+        link = await first_link_running(c)
         gate.drain(w)
         c.fail = 1000  # the server is out of reach from now on
         link.push(BREAK)
-        for _ in range(1_000):
-            for _ in range(20):
-                await asyncio.sleep(0)
-            if gate.idle.is_set():
-                break
-            deadline = CLOCK.next_deadline()
-            if deadline is not None:
-                CLOCK.jump(deadline)
+        await jump_until(gate.idle.is_set, CLOCK)
         # The server has queued r1 again by now: the worker stopped it, and
         # holds nothing any more.
         assert gate.idle.is_set()
         assert b.cancelled == ["r1"]
 
-    run(body, backend)
+    run(body, ScriptedBackend(words=1, hold=True))
 
 
 def test_a_stream_that_breaks_while_draining_a_worker_keeping_no_runs_is_idle() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, gate: DrainGate, c: Connector, b: ScriptedBackend) -> None:
-        link = await c.link(0)
-        link.push(grant("r1", 1))
-        await link.until(lambda ln: bool(ln.chunks("r1")))
+        link = await first_link_running(c)
         gate.drain(w)
         link.push(BREAK)  # the server released r1's lease with the stream
         await idle(gate)
-        await reconnect(c, 2)
-        second: FakeLink = c.links[1]
+        second = await reconnected(c, CLOCK, 2)
         assert (second.credits, second.hello.held) == (0, ())
         await second.until(lambda ln: bool(ln.reports) and ln.reports[0].draining)
 
-    run(body, backend, keep_runs=False)
+    run(body, ScriptedBackend(words=1, hold=True), keep_runs=False)

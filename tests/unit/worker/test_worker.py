@@ -24,7 +24,15 @@ from workers.errors import BackendFailedError, BackendRejectedError, WorkerConfi
 from workers.probe import GpuReading, ScriptedProbe
 from workers.worker import Worker, WorkerConfig
 
-from .fakes import BREAK, Connector, ScriptedBackend, grant
+from .fakes import (
+    BREAK,
+    Connector,
+    ScriptedBackend,
+    first_link_running,
+    grant,
+    jump_until,
+    reconnected,
+)
 
 Body = Callable[[Worker, Connector, ScriptedBackend, VirtualClock], Awaitable[None]]
 
@@ -167,13 +175,8 @@ def test_a_grant_with_a_bad_property_fails_for_good() -> None:
 
 
 def test_without_keep_runs_a_broken_stream_abandons_its_runs_and_the_worker_reconnects() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
-        first = await c.link(0)
-        first.push(grant("r1", 1))
-        await first.until(lambda ln: bool(ln.chunks("r1")))
+        first = await first_link_running(c)
         first.push(BREAK)
         while len(c.links) < 2:  # the backoff sleeps on the virtual clock
             await asyncio.sleep(0)
@@ -192,23 +195,11 @@ def test_without_keep_runs_a_broken_stream_abandons_its_runs_and_the_worker_reco
         assert second.chunks("r1") == [(1, b"w1 ")]
         assert (second.hello.held, second.hello.keeps_leases) == ((), False)
 
-    worker = run(body, backend, keep_runs=False)
+    worker = run(body, ScriptedBackend(words=1, hold=True), keep_runs=False)
     assert worker.stats.connects == 2
 
 
-async def _reconnect(c: Connector, clock: VirtualClock, links: int) -> None:
-    """Run the backoff's virtual sleeps until the worker opened ``links`` streams."""
-    while len(c.links) < links:
-        await asyncio.sleep(0)
-        deadline = clock.next_deadline()
-        if deadline is not None and deadline - clock.now() < 1.0:  # not the feedback timer
-            clock.jump(deadline)
-
-
 def test_a_broken_stream_keeps_its_runs_and_the_new_hello_names_them() -> None:
-    backend = ScriptedBackend(words=2)
-    backend.gate.clear()
-
     async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
         first = await c.link(0)
         assert first.hello.keeps_leases
@@ -216,8 +207,7 @@ def test_a_broken_stream_keeps_its_runs_and_the_new_hello_names_them() -> None:
         first.push(grant("r2", 2))
         await first.until(lambda ln: len(ln.chunks("r1")) == 2 and len(ln.chunks("r2")) == 2)
         first.push(BREAK)
-        await _reconnect(c, clock, 2)
-        second = c.links[1]
+        second = await reconnected(c, clock, 2)
         assert b.cancelled == []  # the runs went on
         assert second.hello.held == (HeldLease("r1", 1), HeldLease("r2", 2))
         assert second.credits == 2  # its capacity less the two runs it holds
@@ -232,23 +222,17 @@ def test_a_broken_stream_keeps_its_runs_and_the_new_hello_names_them() -> None:
         assert second.completions == [Completion("r1", 1, 7, 2, "length")]
         assert second.credits_back == 2
 
-    worker = run(body, backend)
+    worker = run(body, ScriptedBackend(words=2, hold=True))
     assert (worker.stats.connects, worker.stats.completed, worker.stats.cancelled) == (2, 1, 1)
 
 
 def test_an_ending_no_stream_took_goes_out_after_the_reconnect() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
-        first = await c.link(0)
-        first.push(grant("r1", 1))
-        await first.until(lambda ln: bool(ln.chunks("r1")))
+        first = await first_link_running(c)
         first.push(BREAK)
         await asyncio.sleep(0)
         b.gate.set()  # it finishes while no stream is open
-        await _reconnect(c, clock, 2)
-        second = c.links[1]
+        second = await reconnected(c, clock, 2)
         assert second.hello.held == (HeldLease("r1", 1),)
         assert second.credits == 4  # nothing runs any more
         await second.until(lambda ln: bool(ln.completions))
@@ -256,7 +240,7 @@ def test_an_ending_no_stream_took_goes_out_after_the_reconnect() -> None:
         assert second.completions == [Completion("r1", 1, 7, 1, "length")]
         assert second.credits_back == 0  # its slot was in the hello's credits
 
-    run(body, backend)
+    run(body, ScriptedBackend(words=1, hold=True))
 
 
 def test_a_completion_sent_before_the_break_is_named_and_sent_again_until_settled() -> None:
@@ -268,8 +252,7 @@ def test_a_completion_sent_before_the_break_is_named_and_sent_again_until_settle
         first.push(LeaseSettled("r2", 2))  # r2's answer came; r1's died with the stream
         await asyncio.sleep(0)
         first.push(BREAK)
-        await _reconnect(c, clock, 2)
-        second = c.links[1]
+        second = await reconnected(c, clock, 2)
         # The completion may have been lost with the stream: if the server never
         # read it, it would run the request again once the lease is released.
         assert second.hello.held == (HeldLease("r1", 1),)
@@ -279,15 +262,14 @@ def test_a_completion_sent_before_the_break_is_named_and_sent_again_until_settle
         assert second.completions == [Completion("r1", 1, 7, 3, "length")]
         # Named again after every break until the server answers it.
         second.push(BREAK)
-        await _reconnect(c, clock, 3)
-        third = c.links[2]
+        third = await reconnected(c, clock, 3)
         assert third.hello.held == (HeldLease("r1", 1),)
         await third.until(lambda ln: bool(ln.completions))
         third.push(LeaseSettled("r1", 1))
         await asyncio.sleep(0)
         third.push(BREAK)
-        await _reconnect(c, clock, 4)
-        assert c.links[3].hello.held == ()
+        fourth = await reconnected(c, clock, 4)
+        assert fourth.hello.held == ()
 
     worker = run(body)
     assert worker.stats.completed == 2  # one run each, whatever was sent again
@@ -305,20 +287,15 @@ def test_a_completed_run_is_named_until_a_cancel_or_a_rejection_not_a_preempt_or
         first.push(LeaseRejected("r3", 3, "FAILED_PRECONDITION", "lease gone"))
         await asyncio.sleep(0)
         first.push(BREAK)
-        await _reconnect(c, clock, 2)
-        assert c.links[1].hello.held == (HeldLease("r1", 1),)
+        second = await reconnected(c, clock, 2)
+        assert second.hello.held == (HeldLease("r1", 1),)
 
     run(body)
 
 
 def test_kept_runs_are_abandoned_once_lease_s_passed_without_a_reconnect() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
-        first = await c.link(0)
-        first.push(grant("r1", 1))
-        await first.until(lambda ln: bool(ln.chunks("r1")))
+        first = await first_link_running(c)
         c.fail = 100  # from now on the server is out of reach
         first.push(BREAK)
         while not b.cancelled:
@@ -328,81 +305,57 @@ def test_kept_runs_are_abandoned_once_lease_s_passed_without_a_reconnect() -> No
                 clock.jump(deadline)
         assert clock.now() > first.opened.lease_s
         c.fail = 0
-        await _reconnect(c, clock, 2)
-        assert c.links[1].hello.held == ()
-        assert c.links[1].credits == 4
+        second = await reconnected(c, clock, 2)
+        assert second.hello.held == ()
+        assert second.credits == 4
 
-    run(body, backend)
-
-
-async def _jump_until(done: Callable[[], bool], clock: VirtualClock) -> float:
-    """Jump the virtual clock from deadline to deadline until ``done()``; the time then."""
-    for _ in range(1_000):
-        for _ in range(20):  # everything that can run at this time runs
-            await asyncio.sleep(0)
-        if done():
-            return clock.now()
-        deadline = clock.next_deadline()
-        if deadline is not None:
-            clock.jump(deadline)
-    raise AssertionError(f"not done by {clock.now()}")
+    run(body, ScriptedBackend(words=1, hold=True))
 
 
 def test_kept_runs_are_abandoned_when_lease_s_ends_even_in_the_middle_of_a_backoff() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
-        first = await c.link(0)
-        first.push(grant("r1", 1))
-        await first.until(lambda ln: bool(ln.chunks("r1")))
+        first = await first_link_running(c)
         c.fail = 100  # the server is out of reach
         first.push(BREAK)
         broke = clock.now()
         # Tries at +4 s and +12 s: the server put r1 back in the queue at +10 s,
         # so the run must stop then, not at the next try.
-        assert await _jump_until(lambda: bool(b.cancelled), clock) - broke <= first.opened.lease_s
+        assert await jump_until(lambda: bool(b.cancelled), clock) - broke <= first.opened.lease_s
         c.fail = 0
-        await _jump_until(lambda: len(c.links) == 2, clock)
+        await jump_until(lambda: len(c.links) == 2, clock)
         assert c.links[1].hello.held == ()
 
-    run(body, backend, reconnect=Retry(initial_s=4.0, max_s=8.0, jitter=0.0, give_up_s=None))
+    run(
+        body,
+        ScriptedBackend(words=1, hold=True),
+        reconnect=Retry(initial_s=4.0, max_s=8.0, jitter=0.0, give_up_s=None),
+    )
 
 
 def test_kept_runs_are_abandoned_when_lease_s_ends_while_a_connect_hangs() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
-        first = await c.link(0)
-        first.push(grant("r1", 1))
-        await first.until(lambda ln: bool(ln.chunks("r1")))
+        first = await first_link_running(c)
         c.hang = asyncio.Event()  # the server takes the connection and never answers
         first.push(BREAK)
         broke = clock.now()
-        assert await _jump_until(lambda: bool(b.cancelled), clock) - broke <= first.opened.lease_s
+        assert await jump_until(lambda: bool(b.cancelled), clock) - broke <= first.opened.lease_s
         assert c.hung  # it was given up; the next try names nothing any more
-        await _jump_until(lambda: c.hung[-1].held == (), clock)
+        await jump_until(lambda: c.hung[-1].held == (), clock)
         c.hang.set()
-        await _jump_until(lambda: len(c.links) == 2, clock)
+        await jump_until(lambda: len(c.links) == 2, clock)
         assert c.links[1].hello.held == ()
 
-    run(body, backend)
+    run(body, ScriptedBackend(words=1, hold=True))
 
 
 def test_a_stopping_worker_says_it_is_leaving() -> None:
-    backend = ScriptedBackend(words=1)
-    backend.gate.clear()
-
     async def body(w: Worker, c: Connector, b: ScriptedBackend, clock: VirtualClock) -> None:
-        link = await c.link(0)
-        link.push(grant("r1", 1))
-        await link.until(lambda ln: bool(ln.chunks("r1")))
+        link = await first_link_running(c)
         w.stop()
         await link.until(lambda ln: ln.reports[-1].leaving)
         assert b.cancelled == ["r1"]
 
-    run(body, backend)
+    run(body, ScriptedBackend(words=1, hold=True))
 
 
 def test_feedback_every_interval_carries_probe_engine_and_latency() -> None:
