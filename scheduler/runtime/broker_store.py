@@ -37,10 +37,11 @@ from scheduler.runtime.errors import (
     TooMuchError,
 )
 from scheduler.runtime.finished import (
+    ENTRY_PROPERTIES,
     FINISHED_TOPIC,
     FinishedFold,
-    entry_properties,
-    snapshot_body,
+    entry_body,
+    snapshot_parts,
     snapshot_properties,
 )
 from scheduler.runtime.records import (
@@ -72,6 +73,7 @@ __all__ = ["BrokerRequestStore"]
 _REQUESTS = QueueName("", REQUESTS_TOPIC)
 _BOOTS = QueueName("", BOOTS_TOPIC, BOOTS_LITE)
 _FINISHED = QueueName("", FINISHED_TOPIC)
+_FOLD_PAGE = 1024  # journal records read per hold of the broker's lock
 
 
 @contextlib.contextmanager
@@ -241,8 +243,8 @@ class BrokerRequestStore:
                 requests.append(PublishRequest(REQUESTS_TOPIC, b"", (), props, ""))
                 continue
             if isinstance(item, FinishedWrite):
-                props = entry_properties(item.view)
-                requests.append(PublishRequest(FINISHED_TOPIC, b"", (), props, ""))
+                body = entry_body(item.view)
+                requests.append(PublishRequest(FINISHED_TOPIC, body, (), ENTRY_PROPERTIES, ""))
                 continue
             lites = (item.lite,)
             request = PublishRequest(item.topic, item.body, lites, item.properties, item.tenant)
@@ -350,9 +352,16 @@ class BrokerRequestStore:
         if not end:
             return 0
         views = fold.views()
-        body = snapshot_body(views)
+        # Parts the size of an inline message: never above max_message_bytes
+        # (100,000 views take some MiB), never chunked, quick to decode.
+        settings = broker.settings
+        bodies = snapshot_parts(views, min(settings.chunk_bytes, settings.max_message_bytes))
+        parts = len(bodies)
         broker.publish_batch(
-            [PublishRequest(FINISHED_TOPIC, body, (), snapshot_properties(end), "")]
+            [
+                PublishRequest(FINISHED_TOPIC, body, (), snapshot_properties(end, at, parts), "")
+                for at, body in enumerate(bodies)
+            ]
         )
         # Durable before the trim, whatever the fsync policy: the trim's index
         # change may outlive a log tail that a crash tears off.
@@ -368,7 +377,9 @@ class BrokerRequestStore:
             end = broker.queue_info(_FINISHED).next_offset
         except NotFound:
             return fold, 0
-        page = broker.settings.max_read_messages
+        # Small pages: each read holds the broker's lock (publishes wait), and
+        # 10,000 entries take ~50 ms to read.
+        page = min(broker.settings.max_read_messages, _FOLD_PAGE)
         offset = 0  # below the first kept one: reads start at it
         while offset < end:
             found = broker.read(_FINISHED, offset, min(page, end - offset))

@@ -16,10 +16,11 @@ from types import MappingProxyType
 
 from scheduler.runtime.errors import ServingError, ServingUnavailableError, TooMuchError
 from scheduler.runtime.finished import (
+    ENTRY_PROPERTIES,
     FINISHED_TOPIC,
     FinishedFold,
-    entry_properties,
-    snapshot_body,
+    entry_body,
+    snapshot_parts,
     snapshot_properties,
 )
 from scheduler.runtime.records import (
@@ -155,8 +156,7 @@ class MemoryRequestStore:
                 queue.append(StoredMessage(MappingProxyType(properties), b""))
             elif isinstance(item, FinishedWrite):
                 queue = self.data.queue(_FINISHED)
-                properties = entry_properties(item.view)
-                queue.append(StoredMessage(MappingProxyType(properties), b""))
+                queue.append(StoredMessage(ENTRY_PROPERTIES, entry_body(item.view)))
             else:
                 queue = self.data.queue((item.tenant, item.topic, item.lite))
                 queue.append(StoredMessage(MappingProxyType(dict(item.properties)), item.body))
@@ -201,10 +201,13 @@ class MemoryRequestStore:
         if not end:
             return 0
         views = fold.views()
-        properties = snapshot_properties(end)
-        self.data.queue(_FINISHED).append(
-            StoredMessage(MappingProxyType(properties), snapshot_body(views))
-        )
+        # In parts, as the broker's (its inline size, 1 MiB by default, at most
+        # the largest payload this store takes).
+        bodies = snapshot_parts(views, min(1 << 20, self.max_payload_bytes))
+        journal = self.data.queue(_FINISHED)
+        for at, body in enumerate(bodies):
+            properties = snapshot_properties(end, at, len(bodies))
+            journal.append(StoredMessage(MappingProxyType(properties), body))
         self.data.finished_from = max(self.data.finished_from, end)
         return len(views)
 

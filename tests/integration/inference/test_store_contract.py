@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -277,5 +280,58 @@ def test_finished_views_are_recalled_across_opens_and_compactions(stores: Stores
         async with stores.open() as store:
             recalled = await store.recall_finished(10)
             assert (recalled.views, recalled.entries) == ((b, c, again), 0)
+
+    run(body)
+
+
+def test_a_final_view_is_stored_whatever_its_reason_holds(stores: Stores) -> None:
+    # A worker's failure message, non-ASCII: 59,500 bytes of UTF-8, within the
+    # end mark's and the done record's property limits (64 KiB a value). Its
+    # final view must be stored in the same write: refused, it would fail the
+    # write and with it the runtime.
+    reason = "échec " * 8_500
+    view = replace(final("a", "failed"), reason=reason)
+
+    async def body() -> None:
+        async with stores.open() as store:
+            end = end_properties("a", 0, "failed", reason=reason)
+            await store.write(
+                [
+                    ReplyWrite("acme", "chatbot", "req-a", end, b""),
+                    FinishedWrite(view),
+                    DoneWrite(DoneRecord("a", "failed", reason)),
+                ]
+            )
+        async with stores.open() as store:
+            assert (await store.recall_finished(10)).views == (view,)
+
+    run(body)
+
+
+def test_a_snapshot_above_the_message_limit_is_stored_in_parts(stores: Stores) -> None:
+    # Both stores here take messages of 1 MiB at most; these views hold about
+    # 1.6 MiB that compress badly. The compaction must still fold them all
+    # and free the journal, and a restart read them back.
+    noise = random.Random(7)
+    views = [
+        replace(final(f"r{i}"), reason=base64.b85encode(noise.randbytes(32_000)).decode())
+        for i in range(40)
+    ]
+
+    async def body() -> None:
+        async with stores.open() as store:
+            await store.write([FinishedWrite(view) for view in views])
+            assert await store.compact_finished(100) == 40
+            c = final("c")
+            await store.write([FinishedWrite(c)])
+            recalled = await store.recall_finished(100)
+            assert (recalled.views, recalled.entries) == ((*views, c), 1)
+        async with stores.open() as store:
+            recalled = await store.recall_finished(100)
+            assert (recalled.views, recalled.entries) == ((*views, c), 1)
+            assert await store.compact_finished(100) == 41
+        async with stores.open() as store:
+            recalled = await store.recall_finished(100)
+            assert (recalled.views, recalled.entries) == ((*views, c), 0)
 
     run(body)
