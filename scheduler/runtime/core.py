@@ -53,6 +53,7 @@ class _Ending:
     usage: tuple[int, int] | None
     finish_reason: str
     end_mark: bool
+    view: RequestView | None  # the final view, if known already (see finish)
 
 
 class Core:
@@ -351,17 +352,20 @@ class Core:
         finish_reason: str = "",
         end_mark: bool = True,
         after_stored: AfterStored | None = None,
+        view: RequestView | None = None,
     ) -> asyncio.Future[RequestView]:
         """End ``live`` for good: end mark + done record, stored in one write after
         its chunks. The policy must be done with it already, except through
-        ``after_stored`` (a completion tells the policy once it is on disk)."""
+        ``after_stored`` (a completion tells the policy once it is on disk).
+        ``view``: its final view as already stored (a restart found it), kept as
+        it is instead of one made from ``live``."""
         if live.finishing is not None:
             return live.finishing
         future: asyncio.Future[RequestView] = asyncio.get_running_loop().create_future()
         live.finishing = future
         if live.lease is not None and live.lease.state != COMPLETING:
             self.revoke(live.lease)
-        ending = _Ending(outcome, reason, usage, finish_reason, end_mark)
+        ending = _Ending(outcome, reason, usage, finish_reason, end_mark, view)
         self.spawn(self._finish(live, ending, after_stored), f"finish-{live.request_id}")
         return future
 
@@ -379,7 +383,7 @@ class Core:
                 return
             await self.ensure_chunks_known(live)
             record = live.record
-            view = self.final_view(live, outcome, reason, usage)
+            view = ending.view or self.final_view(live, outcome, reason, usage)
             items: list[Write] = []
             if ending.end_mark:
                 props = end_properties(

@@ -18,7 +18,10 @@ reply stream ended. Fair-share counters start afresh.
 
 Finished requests' final views come back from their own journal (see
 :mod:`.finished`), the last ``finished_capacity`` of them, so Status answers
-for a request that ended before the restart as it did before.
+for a request that ended before the restart as it did before. One whose
+view is stored but not its done record (a crash tore the write that ended
+it, after its end mark and its view) ended: it is ended again with that
+view, its done record written, and not queued.
 
 Idempotency keys come back with their records: an unfinished request's key
 answers to it again, and a finished one's is remembered by the same rule as
@@ -36,7 +39,7 @@ from types import MappingProxyType
 from scheduler.runtime.core import Core
 from scheduler.runtime.live import Live
 from scheduler.runtime.records import SubmitRecord
-from scheduler.runtime.values import State
+from scheduler.runtime.values import RequestView, State
 from scheduler.types import Refusal, RefusalReason, Request, SchedulerConfig, TenantConfig
 
 __all__ = ["lifted", "restore"]
@@ -92,10 +95,22 @@ async def restore(core: Core) -> int:
         core.restart.track(offset)
         for free in core.keys.remember(record, offset, wall):
             core.restart.close(free)
-    for request_id in alive:
-        # Its final view without its done record: a torn write. It runs again,
-        # and Status follows it from its queue.
-        core.finished.pop(request_id, None)
+    ended: list[tuple[int, SubmitRecord, RequestView]] = []
+    for request_id in list(alive):
+        # Its final view without its done record: a crash tore the write that
+        # ended it after its end mark and its view, so it ended, as the view
+        # says. It is ended again with that view (its done record written)
+        # rather than queued to wait for a worker that would only find its end
+        # mark, and end it then with less than the view knows.
+        known = core.finished.get(request_id)
+        if known is not None:
+            del core.finished[request_id]
+            offset, record = alive.pop(request_id)
+            ended.append((offset, record, known))
+    for offset, record, view in ended:
+        live = _live(core, offset, record)
+        usage = (view.input_tokens, view.output_tokens)
+        core.finish(live, view.state, view.reason, usage=usage, end_mark=False, view=view)
     if not alive:
         return 0
     policy = core.policy
@@ -103,7 +118,6 @@ async def restore(core: Core) -> int:
     real = core.config
     policy.update_config(lifted(real, [record for _, record in alive.values()]), now)
     refused: list[tuple[Live, Refusal]] = []
-    loop = asyncio.get_running_loop()
     try:
         for offset, record in alive.values():
             deadline = None
@@ -119,21 +133,7 @@ async def restore(core: Core) -> int:
                 deadline,
                 record.session,
             )
-            stored: asyncio.Future[None] = loop.create_future()
-            stored.set_result(None)
-            live = Live(
-                record,
-                request,
-                stored,
-                payload=None,
-                payload_size=0,
-                offset=offset,
-                chunks_known=False,
-            )
-            core.live[record.request_id] = live
-            if record.idempotency_key:
-                core.keys.admit(record.tenant, record.idempotency_key, record.request_id)
-            core.restart.track(offset)
+            live = _live(core, offset, record, request)
             decision = policy.submit(request, now)
             if isinstance(decision, Refusal):
                 refused.append((live, decision))
@@ -150,3 +150,29 @@ async def restore(core: Core) -> int:
     core.counters["restored"] += len(alive) - len(refused)
     log.info("restart: %d unfinished requests queued again", len(alive) - len(refused))
     return len(alive)
+
+
+def _live(core: Core, offset: int, record: SubmitRecord, request: Request | None = None) -> Live:
+    """The live request of submit ``record`` at ``offset``, in the core's tables."""
+    if request is None:  # never queued: the policy does not see it
+        now = core.clock.now()
+        request = Request(
+            record.request_id,
+            record.tenant,
+            record.priority,
+            record.input_tokens,
+            record.output_tokens,
+            now,
+            None,
+            record.session,
+        )
+    stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stored.set_result(None)
+    live = Live(
+        record, request, stored, payload=None, payload_size=0, offset=offset, chunks_known=False
+    )
+    core.live[record.request_id] = live
+    if record.idempotency_key:
+        core.keys.admit(record.tenant, record.idempotency_key, record.request_id)
+    core.restart.track(offset)
+    return live

@@ -352,3 +352,42 @@ def test_the_finished_journal_is_compacted_and_still_read_back() -> None:
         await again.stop()
 
     run(body)
+
+
+def test_a_final_view_stored_without_its_done_record_ends_the_request_as_it_was() -> None:
+    async def body() -> None:
+        runtime, store, clock = make_runtime()
+        await runtime.start()
+        submitted, worker, grant = await one_granted(runtime)
+        worker.chunks(grant, b"x")
+        worker.complete(grant, output_tokens=4)
+        await settle()
+        view = runtime.status("acme", submitted.request_id)
+        assert (view.state, view.worker_id, view.output_tokens) == (State.COMPLETED, "w1", 4)
+        # A crash tore the write's last record off: the end mark and the final
+        # view are stored, the done record is not (nor was the restart point moved).
+        requests = store.data.queue(("", "requests", ""))
+        assert requests[-1].properties.get("kind") == "done"
+        del requests[-1]
+        assert store.data.committed == 0
+        again, _, _ = make_runtime(store.reopen(), clock=VirtualClock(clock.now() + 50))
+        await again.start()
+        # Its final view was stored after its end mark: it ended, as it was; it
+        # is not queued again to wait for a worker that would only find its end.
+        await settle()
+        assert again.status("acme", submitted.request_id) == view
+        stats = again.stats()
+        assert (stats.policy.queued, stats.counters.get("restored", 0)) == (0, 0)
+        assert requests[-1].properties.get("kind") == "done"  # its done record, now
+        back = FakeWorker(again, "w1")
+        back.credit(1)
+        await settle()
+        assert back.inbox == []
+        await again.stop()
+        third, _, _ = make_runtime(store.reopen())
+        await third.start()
+        assert third.status("acme", submitted.request_id) == view
+        assert third.stats().counters.get("restored", 0) == 0
+        await third.stop()
+
+    run(body)
