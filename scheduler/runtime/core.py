@@ -30,7 +30,7 @@ from scheduler.runtime.errors import ServingError, ServingUnavailableError, Wron
 from scheduler.runtime.idempotency import IdempotencyKeys
 from scheduler.runtime.live import ACTIVE, COMPLETING, GONE, STOPPING, Lease, Live
 from scheduler.runtime.observer import NO_OBSERVER, RequestObserver, RequeueCause
-from scheduler.runtime.records import DoneRecord, end_properties
+from scheduler.runtime.records import DoneRecord, bounded_text, end_properties
 from scheduler.runtime.restart_point import RestartPoint
 from scheduler.runtime.sessions import PendingGrant, WorkerSession
 from scheduler.runtime.store import DoneWrite, FinishedWrite, ReplyWrite, RequestStore, Write
@@ -365,7 +365,11 @@ class Core:
         live.finishing = future
         if live.lease is not None and live.lease.state != COMPLETING:
             self.revoke(live.lease)
-        ending = _Ending(outcome, reason, usage, finish_reason, end_mark, view)
+        # Worker text (a failure's message, a finish reason) is bounded here,
+        # once for the end mark, the done record and the final view.
+        ending = _Ending(
+            outcome, bounded_text(reason), usage, bounded_text(finish_reason), end_mark, view
+        )
         self.spawn(self._finish(live, ending, after_stored), f"finish-{live.request_id}")
         return future
 

@@ -29,9 +29,11 @@ __all__ = [
     "END",
     "GROUP",
     "REQUESTS_TOPIC",
+    "TEXT_BYTES",
     "DoneRecord",
     "ReplyMark",
     "SubmitRecord",
+    "bounded_text",
     "chunk_properties",
     "done_properties",
     "end_properties",
@@ -58,6 +60,12 @@ P_REASON = "tidegate.reason"
 P_INPUT = "tidegate.input_tokens"
 P_OUTPUT = "tidegate.output_tokens"
 P_FINISH = "tidegate.finish_reason"
+# The most of a reason or finish reason kept, in UTF-8 bytes: they come from
+# workers (a failure's message, an engine's finish reason) and go into the
+# end mark, the done record and the final view, whose properties the broker
+# bounds (64 KiB each); a longer one would fail the write that ends the
+# request, and with it the runtime.
+TEXT_BYTES = 4096
 
 _NONE: Mapping[str, str] = MappingProxyType({})
 
@@ -175,6 +183,18 @@ def parse_record(properties: Mapping[str, str]) -> SubmitRecord | DoneRecord | N
         )
     except (KeyError, ValueError):
         return None
+
+
+def bounded_text(text: str, limit: int = TEXT_BYTES) -> str:
+    """``text`` if its UTF-8 is at most ``limit`` bytes, else its head cut at a
+    character boundary with a note of how much was left out (the whole result
+    within ``limit``)."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    note = f" [... {len(raw)} bytes, cut]"
+    head = raw[: max(0, limit - len(note))].decode(errors="ignore")
+    return head + note
 
 
 def chunk_properties(request_id: str, index: int) -> dict[str, str]:

@@ -106,3 +106,59 @@ def test_preemption_resumes_from_the_stored_output(server_factory: Callable[...,
     assert read_reply(server, low)[0] == [b"L0 ", b"L1 ", b"L2"]
     assert read_reply(server, high)[0] == [b"H"]
     worker.finish()
+
+
+def test_a_worker_s_overlong_failure_message_and_finish_reason_are_cut_not_fatal(
+    server: Server,
+) -> None:
+    """A worker's text goes into the reply's end mark and the request's records,
+    whose properties the broker bounds: a message of 100,000 non-ASCII
+    characters (or as long a finish reason) is cut, the requests end as they
+    should, and the server goes on serving."""
+    long_text = "é" * 100_000
+    failing = submit(server, session_id="fails")
+    finishing = submit(server, session_id="finishes")
+    worker = RawWorker(server, "w1", credits=2)
+    grants = {g.request_id: g for g in (worker.grant()[0], worker.grant()[0])}
+    doomed, done = grants[failing.request_id], grants[finishing.request_id]
+    worker.send(
+        pb.WorkerMessage(
+            credits=2,  # both slots free again
+            failed=[
+                pb.Failed(
+                    request_id=doomed.request_id,
+                    lease_id=doomed.lease_id,
+                    message=long_text,
+                    retryable=False,
+                )
+            ],
+            completions=[
+                pb.Completion(
+                    request_id=done.request_id,
+                    lease_id=done.lease_id,
+                    input_tokens=3,
+                    output_tokens=1,
+                    finish_reason=long_text,
+                )
+            ],
+        )
+    )
+    wait_for(lambda: status(server, failing.request_id).state == pb.RequestStatus.FAILED)
+    wait_for(lambda: status(server, finishing.request_id).state == pb.RequestStatus.COMPLETED)
+    reason = status(server, failing.request_id).reason
+    assert reason.startswith("worker 'w1' failed it: éé")
+    assert len(reason.encode()) <= 16 * 1024
+    _, end = read_reply(server, failing)
+    assert end["tidegate.outcome"] == "failed"
+    _, end = read_reply(server, finishing)
+    assert end["tidegate.outcome"] == "completed"
+    assert len(end["tidegate.finish_reason"].encode()) <= 16 * 1024
+    # Still serving: the next request is granted, run and completed.
+    after = submit(server, session_id="after")
+    grant, _, _ = worker.grant()
+    assert grant.request_id == after.request_id
+    worker.chunks(grant, b"ok")
+    worker.complete(grant)
+    bodies, end = read_reply(server, after)
+    assert (bodies, end["tidegate.outcome"]) == ([b"ok"], "completed")
+    worker.finish()
