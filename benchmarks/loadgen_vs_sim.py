@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from scheduler.sim.events import EventRow
 from scheduler.sim.simulate import simulate
 from scheduler.sim.workload import generate
 from tidegate.bench.replay import fairness_summary
+from tidegate.bench.serving import stop
 from tidegate.loadgen import LoadGenerator, LoadRow
 
 
@@ -48,18 +48,6 @@ def _spawn(argv: list[str], env: dict[str, str], marker: str) -> tuple[subproces
         proc.kill()
         raise SystemExit(f"{argv[3]} did not start: {line!r}")
     return proc, line
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def _figures(summary: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +135,8 @@ def main() -> None:
             )
             events = asyncio.run(generator.run())
         finally:
-            _stop(fleet_proc)
-            _stop(server)
+            stop(fleet_proc)
+            stop(server)
     replayed = [EventRow(*(getattr(e, f) for f in EventRow.__dataclass_fields__)) for e in events]
     sim_events = summary(list(simulated.rows), "simulate")
     real = summary(replayed, "loadgen")

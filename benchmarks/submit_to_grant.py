@@ -20,7 +20,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from grpc import aio
 
 from broker.proto import inference_pb2 as pb
 from broker.proto import inference_pb2_grpc as pb_grpc
+from tidegate.bench.serving import spawn_server, stop
 
 CONFIG = """\
 tenants:
@@ -48,30 +48,8 @@ def start_server(directory: Path, fsync: str) -> tuple[subprocess.Popen[str], st
     config = directory / "config.yaml"
     config.write_text(CONFIG.format(fsync=fsync))
     env = {**os.environ, "BENCH_ACME": "a-key", "BENCH_FLEET": "f-key"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tidegate",
-            "serve",
-            "--config",
-            str(config),
-            "--data-dir",
-            str(directory / "data"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a"),  # noqa: SIM115
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.split("listening on ")[1].split()[0]
+    log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a")  # noqa: SIM115
+    return spawn_server(config, directory / "data", env, stderr=log)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -182,10 +160,7 @@ def main() -> None:
         try:
             figures = asyncio.run(run(address, args.rate, args.seconds))
         finally:
-            proc.terminate()
-            proc.wait(30)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop(proc)
     print(json.dumps({"fsync": args.fsync, **figures}, sort_keys=True), flush=True)
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
 from tidegate.errors import InvalidArgument, ResourceExhausted
+from tidegate.values import LITE_RULE, is_lite
 
 __all__ = [
     "Completion",
@@ -57,9 +57,9 @@ __all__ = [
 ]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
-# The server's rule for SubmitRequest.idempotency_key (inference.proto).
-IDEMPOTENCY_KEY_RULE = "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:@=+\-]{1,128}")
+# The server's rule for SubmitRequest.idempotency_key (inference.proto): a
+# lite-topic name's.
+IDEMPOTENCY_KEY_RULE = LITE_RULE
 
 
 class Refused(ResourceExhausted):
@@ -115,7 +115,7 @@ class SubmitOptions:
             if key.startswith("tidegate."):
                 raise InvalidArgument(f"property {key!r}: keys starting 'tidegate.' are reserved")
         key = self.idempotency_key
-        if key and _IDEMPOTENCY_KEY.fullmatch(key) is None:
+        if key and not is_lite(key):
             shown = key if len(key) <= 64 else key[:64] + "..."
             raise InvalidArgument(
                 f"idempotency_key {shown!r} ({len(key)} characters) breaks the rule "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from tidegate.errors import InvalidArgument
 
 __all__ = [
+    "LITE_RULE",
     "Message",
     "Notice",
     "Outgoing",
@@ -26,10 +27,13 @@ __all__ = [
     "ServerStatus",
     "Start",
     "StartKind",
+    "check_lite",
+    "is_lite",
 ]
 
 _TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _LITE = re.compile(r"[A-Za-z0-9_.:@=+-]{1,128}")
+LITE_RULE = "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
 DLQ_PREFIX = "%DLQ%"  # dead-letter queues: "%DLQ%<group>", readable, not publishable
 
 
@@ -45,12 +49,14 @@ def check_topic(topic: str, *, where: str = "topic") -> str:
     return topic
 
 
+def is_lite(name: object) -> bool:
+    """Whether ``name`` keeps the lite-topic name rule (:data:`LITE_RULE`)."""
+    return isinstance(name, str) and _LITE.fullmatch(name) is not None
+
+
 def check_lite(lite: str, *, where: str = "lite_topic") -> str:
-    if not isinstance(lite, str) or _LITE.fullmatch(lite) is None:
-        raise InvalidArgument(
-            f"{where} {lite!r} breaks the lite-topic name rule: 1 to 128 characters of "
-            "[A-Za-z0-9_.:@=+-]"
-        )
+    if not is_lite(lite):
+        raise InvalidArgument(f"{where} {lite!r} breaks the lite-topic name rule: {LITE_RULE}")
     return lite
 
 

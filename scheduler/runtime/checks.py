@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from broker.errors import InvalidArgument
-from broker.types import LITE_PATTERN, TOPIC_RULE, check_topic
+from broker.types import LITE_PATTERN, LITE_RULE, TOPIC_RULE, check_topic
 from scheduler.runtime.errors import InvalidFieldError
 from scheduler.runtime.values import RuntimeOptions, SubmitSpec
 
@@ -24,8 +23,9 @@ RESERVED_PREFIX = "tidegate."
 REQUEST_LITE_PREFIX = "req-"  # per-request reply lite-topics: req-{request id}
 MAX_TOKENS = 2**32 - 1
 BYTES_PER_TOKEN = 4  # the estimate when a submit gives no input tokens
-IDEMPOTENCY_KEY_RULE = "1 to 128 characters of [A-Za-z0-9_.:@=+-]"
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:@=+\-]{1,128}")
+# An idempotency key keeps the lite-topic name's rule.
+IDEMPOTENCY_KEY_RULE = LITE_RULE
+IDEMPOTENCY_KEY_PATTERN = LITE_PATTERN
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,16 +123,7 @@ async def restore(core: Core) -> int:
             deadline = None
             if record.deadline_wall is not None:
                 deadline = now + (record.deadline_wall - wall)
-            request = Request(
-                record.request_id,
-                record.tenant,
-                record.priority,
-                record.input_tokens,
-                record.output_tokens,
-                now,
-                deadline,
-                record.session,
-            )
+            request = _request(record, now, deadline)
             live = _live(core, offset, record, request)
             decision = policy.submit(request, now)
             if isinstance(decision, Refusal):
@@ -152,20 +143,24 @@ async def restore(core: Core) -> int:
     return len(alive)
 
 
+def _request(record: SubmitRecord, now: float, deadline: float | None) -> Request:
+    """The scheduler's request of submit ``record``, arriving again at ``now``."""
+    return Request(
+        record.request_id,
+        record.tenant,
+        record.priority,
+        record.input_tokens,
+        record.output_tokens,
+        now,
+        deadline,
+        record.session,
+    )
+
+
 def _live(core: Core, offset: int, record: SubmitRecord, request: Request | None = None) -> Live:
     """The live request of submit ``record`` at ``offset``, in the core's tables."""
     if request is None:  # never queued: the policy does not see it
-        now = core.clock.now()
-        request = Request(
-            record.request_id,
-            record.tenant,
-            record.priority,
-            record.input_tokens,
-            record.output_tokens,
-            now,
-            None,
-            record.session,
-        )
+        request = _request(record, core.clock.now(), None)
     stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     stored.set_result(None)
     live = Live(

@@ -49,9 +49,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from scheduler.clock import MonotonicClock
 from tidegate.client import InferenceClient, ReplyChunk, SubmitOptions, Submitted
@@ -222,15 +223,23 @@ def start_server(
     config = directory / "config.yaml"
     config.write_text(CONFIG.format(window=window, fsync=fsync))
     env = {**os.environ, "BENCH_ACME": KEYS["acme"], "BENCH_FLEET": KEYS["fleet"]}
+    return spawn_server(config, directory / "data", env)
+
+
+def spawn_server(
+    config: Path, data: Path, env: Mapping[str, str], stderr: IO[str] | int = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], str]:
+    """``tidegate serve`` with ``config`` on a free loopback port; the process
+    and its address, once it says where it listens."""
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and command
         [
             *(sys.executable, "-m", "tidegate", "serve", "--config", str(config)),
-            *("--data-dir", str(directory / "data"), "--listen", "127.0.0.1:0"),
+            *("--data-dir", str(data), "--listen", "127.0.0.1:0"),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
-        env=env,
+        env=dict(env),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
