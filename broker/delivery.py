@@ -14,6 +14,11 @@ A partial nack releases those messages, but they go out again only once the
 rest of the batch is acked, nacked or expired: redelivering them earlier
 would put two batches of one queue in flight and break order.
 
+Settled messages at the front of a batch are dropped from it (the group's
+committed offset moves up to the first one left, :func:`ack_prefix`): a batch
+taken in several frames and acked frame by frame costs per ack what the ack
+settles.
+
 The broker persists :class:`BatchState` (``encode``/``decode``) in the leases
 column family, so attempts survive a restart; the group's committed offset
 moves to the batch's end when the batch settles. Nothing here reads a clock:
@@ -32,9 +37,13 @@ from broker.errors import FailedPrecondition
 __all__ = [
     "BatchState",
     "Pending",
+    "PrefixAck",
     "Slot",
     "ack",
+    "ack_prefix",
+    "busy_raw",
     "decode",
+    "drop_settled_front",
     "encode",
     "encode_new",
     "extend",
@@ -136,6 +145,18 @@ def ack(state: BatchState, offsets: Iterable[int]) -> BatchState:
     return _settle(state, offsets, Slot.ACKED, "ack")
 
 
+def drop_settled_front(state: BatchState) -> tuple[BatchState, int]:
+    """``state`` without its acked messages at the front, and the offset of the
+    first one left (the group's position). ``state`` must not be settled."""
+    items = state.items
+    front = 0
+    while items[front].slot is Slot.ACKED:
+        front += 1
+    if front:
+        state = BatchState(state.deadline, items[front:])
+    return state, state.start
+
+
 def nack(state: BatchState, offsets: Iterable[int]) -> BatchState:
     """Give ``offsets`` back for redelivery (see the module docstring for when)."""
     return _settle(state, offsets, Slot.RELEASED, "nack")
@@ -217,6 +238,73 @@ def settled_by_ack(data: bytes, offsets: set[int]) -> int | None:
             return None
         last = offset
     return last + 1
+
+
+def busy_raw(data: bytes, now: float) -> float | None:
+    """The lease deadline if the batch ``data`` encodes is busy at ``now`` (see
+    :meth:`BatchState.busy`), else None; without decoding the batch.
+
+    A lease call on a queue whose batch is still out (the consumer woke for
+    something else) answers from this. The first leased message is usually
+    the batch's first unsettled one, so this reads a few items, not all.
+    """
+    deadline, count = _HEAD.unpack_from(data, 0)
+    if not now < deadline or len(data) != _HEAD.size + count * _ITEM.size:
+        return None
+    leased = Slot.LEASED.value
+    for _, _, slot in _ITEM.iter_unpack(memoryview(data)[_HEAD.size :]):
+        if slot == leased:
+            return float(deadline)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixAck:
+    """What acking the first messages of a batch left: where the group is now
+    (the first message not settled) and the rest of the batch, encoded."""
+
+    position: int
+    rest: bytes
+    leased: bool  # something of the rest is still leased (a lease would find nothing new)
+
+
+def ack_prefix(data: bytes, offsets: set[int]) -> PrefixAck | None:
+    """Ack ``offsets`` when they are the first ``len(offsets)`` messages of the
+    batch ``data`` encodes and some of the batch stays unsettled; None otherwise
+    (use :func:`ack`).
+
+    A consumer that takes a batch in several frames acks it frame by frame,
+    in order. Settled messages at the front of a batch need no state: they
+    are dropped and the group's position moves up to the first one left, so
+    an ack costs what it acks, not the size of the batch. Messages acked
+    earlier out of order that now join the settled front are dropped too.
+    """
+    deadline, count = _HEAD.unpack_from(data, 0)
+    size = _ITEM.size
+    wanted = len(offsets)
+    if not 0 < wanted < count or len(data) != _HEAD.size + count * size:
+        return None
+    body = memoryview(data)[_HEAD.size :]
+    for offset, _, slot in _ITEM.iter_unpack(body[: wanted * size]):
+        if offset not in offsets or slot >= len(_SLOTS):
+            return None
+    acked = Slot.ACKED.value
+    dropped = wanted
+    position = -1
+    leased = False
+    for offset, _, slot in _ITEM.iter_unpack(body[wanted * size :]):
+        if slot == acked and position < 0:
+            dropped += 1
+            continue
+        if position < 0:
+            position = offset
+        if slot == Slot.LEASED.value:
+            leased = True
+            break
+    if position < 0:
+        return None  # nothing left unsettled: the whole-batch ack settles it
+    rest = _HEAD.pack(deadline, count - dropped) + bytes(body[dropped * size :])
+    return PrefixAck(position, rest, leased)
 
 
 def decode(data: bytes) -> BatchState:

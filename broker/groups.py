@@ -141,16 +141,18 @@ class Groups:
         now = host.clock() if now is None else now
         entry = host.entry(name)
         key = k.group_key(entry.qid, group)
+        raw = host.index.get(Column.LEASES, key)
+        if raw is not None:
+            out_until = delivery.busy_raw(raw, now)
+            if out_until is not None:  # the batch is still out: nothing to hand out
+                return Lease(group, name, (), out_until)
         committed = self._committed(entry.qid, group)
         position = entry.min_offset if committed is None else committed
         batch = host.index.batch()
         deadline = now + lease_s
         dead: list[int] = []
-        state = self._state(entry.qid, group)
-        if state is not None:
-            state = delivery.release_expired(state, now)
-            if state.busy(now):
-                return Lease(group, name, (), state.deadline)
+        if raw is not None:
+            state = delivery.release_expired(delivery.decode(raw), now)
             while True:
                 state, again, died = delivery.redeliver(
                     state, deadline, max_messages, host.settings.max_attempts
@@ -219,7 +221,7 @@ class Groups:
         offsets: Iterable[int],
         verb: str,
         change: Callable[[delivery.BatchState, list[int]], delivery.BatchState],
-    ) -> None:
+    ) -> bool:
         check_group(group)
         wanted = sorted(set(offsets))
         host = self._host
@@ -229,14 +231,23 @@ class Groups:
             key = k.group_key(entry.qid, group)
             raw = host.index.get(Column.LEASES, key)
             if raw is not None and verb == "ack":
-                end = delivery.settled_by_ack(raw, set(wanted))
+                acked = set(wanted)
+                end = delivery.settled_by_ack(raw, acked)
                 if end is not None:  # the common ack: the whole batch, settled
                     position = max(self._committed(entry.qid, group) or 0, end)
                     batch = host.index.batch()
                     batch.put(Column.OFFSETS, key, k.encode_u64(position))
                     batch.delete(Column.LEASES, key)
                     self._write(batch)
-                    return
+                    return True
+                front = delivery.ack_prefix(raw, acked)
+                if front is not None:  # a batch taken in frames, acked frame by frame
+                    position = max(self._committed(entry.qid, group) or 0, front.position)
+                    batch = host.index.batch()
+                    batch.put(Column.OFFSETS, key, k.encode_u64(position))
+                    batch.put(Column.LEASES, key, front.rest)
+                    self._write(batch)
+                    return not front.leased
             state = None if raw is None else delivery.decode(raw)
             if state is None:
                 committed = self._committed(entry.qid, group)
@@ -246,22 +257,29 @@ class Groups:
                         f"cannot {verb} offset {strangers[0]} of {name}: group {group!r} "
                         "has no batch in flight there"
                     )
-                return
+                return False
             state = change(state, wanted)
             batch = host.index.batch()
+            committed = self._committed(entry.qid, group) or 0
             if state.settled:
-                committed = self._committed(entry.qid, group) or 0
                 batch.put(Column.OFFSETS, key, k.encode_u64(max(committed, state.end)))
                 batch.delete(Column.LEASES, key)
             else:
+                state, position = delivery.drop_settled_front(state)
+                if position > committed:
+                    batch.put(Column.OFFSETS, key, k.encode_u64(position))
                 batch.put(Column.LEASES, key, delivery.encode(state))
             self._write(batch)
+            return state.settled or not state.leased()
 
-    def ack(self, group: str, name: QueueName, offsets: Iterable[int]) -> None:
-        self._settle(group, name, offsets, "ack", delivery.ack)
+    def ack(self, group: str, name: QueueName, offsets: Iterable[int]) -> bool:
+        """Settle ``offsets``; True if a lease may now hand out more (the batch
+        settled, or nothing of it is leased any more)."""
+        return self._settle(group, name, offsets, "ack", delivery.ack)
 
-    def nack(self, group: str, name: QueueName, offsets: Iterable[int]) -> None:
-        self._settle(group, name, offsets, "nack", delivery.nack)
+    def nack(self, group: str, name: QueueName, offsets: Iterable[int]) -> bool:
+        """Release ``offsets``; True as :meth:`ack`."""
+        return self._settle(group, name, offsets, "nack", delivery.nack)
 
     def extend(self, group: str, name: QueueName, lease_s: float, now: float | None) -> float:
         check_group(group)

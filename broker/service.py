@@ -340,7 +340,7 @@ class BrokerService(pb_grpc.BrokerServicer):
                     return  # the client closed its side: the stream is over
                 while session.engine_ready:
                     batch = await session.pull()
-                    async for frame in self._batch_frames(batch):
+                    async for frame in self._batch_frames(batch, session.max_batch):
                         yield frame
         except Exception as exc:
             await _fail(context, exc)
@@ -350,8 +350,10 @@ class BrokerService(pb_grpc.BrokerServicer):
             if session is not None:
                 await session.close()
 
-    async def _batch_frames(self, batch: Batch) -> AsyncIterator[pb.SubscribeResponse]:
-        for frame, chunked in frames(batch):
+    async def _batch_frames(
+        self, batch: Batch, max_messages: int
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        for frame, chunked in frames(batch, max_messages):
             yield frame
             if chunked is not None:
                 async for piece in self.body_pieces(chunked):

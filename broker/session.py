@@ -131,6 +131,9 @@ def first_at_or_after(broker: Broker, queue: QueueName, timestamp: float) -> int
     return lo
 
 
+ROUND_MESSAGES = 1000  # what one pull round may take (with the credits for it)
+
+
 class Session:
     """State of one Subscribe stream; every method runs on the event loop."""
 
@@ -142,6 +145,7 @@ class Session:
         self.group = group
         self.lease_s = lease_s
         self.max_batch = max_batch
+        self.max_round = min(hub.broker.settings.max_read_messages, max(max_batch, ROUND_MESSAGES))
         self.cid, self.wake = hub.open_consumer(grouped=bool(group))
         self._names: dict[bytes, QueueName] = {}
         self._outbox: deque[Outbound] = deque()
@@ -302,33 +306,36 @@ class Session:
         if not self.group:
             return  # a plain stream keeps no state: nothing to settle
         hub = self.hub
-        refusals = await hub.run_write(0, 0, self._settle_all, verb, items)
-        for (queue, _), refusal in zip(items, refusals, strict=True):
-            if refusal is not None:
-                self._post(Notice(refusal, queue))
-            else:
+        outcomes = await hub.run_write(0, 0, self._settle_all, verb, items)
+        for (queue, _), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, BrokerError):
+                self._post(Notice(outcome, queue))
+            elif outcome:  # the next lease may find something: look again
                 hub.wake(hub.engine.changed(queue.key))
 
     def _settle_all(
         self, verb: str, items: Sequence[tuple[QueueName, tuple[int, ...]]]
-    ) -> list[BrokerError | None]:
-        """One broker pass for a frame's acks or nacks: each item's refusal, if any."""
+    ) -> list[BrokerError | bool]:
+        """One broker pass for a frame's acks or nacks: for each item its refusal,
+        or whether the queue's next lease may find something."""
         method = self.hub.broker.ack if verb == "ack" else self.hub.broker.nack
-        refusals: list[BrokerError | None] = []
+        outcomes: list[BrokerError | bool] = []
         for queue, offsets in items:
             try:
-                method(self.group, queue, offsets)
-                refusals.append(None)
+                outcomes.append(method(self.group, queue, offsets))
             except (FailedPrecondition, NotFound) as exc:
-                refusals.append(exc)
-        return refusals
+                outcomes.append(exc)
+        return outcomes
 
     # ---------------------------------------------------------------- pulls
 
     async def pull(self) -> Batch:
         """One round of reads over the ready queues, within the credits."""
         engine = self.hub.engine
-        pulls = engine.take(self.cid, max_messages=self.max_batch)
+        # A round may take more than a frame (frames split it): a consumer that
+        # gave credits for several frames of one busy queue gets them under one
+        # lease, sent back to back, instead of one frame per ack round trip.
+        pulls = engine.take(self.cid, max_messages=self.max_round, share=self.max_batch)
         named = [(p, self._names[p.key]) for p in pulls if p.key in self._names]
         # Recent data (the tails, the page cache) is read on the loop; a read
         # that would reach older log records stops before it reads, and it and

@@ -607,14 +607,17 @@ class Broker:
         """The group's next batch of ``queue`` (see :mod:`broker.delivery`)."""
         return self._groups.lease(group, self._name(queue), max_messages, lease_s, now)
 
-    def ack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> None:
-        """Settle ``offsets``; when the batch is all settled the group's offset moves past it."""
-        self._groups.ack(group, self._name(queue), offsets)
+    def ack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> bool:
+        """Settle ``offsets``; when the batch is all settled the group's offset moves past it.
 
-    def nack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> None:
+        True if the next lease may find something (the batch settled, or none
+        of it is leased any more); False while the rest of it is still out."""
+        return self._groups.ack(group, self._name(queue), offsets)
+
+    def nack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> bool:
         """Give ``offsets`` back: they are redelivered (attempt + 1) by the next lease
-        once nothing else of their batch is still leased."""
-        self._groups.nack(group, self._name(queue), offsets)
+        once nothing else of their batch is still leased. True as :meth:`ack`."""
+        return self._groups.nack(group, self._name(queue), offsets)
 
     def extend(
         self, group: str, queue: QueueName | str, lease_s: float, now: float | None = None

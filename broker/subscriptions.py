@@ -216,25 +216,33 @@ class Engine:
         consumer.credits = min(self._max_credits, consumer.credits + credits)
         return consumer.credits > 0 and bool(consumer.ready)
 
-    def take(self, cid: int, *, max_messages: int, max_queues: int = 256) -> list[Pull]:
+    def take(
+        self, cid: int, *, max_messages: int, share: int | None = None, max_queues: int = 256
+    ) -> list[Pull]:
         """Pop ready queues, round robin, reserving credits for each pull.
 
         Reserves at most ``max_messages`` (and the consumer's credits) in all;
-        :meth:`delivered` refunds what a pull did not use.
+        :meth:`delivered` refunds what a pull did not use. ``share``: what one
+        queue may take at least (None: the whole budget); a queue takes up to
+        ``max(share, budget // ready queues)``, so a lone ready queue may use
+        all the credits while many ready ones split them.
         """
         consumer = self._consumers[cid]
         budget = min(max_messages, consumer.credits)
         pulls: list[Pull] = []
         ready = consumer.ready
+        if share is not None and ready:
+            share = max(share, budget // len(ready))
         ends = self._ends
         while budget > 0 and ready and len(pulls) < max_queues:
             key = next(iter(ready))
             del ready[key]
             cursor = consumer.subs[key]
+            most = budget if share is None else min(budget, share)
             if cursor is None:
-                count = budget
+                count = most
             else:
-                count = min(budget, ends[key] - cursor)
+                count = min(most, ends[key] - cursor)
                 if count <= 0:
                     continue
             pulls.append(Pull(key, cursor, count))

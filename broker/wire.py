@@ -155,8 +155,11 @@ def _fill(out: pb.Delivery, message: Message, deadline: float | None) -> None:
         out.lease_deadline = deadline
 
 
-def frames(batch: Batch) -> Iterator[tuple[pb.SubscribeResponse, Message | None]]:
-    """Subscribe frames of ``batch``: each with the chunked message it ends with, if any.
+def frames(
+    batch: Batch, max_messages: int
+) -> Iterator[tuple[pb.SubscribeResponse, Message | None]]:
+    """Subscribe frames of ``batch``, at most ``max_messages`` deliveries each:
+    each frame with the chunked message it ends with, if any.
 
     Deliveries are built in place (``messages.add()``), not built apart and
     copied in: a frame carries up to a thousand of them.
@@ -164,21 +167,20 @@ def frames(batch: Batch) -> Iterator[tuple[pb.SubscribeResponse, Message | None]
     credits_left = batch.credits_left
     frame = pb.SubscribeResponse(credits_left=credits_left)
     add = frame.messages.add
-    size = 0
+    size = count = 0
     deadlines = batch.deadlines
     for message in batch.messages:
         _fill(add(), message, deadlines.get(message.queue) if deadlines else None)
         if message.chunked:
             yield frame, message
-            frame = pb.SubscribeResponse(credits_left=credits_left)
-            add = frame.messages.add
-            size = 0
-            continue
-        size += message.size
-        if size >= FRAME_BYTES:
+        else:
+            size += message.size
+            count += 1
+            if size < FRAME_BYTES and count < max_messages:
+                continue
             yield frame, None
-            frame = pb.SubscribeResponse(credits_left=credits_left)
-            add = frame.messages.add
-            size = 0
+        frame = pb.SubscribeResponse(credits_left=credits_left)
+        add = frame.messages.add
+        size = count = 0
     if frame.messages:
         yield frame, None

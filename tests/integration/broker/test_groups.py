@@ -55,9 +55,11 @@ def test_a_lease_hands_out_the_next_batch_and_ack_moves_the_group_on(
     assert lease.deadline == clock.now + 30.0
     assert broker.lease("g", Q, 3, 30.0).messages == ()  # one batch in flight per queue
     assert [m.offset for m in broker.lease("other", Q, 10, 30.0).messages] == [0, 1, 2, 3, 4]
-    broker.ack("g", Q, [0, 1])
-    assert broker.committed_offset("g", Q) is None  # not settled yet
-    broker.ack("g", Q, [2])
+    assert broker.ack("g", Q, [0, 1]) is False  # 2 is still out: nothing new to lease
+    # The settled front is behind the group; the batch (offset 2) is still in flight.
+    assert broker.committed_offset("g", Q) == 2
+    assert broker.lease("g", Q, 3, 30.0).messages == ()
+    assert broker.ack("g", Q, [2]) is True
     assert broker.committed_offset("g", Q) == 3
     assert [m.offset for m in broker.lease("g", Q, 10, 30.0).messages] == [3, 4]
     broker.ack("g", Q, [3, 4, 1])  # 1 was settled long ago: ignored

@@ -149,16 +149,21 @@ def test_a_group_delivers_each_lite_topic_in_order_one_batch_at_a_time(server: S
         pb.SubscribeRequest(
             open=pb.SubscribeOpen(group="ord", lease_s=30, max_batch_messages=2),
             add=[pb.Subscription(topic="g", lite_topic="o")],
-            credits=100,
+            credits=4,
         ),
     )
     stream.changed()
-    batch = stream.deliveries(2)
-    assert [d.offset for d in batch] == [0, 1]
+    # The credits cover two frames: one batch of 4, sent as two frames of 2.
+    assert [d.offset for d in stream.next().messages] == [0, 1]
+    assert [d.offset for d in stream.next().messages] == [2, 3]
+    stream.send(pb.SubscribeRequest(credits=100))
     with pytest.raises(queue.Empty):
-        stream.next(timeout=0.3)  # one in-flight batch per lite-topic
+        stream.next(timeout=0.3)  # one in-flight batch per lite-topic, credits or not
     stream.send(pb.SubscribeRequest(ack=[pb.Settle(topic="g", lite_topic="o", offsets=[0, 1])]))
-    assert [d.offset for d in stream.deliveries(2)] == [2, 3]
+    with pytest.raises(queue.Empty):
+        stream.next(timeout=0.3)  # half of it is still out
+    stream.send(pb.SubscribeRequest(ack=[pb.Settle(topic="g", lite_topic="o", offsets=[2, 3])]))
+    assert [d.offset for d in stream.deliveries(2)] == [4, 5]
     stream.close()
 
 

@@ -102,3 +102,43 @@ def test_settled_by_ack_declines_odd_data() -> None:
     assert delivery.settled_by_ack(data[:-1] + b"\x07", {1, 2}) is None  # unknown slot
     assert delivery.settled_by_ack(data, {1}) is None
     assert delivery.settled_by_ack(data, {1, 2, 3}) is None
+
+
+@given(items, st.integers(1, 12), st.floats(0, 20))
+def test_ack_prefix_agrees_with_the_full_path(
+    raw: list[tuple[int, int, Slot]], first: int, now: float
+) -> None:
+    state = BatchState(9.0, tuple(Pending(o, a, s) for o, a, s in sorted(raw)))
+    named = {p.offset for p in state.items[:first]}
+    front = delivery.ack_prefix(delivery.encode(state), named)
+    full = delivery.ack(state, named)
+    if front is None:
+        # declined only where the short path does not apply: all of it named,
+        # or nothing left unsettled after the ack
+        assert first >= len(state.items) or full.settled
+        return
+    assert not full.settled
+    kept, position = delivery.drop_settled_front(full)
+    assert delivery.decode(front.rest) == kept
+    assert front.position == position
+    assert front.leased == bool(kept.leased())
+    assert delivery.busy_raw(front.rest, now) == (kept.deadline if kept.busy(now) else None)
+
+
+def test_ack_prefix_declines_what_is_not_the_front() -> None:
+    data = delivery.encode(delivery.new_batch([1, 2, 3], 3.0))
+    assert delivery.ack_prefix(data, {2}) is None  # not the first
+    assert delivery.ack_prefix(data, {1, 3}) is None  # not a run from the front
+    assert delivery.ack_prefix(data, {0, 1}) is None  # 0 is not in the batch
+    assert delivery.ack_prefix(data[:-1], {1}) is None  # truncated
+    front = delivery.ack_prefix(data, {1})
+    assert front is not None
+    assert (front.position, front.leased) == (2, True)
+    assert delivery.decode(front.rest) == delivery.new_batch([2, 3], 3.0)
+
+
+@given(items, st.floats(0, 20))
+def test_busy_raw_is_busy(raw: list[tuple[int, int, Slot]], now: float) -> None:
+    state = BatchState(9.0, tuple(Pending(o, a, s) for o, a, s in sorted(raw)))
+    expected = state.deadline if state.busy(now) else None
+    assert delivery.busy_raw(delivery.encode(state), now) == expected

@@ -175,3 +175,45 @@ def test_credits_are_capped() -> None:
     plain(engine)
     engine.grant(1, 100)
     assert engine.credits(1) == 10
+
+
+def test_a_share_lets_a_lone_ready_queue_take_every_credit() -> None:
+    engine = Engine()
+    engine.open(1, grouped=True)
+    engine.add(1, A, cursor=None, end=5000)
+    engine.grant(1, 1000)
+    assert engine.take(1, max_messages=1000, share=100) == [Pull(A, None, 1000)]
+
+
+def test_a_share_splits_the_credits_over_many_ready_queues() -> None:
+    engine = Engine()
+    engine.open(1, grouped=True)
+    for key in (A, B, C):
+        engine.add(1, key, cursor=None, end=5000)
+    engine.grant(1, 900)
+    # 900 credits over 3 ready queues: 300 each, not all to the first.
+    assert engine.take(1, max_messages=1000, share=100) == [
+        Pull(A, None, 300),
+        Pull(B, None, 300),
+        Pull(C, None, 300),
+    ]
+
+
+def test_a_share_is_what_each_of_many_ready_queues_may_take_at_least() -> None:
+    engine = Engine()
+    engine.open(1, grouped=True)
+    keys = [b"t\x00c/%d" % i for i in range(12)]
+    for key in keys:
+        engine.add(1, key, cursor=None, end=5000)
+    engine.grant(1, 1000)
+    # 1000 / 12 is less than the share: ten queues get a share each, the
+    # other two wait for the next round.
+    assert engine.take(1, max_messages=1000, share=100) == [Pull(k, None, 100) for k in keys[:10]]
+
+
+def test_a_share_bounds_plain_reads_too() -> None:
+    engine = plain(Engine())
+    engine.add(1, A, cursor=0, end=500)
+    engine.add(1, B, cursor=0, end=50)
+    engine.grant(1, 1000)
+    assert engine.take(1, max_messages=1000, share=100) == [Pull(A, 0, 500), Pull(B, 0, 50)]

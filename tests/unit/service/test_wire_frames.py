@@ -47,7 +47,7 @@ def test_a_delivery_carries_every_field() -> None:
 def test_frames_hold_what_delivery_builds_with_each_queue_s_deadline() -> None:
     messages = [_message(Q1, 0), _message(Q2, 0, attempt=1), _message(Q1, 1)]
     batch = Batch(messages, {Q2: 42.0}, credits_left=17)
-    [(frame, chunked)] = list(frames(batch))
+    [(frame, chunked)] = list(frames(batch, 1000))
     assert chunked is None
     assert frame.credits_left == 17
     assert list(frame.messages) == [
@@ -60,7 +60,7 @@ def test_frames_hold_what_delivery_builds_with_each_queue_s_deadline() -> None:
 def test_a_chunked_delivery_ends_its_frame() -> None:
     big = _message(Q1, 1, body=b"", size=10**8, chunked=True)
     messages = [_message(Q1, 0), big, _message(Q1, 2)]
-    out = list(frames(Batch(messages, {}, credits_left=5)))
+    out = list(frames(Batch(messages, {}, credits_left=5), 1000))
     assert [(len(f.messages), c) for f, c in out] == [(2, big), (1, None)]
     assert out[0][0].messages[1].chunked
     assert all(f.credits_left == 5 for f, _ in out)
@@ -69,10 +69,18 @@ def test_a_chunked_delivery_ends_its_frame() -> None:
 def test_frames_split_at_the_frame_budget() -> None:
     body = b"x" * (FRAME_BYTES // 4)
     messages = [_message(Q1, i, body=body, size=len(body)) for i in range(10)]
-    out = list(frames(Batch(messages, {}, credits_left=0)))
+    out = list(frames(Batch(messages, {}, credits_left=0), 1000))
     assert [len(f.messages) for f, _ in out] == [4, 4, 2]
     assert [d.offset for f, _ in out for d in f.messages] == list(range(10))
 
 
 def test_an_empty_batch_makes_no_frame() -> None:
-    assert list(frames(Batch([], {}, credits_left=3))) == []
+    assert list(frames(Batch([], {}, credits_left=3), 1000)) == []
+
+
+def test_frames_split_at_the_consumer_s_frame_size() -> None:
+    messages = [_message(Q1, i) for i in range(7)]
+    out = list(frames(Batch(messages, {Q1: 5.0}, credits_left=0), 3))
+    assert [len(f.messages) for f, _ in out] == [3, 3, 1]
+    assert [d.offset for f, _ in out for d in f.messages] == list(range(7))
+    assert all(d.lease_deadline == 5.0 for f, _ in out for d in f.messages)
