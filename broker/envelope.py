@@ -36,10 +36,12 @@ __all__ = [
     "MAX_PROPERTY_VALUE_BYTES",
     "MESSAGE",
     "NO_PROPERTIES",
+    "Delivered",
     "MessageRecord",
     "chunk_payload",
     "decode_delivery",
     "decode_message",
+    "delivery_in",
     "encode_chunked",
     "encode_inline",
     "encode_properties",
@@ -249,19 +251,34 @@ def _read_properties(data: bytes, at: int) -> tuple[dict[str, str], int]:
     return properties, at
 
 
-def decode_delivery(payload: bytes) -> tuple[float, Mapping[str, str], int, bytes, bool]:
-    """(timestamp, properties, size, body, chunked) of a message record, for delivery.
+Delivered = tuple[float, Mapping[str, str], int, bytes, bool]
+
+
+def decode_delivery(payload: bytes) -> Delivered:
+    """(timestamp, properties, size, body, chunked) of a message record, for delivery."""
+    return delivery_in(payload, 0, len(payload))
+
+
+def delivery_in(buf: bytes, start: int, end: int) -> Delivered:
+    """:func:`decode_delivery` of the record payload ``buf[start:end]``, read in place.
 
     The read path decodes every delivered message, and most are one queue,
     no properties, an inline body: those take a short branch that builds
-    nothing but the body (properties come back as one shared empty mapping).
-    The rest, and anything malformed, go through :func:`decode_message`.
+    nothing but the body, the one copy made (properties come back as one
+    shared empty mapping). The rest, and anything malformed, go through
+    :func:`decode_message`.
     """
-    if len(payload) >= _SINGLE.size:
-        kind, flags, timestamp, count, length = _SINGLE.unpack_from(payload, 0)
-        at = _SINGLE.size + length + 8  # past the name and the offset
-        if kind == MESSAGE and flags == 0 and count == 1 and payload[at : at + 2] == NO_PROPERTIES:
-            body = payload[at + 2 :]
+    if end - start >= _SINGLE.size:
+        kind, flags, timestamp, count, length = _SINGLE.unpack_from(buf, start)
+        at = start + _SINGLE.size + length + 8  # past the name and the offset
+        if (
+            kind == MESSAGE
+            and flags == 0
+            and count == 1
+            and at + 2 <= end
+            and buf[at : at + 2] == NO_PROPERTIES
+        ):
+            body = buf[at + 2 : end]
             return timestamp, _NONE, len(body), body, False
-    rec = decode_message(payload)
+    rec = decode_message(buf[start:end])
     return rec.timestamp, rec.properties, rec.size, rec.body, rec.chunked

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from broker import envelope
 from broker.bodies import read_chunks
@@ -116,32 +116,33 @@ class Reader:
             offsets = list(offsets)
             key = k.OFFSET_KEY.pack
             raws = self._index.get_many(Column.INDEX, [key(qid, o) for o in offsets])
-        kept: list[int] = []
-        positions: list[int] = []
-        locate = k.locate
-        for offset, raw in zip(offsets, raws, strict=True):
-            if raw is None:
-                continue
-            position, lowest = locate(raw)
-            if lowest < log_start:
-                continue  # the record or its first chunks were reclaimed
-            kept.append(offset)
-            positions.append(position)
+        kept: Sequence[int]
+        positions = k.positions_of(raws)  # type: ignore[arg-type]  # None-checked there
+        if positions is not None and (not positions or min(positions) >= log_start):
+            kept = offsets  # every entry there, plain and retained: the common run
+        else:
+            kept, positions = [], []
+            locate = k.locate
+            for offset, raw in zip(offsets, raws, strict=True):
+                if raw is None:
+                    continue
+                position, lowest = locate(raw)
+                if lowest < log_start:
+                    continue  # the record or its first chunks were reclaimed
+                kept.append(offset)
+                positions.append(position)
         try:  # None: in a corrupt stretch skipped on open
-            payloads = self._log.read_many(positions, nowait=getattr(self._local, "nowait", False))
+            decoded = self._log.read_parsed(
+                positions, envelope.delivery_in, nowait=getattr(self._local, "nowait", False)
+            )
         except BlockingIOError:
             raise ColdRead from None
-        decode = envelope.decode_delivery
-        messages: list[Message] = []
-        for offset, position, payload in zip(kept, positions, payloads, strict=True):
-            if payload is not None:
-                timestamp, properties, size, body, chunked = decode(payload)
-                messages.append(
-                    Message(
-                        name, offset, position, timestamp, properties, size, body, chunked, attempt
-                    )
-                )
-        return messages
+        make = Message._make
+        return [
+            make((name, offset, position, *fields, attempt))
+            for offset, position, fields in zip(kept, positions, decoded, strict=True)
+            if fields is not None
+        ]
 
     def _index_run(self, qid: int, offsets: range) -> tuple[list[int], list[bytes | None]]:
         """The index entries of ``offsets`` (consecutive) by one range scan: the

@@ -325,8 +325,10 @@ class BrokerService(pb_grpc.BrokerServicer):
             if first is None:
                 return
             well_formed(first)
-            group, lease_s, max_batch = _open(first.open if first.HasField("open") else None)
+            opened = first.open if first.HasField("open") else None
+            group, lease_s, max_batch = _open(opened)
             session = Session(self.hub, tenant, group=group, lease_s=lease_s, max_batch=max_batch)
+            compact = opened is not None and opened.compact
             await session.apply(_change(tenant, first))
             reader = asyncio.create_task(_read_requests(request_iterator, session, tenant))
             while True:
@@ -340,7 +342,7 @@ class BrokerService(pb_grpc.BrokerServicer):
                     return  # the client closed its side: the stream is over
                 while session.engine_ready:
                     batch = await session.pull()
-                    async for frame in self._batch_frames(batch, session.max_batch):
+                    async for frame in self._batch_frames(batch, session.max_batch, compact):
                         yield frame
         except Exception as exc:
             await _fail(context, exc)
@@ -351,9 +353,9 @@ class BrokerService(pb_grpc.BrokerServicer):
                 await session.close()
 
     async def _batch_frames(
-        self, batch: Batch, max_messages: int
+        self, batch: Batch, max_messages: int, compact: bool
     ) -> AsyncIterator[pb.SubscribeResponse]:
-        for frame, chunked in frames(batch, max_messages):
+        for frame, chunked in frames(batch, max_messages, compact=compact):
             yield frame
             if chunked is not None:
                 async for piece in self.body_pieces(chunked):

@@ -156,14 +156,18 @@ def _fill(out: pb.Delivery, message: Message, deadline: float | None) -> None:
 
 
 def frames(
-    batch: Batch, max_messages: int
+    batch: Batch, max_messages: int, *, compact: bool = False
 ) -> Iterator[tuple[pb.SubscribeResponse, Message | None]]:
     """Subscribe frames of ``batch``, at most ``max_messages`` deliveries each:
-    each frame with the chunked message it ends with, if any.
+    each frame with the chunked message it ends with, if any. ``compact``:
+    a queue's plain messages go as one DeliveryRun (see :func:`_compact`).
 
     Deliveries are built in place (``messages.add()``), not built apart and
     copied in: a frame carries up to a thousand of them.
     """
+    if compact:
+        yield from _compact(batch, max_messages)
+        return
     credits_left = batch.credits_left
     frame = pb.SubscribeResponse(credits_left=credits_left)
     add = frame.messages.add
@@ -183,4 +187,89 @@ def frames(
         add = frame.messages.add
         size = count = 0
     if frame.messages:
+        yield frame, None
+
+
+def _compact(
+    batch: Batch, max_messages: int
+) -> Iterator[tuple[pb.SubscribeResponse, Message | None]]:
+    """:func:`frames` for a client that takes DeliveryRun.
+
+    A batch holds each queue's messages together (one pull per queue). The
+    part of a queue's messages that falls in one frame goes as one run when
+    all of it is plain (no properties, an inline body), else as Deliveries;
+    a queue is in ``messages`` or in ``runs`` of a frame, never both, so its
+    order holds for a client that reads ``messages`` first (a queue met again
+    in a frame follows its first placement, or starts a new frame where it
+    could not). A run is a few list copies into packed fields instead of
+    seven field writes per message, on both ends of the wire.
+    """
+    credits_left = batch.credits_left
+    deadlines = batch.deadlines
+    messages = batch.messages
+    frame = pb.SubscribeResponse(credits_left=credits_left)
+    size = count = 0
+    as_runs: set[QueueName] = set()
+    as_messages: set[QueueName] = set()
+    i, n = 0, len(messages)
+    while i < n:
+        queue = messages[i].queue
+        deadline = deadlines.get(queue) if deadlines else None
+        j = i
+        plain = True
+        full = False
+        chunked: Message | None = None
+        while j < n:
+            message = messages[j]
+            if message.queue is not queue and message.queue != queue:
+                break
+            j += 1
+            if message.chunked:
+                chunked, plain, full = message, False, True
+                break
+            if message.properties:
+                plain = False
+            size += message.size
+            count += 1
+            if size >= FRAME_BYTES or count >= max_messages:
+                full = True
+                break
+        piece = messages[i:j]
+        if plain and queue in as_messages:
+            plain = False  # stay behind this queue's deliveries in the frame
+        elif not plain and queue in as_runs:
+            # its run would be read after these: send the frame so far first
+            yield frame, None
+            frame = pb.SubscribeResponse(credits_left=credits_left)
+            as_runs.clear()
+            as_messages.clear()
+            size = sum(m.size for m in piece if not m.chunked)
+            count = sum(1 for m in piece if not m.chunked)
+        if plain:
+            as_runs.add(queue)
+            run = frame.runs.add()
+            run.topic = queue.topic
+            if queue.lite:
+                run.lite_topic = queue.lite
+            run.offsets.extend([m.offset for m in piece])
+            run.timestamps.extend([m.timestamp for m in piece])
+            run.bodies.extend([m.body for m in piece])
+            attempts = [m.attempt for m in piece]
+            if any(attempts):
+                run.attempts.extend(attempts)
+            if deadline is not None:
+                run.lease_deadline = deadline
+        else:
+            as_messages.add(queue)
+            add = frame.messages.add
+            for message in piece:
+                _fill(add(), message, deadline)
+        i = j
+        if full:
+            yield frame, chunked
+            frame = pb.SubscribeResponse(credits_left=credits_left)
+            as_runs.clear()
+            as_messages.clear()
+            size = count = 0
+    if frame.messages or frame.runs:
         yield frame, None

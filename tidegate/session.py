@@ -36,6 +36,7 @@ here, so they are tested without a server:
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from broker.proto import broker_pb2 as pb
 from tidegate.errors import STATUS_NAMES, InvalidArgument
 from tidegate.values import Message, Notice, QueueRef, Start
-from tidegate.wire import message, subscription
+from tidegate.wire import message, run_messages, subscription
 
 __all__ = ["SessionState"]
 
@@ -172,7 +173,10 @@ class SessionState:
         self._outstanding = grant
         request = pb.SubscribeRequest(
             open=pb.SubscribeOpen(
-                group=self.group, lease_s=self._lease_s, max_batch_messages=self._max_batch
+                group=self.group,
+                lease_s=self._lease_s,
+                max_batch_messages=self._max_batch,
+                compact=True,
             ),
             add=[
                 subscription(QueueRef(t, lite), self._resume_start(e))
@@ -321,6 +325,8 @@ class SessionState:
             if self._wanted(d):
                 self._seen(d)
                 out.append(message(d))
+        for run in frame.runs:  # after `messages`: a queue is in one or the other
+            out += self._taken_run(run)
         if frame.HasField("body_chunk") and self._chunk is not None:
             chunk = self._chunk
             if chunk.keep:
@@ -336,6 +342,22 @@ class SessionState:
         self._buffered += len(out)
         self._top_up()
         return out
+
+    def _taken_run(self, run: pb.DeliveryRun) -> list[Message]:
+        """:meth:`_wanted` and :meth:`_seen` for a run of one queue's deliveries."""
+        count = len(run.offsets)
+        self._outstanding = max(0, self._outstanding - count)
+        entry = self._subs.get((run.topic, run.lite_topic))
+        if entry is None or not count:
+            return []  # removed meanwhile
+        start = 0
+        if not self.group:
+            if entry.expected is not None:  # offsets ascend within a run
+                start = bisect_left(run.offsets, entry.expected)
+                self.duplicates += start
+            if start < count:
+                entry.expected = run.offsets[-1] + 1
+        return run_messages(run, start) if start < count else []
 
     def _wanted(self, d: pb.Delivery) -> bool:
         entry = self._subs.get((d.topic, d.lite_topic))

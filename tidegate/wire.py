@@ -146,6 +146,29 @@ def message(d: pb.Delivery, body: bytes | None = None) -> Message:
     )
 
 
+def run_messages(run: pb.DeliveryRun, start: int = 0) -> list[Message]:
+    """The messages of a run of deliveries (see broker.proto), from its ``start``-th."""
+    topic, lite, deadline = run.topic, run.lite_topic, run.lease_deadline or None
+    offsets = run.offsets[start:]
+    attempts = run.attempts[start:] if run.attempts else [0] * len(offsets)
+    return [
+        Message(
+            topic=topic,
+            lite_topic=lite,
+            offset=offset,
+            body=body,
+            attempt=attempt,
+            timestamp=timestamp,
+            properties=_NO_PROPERTIES,
+            size=len(body),
+            lease_deadline=deadline,
+        )
+        for offset, timestamp, body, attempt in zip(
+            offsets, run.timestamps[start:], run.bodies[start:], attempts, strict=True
+        )
+    ]
+
+
 def read_result(response: pb.ReadResponse) -> ReadResult:
     return ReadResult(tuple(message(d) for d in response.messages), response.next_offset)
 

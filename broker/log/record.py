@@ -48,6 +48,7 @@ __all__ = [
     "encode_many",
     "frame_offsets",
     "payload_at",
+    "payload_end",
     "resync",
     "walk",
 ]
@@ -183,16 +184,28 @@ def payload_at(buf: bytes, offset: int, max_record_bytes: int) -> bytes | None:
     buffer's end, or corrupt); the caller falls back to :func:`decode` for
     the details.
     """
+    end = payload_end(buf, memoryview(buf), offset, max_record_bytes)
+    return None if end < 0 else buf[offset + HEADER_SIZE : end]
+
+
+def payload_end(buf: bytes, view: memoryview, offset: int, max_record_bytes: int) -> int:
+    """Where the payload of the valid frame at ``offset`` in ``buf`` ends (it
+    starts at ``offset + HEADER_SIZE``), or -1 as :func:`payload_at` says None.
+
+    ``view`` is ``memoryview(buf)``, made once per buffer: the checksum reads
+    the payload in place, so a reader that decodes the payload from ``buf``
+    copies nothing on the way.
+    """
     if offset + HEADER_SIZE > len(buf):
-        return None
+        return -1
     length, version, stored = _HEADER.unpack_from(buf, offset)
-    end = offset + HEADER_SIZE + length
+    start = offset + HEADER_SIZE
+    end: int = start + length
     if version != VERSION or length > max_record_bytes or end > len(buf):
-        return None
-    payload = buf[offset + HEADER_SIZE : end]
-    if crc32c.crc32c(payload, _VERSION_CRC) != stored:
-        return None
-    return payload
+        return -1
+    if crc32c.crc32c(view[start:end], _VERSION_CRC) != stored:
+        return -1
+    return end
 
 
 def walk(buf: memoryview, start: int, stop: int, max_record_bytes: int) -> Walk:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from broker.errors import CorruptLog, FailedPrecondition
 from broker.log import record
@@ -46,6 +47,14 @@ _BLOCK = 4 * 1024 * 1024
 _READ_GUESS = 4096
 # A batch read covers records this close together with one pread.
 _SPAN = 1024 * 1024
+
+T = TypeVar("T")
+
+
+def payload_slice(buf: bytes, start: int, end: int) -> bytes:
+    """The payload itself: what :meth:`Segment.read_many` parses records into."""
+    return buf[start:end]
+
 
 Fsync = Callable[[int], None]
 
@@ -255,7 +264,22 @@ class Segment:
         max_record_bytes: int = record.MAX_PAYLOAD_BYTES,
         nowait: bool = False,
     ) -> list[bytes]:
-        """Payloads of the records at relative ``offsets``, as :meth:`read_at` would give.
+        """Payloads of the records at relative ``offsets``, as :meth:`read_at` would give
+        (see :meth:`read_parsed`)."""
+        return self.read_parsed(
+            offsets, payload_slice, max_record_bytes=max_record_bytes, nowait=nowait
+        )
+
+    def read_parsed(
+        self,
+        offsets: Sequence[int],
+        parse: Callable[[bytes, int, int], T],
+        *,
+        max_record_bytes: int = record.MAX_PAYLOAD_BYTES,
+        nowait: bool = False,
+    ) -> list[T]:
+        """``parse(buf, start, end)`` of each record at relative ``offsets``, its
+        payload being ``buf[start:end]``, checked as :meth:`read_at` checks it.
 
         A consumer reads a queue's records in log order, and records published
         together lie side by side, so ascending offsets within ``_SPAN`` of
@@ -266,9 +290,10 @@ class Segment:
         ``nowait``: read only what the page cache holds (``preadv`` with
         ``RWF_NOWAIT``); BlockingIOError when anything would need the disk.
         """
-        out: list[bytes] = []
+        out: list[T] = []
         append = out.append
-        payload_at = record.payload_at
+        payload_end = record.payload_end
+        skip = record.HEADER_SIZE
         size = self._size
         count = len(offsets)
         i = 0
@@ -285,13 +310,18 @@ class Segment:
                 if nowait
                 else os.pread(self._fd, high - low, low)
             )
+            view = memoryview(data)
             for offset in offsets[i:j]:
-                payload = payload_at(data, offset - low, max_record_bytes)
-                if payload is None:
-                    if nowait:  # a record longer than the guess: read alone, may wait
-                        raise BlockingIOError(errno.EAGAIN, "a record past the cached span")
-                    payload = self.read_at(offset, max_record_bytes=max_record_bytes)
-                append(payload)
+                at = offset - low
+                end = payload_end(data, view, at, max_record_bytes)
+                if end >= 0:
+                    append(parse(data, at + skip, end))
+                    continue
+                if nowait:  # a record longer than the guess: read alone, may wait
+                    raise BlockingIOError(errno.EAGAIN, "a record past the cached span")
+                payload = self.read_at(offset, max_record_bytes=max_record_bytes)
+                append(parse(payload, 0, len(payload)))
+            view.release()
             i = j
         return out
 

@@ -583,6 +583,7 @@ class SubscribeOpen(_message.Message):
     GROUP_FIELD_NUMBER: _builtins.int
     LEASE_S_FIELD_NUMBER: _builtins.int
     MAX_BATCH_MESSAGES_FIELD_NUMBER: _builtins.int
+    COMPACT_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """Consumer group ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}). Inside a group each
     lite-topic is delivered in order with one in-flight batch at a time,
@@ -596,16 +597,22 @@ class SubscribeOpen(_message.Message):
     """default 30 s"""
     max_batch_messages: _builtins.int
     """per response frame; default and cap 1000"""
+    compact: _builtins.bool
+    """true: the server may send plain deliveries as SubscribeResponse.runs
+    (columns, see DeliveryRun) instead of one Delivery each. A client that
+    leaves it false gets every delivery in `messages`, as before.
+    """
     def __init__(
         self,
         *,
         group: _builtins.str = ...,
         lease_s: _builtins.float = ...,
         max_batch_messages: _builtins.int = ...,
+        compact: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "lease_s", b"lease_s", "max_batch_messages", b"max_batch_messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compact", b"compact", "group", b"group", "lease_s", b"lease_s", "max_batch_messages", b"max_batch_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -902,6 +909,11 @@ class SubscribeResponse(_message.Message):
     The body of a chunked delivery follows that frame directly, in
     body_chunk frames, the last one with last=true; a frame holds at most one
     chunked delivery and it is the frame's last.
+
+    With SubscribeOpen.compact, deliveries may come as `runs` besides
+    `messages`. A queue's deliveries in one frame are all in `messages` or
+    all in one run, in offset order; a client that takes `messages` first and
+    then `runs` keeps each queue's order. Frames follow each other in order.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -911,6 +923,7 @@ class SubscribeResponse(_message.Message):
     CHANGED_FIELD_NUMBER: _builtins.int
     NOTICE_FIELD_NUMBER: _builtins.int
     CREDITS_LEFT_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
     credits_left: _builtins.int
     """after this frame"""
     @_builtins.property
@@ -921,6 +934,8 @@ class SubscribeResponse(_message.Message):
     def changed(self) -> Global___SubscriptionsChanged: ...
     @_builtins.property
     def notice(self) -> Global___StreamNotice: ...
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryRun]: ...
     def __init__(
         self,
         *,
@@ -929,14 +944,64 @@ class SubscribeResponse(_message.Message):
         changed: Global___SubscriptionsChanged | None = ...,
         notice: Global___StreamNotice | None = ...,
         credits_left: _builtins.int = ...,
+        runs: _abc.Iterable[Global___DeliveryRun] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body_chunk", b"body_chunk", "changed", b"changed", "notice", b"notice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_chunk", b"body_chunk", "changed", b"changed", "credits_left", b"credits_left", "messages", b"messages", "notice", b"notice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_chunk", b"body_chunk", "changed", b"changed", "credits_left", b"credits_left", "messages", b"messages", "notice", b"notice", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryRun(_message.Message):
+    """Deliveries of one queue, as columns: message i is what a Delivery with
+    topic, lite_topic, offset = offsets[i], timestamp = timestamps[i],
+    body = bodies[i], size = len(bodies[i]), attempt = attempts[i] (0 for all
+    when `attempts` is empty) and lease_deadline would carry. Only messages
+    with no properties, no reply_to and an inline body travel this way.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    LITE_TOPIC_FIELD_NUMBER: _builtins.int
+    OFFSETS_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    BODIES_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LEASE_DEADLINE_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    lite_topic: _builtins.str
+    lease_deadline: _builtins.float
+    """groups: when the lease runs out (epoch s)"""
+    @_builtins.property
+    def offsets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def timestamps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def bodies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        lite_topic: _builtins.str = ...,
+        offsets: _abc.Iterable[_builtins.int] | None = ...,
+        timestamps: _abc.Iterable[_builtins.float] | None = ...,
+        bodies: _abc.Iterable[_builtins.bytes] | None = ...,
+        attempts: _abc.Iterable[_builtins.int] | None = ...,
+        lease_deadline: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bodies", b"bodies", "lease_deadline", b"lease_deadline", "lite_topic", b"lite_topic", "offsets", b"offsets", "timestamps", b"timestamps", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryRun: _TypeAlias = DeliveryRun  # noqa: Y015
 
 @_typing.final
 class ReadRequest(_message.Message):

@@ -83,7 +83,7 @@ def consume(
     window = max(min(MAX_CREDITS, 4 * batch * LANES), batch)
     first = pb.SubscribeRequest(
         open=pb.SubscribeOpen(
-            group=f"g-{run_id}", lease_s=120.0, max_batch_messages=min(batch, 1000)
+            group=f"g-{run_id}", lease_s=120.0, max_batch_messages=min(batch, 1000), compact=True
         ),
         add=[pb.Subscription(topic=topic, lite_topic=lane, start=EARLIEST) for lane in lanes],
         credits=window,
@@ -139,13 +139,15 @@ class _Consumer:
         while self.received < goal:
             deadline.check()
             arrived, frame = self.stream.next(min(self.stream.stall_s, max(0.1, deadline.left())))
-            if not frame.messages:
+            if not frame.messages and not frame.runs:
                 continue
             frames.append((arrived, frame))
-            self.received += len(frame.messages)
             offsets: dict[tuple[str, str], list[int]] = defaultdict(list)
             for d in frame.messages:
                 offsets[(d.topic, d.lite_topic)].append(d.offset)
+            for run in frame.runs:
+                offsets[(run.topic, run.lite_topic)] += run.offsets
+            self.received += sum(len(o) for o in offsets.values())
             reply = pb.SubscribeRequest(
                 ack=[pb.Settle(topic=t, lite_topic=q, offsets=o) for (t, q), o in offsets.items()]
             )
@@ -193,7 +195,14 @@ def _live(
         publisher.join(60)
     if failures:
         raise failures[0]
-    return [arrived - d.timestamp for arrived, frame in frames for d in frame.messages]
+    return [
+        arrived - timestamp
+        for arrived, frame in frames
+        for timestamp in [
+            *(d.timestamp for d in frame.messages),
+            *(t for run in frame.runs for t in run.timestamps),
+        ]
+    ]
 
 
 def lite_topics(target: Target, *, count: int, clients: int, run_id: str) -> Figures:

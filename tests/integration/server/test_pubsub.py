@@ -214,3 +214,44 @@ def test_request_reply_carries_the_reply_to(server: Server) -> None:
     read = client.Read(pb.ReadRequest(topic="a2a", lite_topic="task-7"))
     assert [m.body for m in read.messages] == [b"answer"]
     stream.close()
+
+
+def test_a_compact_stream_gets_plain_messages_as_runs_and_the_rest_as_deliveries(
+    server: Server,
+) -> None:
+    client = server.stub("acme")
+    client.Publish(pb.PublishRequest(messages=[msg("cmp", "a", b"%d" % i) for i in range(5)]))
+    rich = pb.OutboundMessage(topic="cmp", lite_topics=["b"], body=b"r", properties={"k": "v"})
+    client.Publish(pb.PublishRequest(messages=[msg("cmp", "b", b"p"), rich]))
+    stream = Stream(
+        client,
+        pb.SubscribeRequest(
+            open=pb.SubscribeOpen(group="cg", lease_s=30, max_batch_messages=3, compact=True),
+            add=[
+                pb.Subscription(topic="cmp", lite_topic="a", start=EARLIEST),
+                pb.Subscription(topic="cmp", lite_topic="b", start=EARLIEST),
+            ],
+            credits=100,
+        ),
+    )
+    stream.changed()
+    got: dict[str, list[tuple[int, bytes, int, dict[str, str], str]]] = defaultdict(list)
+    while sum(map(len, got.values())) < 7:
+        frame = stream.next()
+        assert len(frame.messages) + sum(len(r.offsets) for r in frame.runs) <= 3
+        for d in frame.messages:  # a client reads deliveries first, then runs
+            got[d.lite_topic].append((d.offset, d.body, d.attempt, dict(d.properties), "d"))
+        for run in frame.runs:
+            assert run.lease_deadline > 0
+            got[run.lite_topic] += [
+                (offset, body, attempt, {}, "run")
+                for offset, body, attempt in zip(run.offsets, run.bodies, run.attempts, strict=True)
+            ]
+    assert got["a"] == [(i, b"%d" % i, 1, {}, "run") for i in range(5)]
+    # b in order: its plain message may ride a run, the one with properties cannot
+    assert [(o, b, a, p) for o, b, a, p, _ in got["b"]] == [
+        (0, b"p", 1, {}),
+        (1, b"r", 1, {"k": "v"}),
+    ]
+    assert got["b"][1][4] == "d"
+    stream.close()

@@ -122,6 +122,9 @@ def test_state_round_trip(deadline: float, items: list[tuple[int, int, Slot]]) -
 
 
 def test_truncated_state_is_refused() -> None:
-    data = delivery.encode(delivery.new_batch([1, 2], 3.0))
+    data = delivery.encode(delivery.new_batch([1, 3], 3.0))  # the items form
     with pytest.raises(ValueError, match="header says 2"):
         delivery.decode(data[:-11])
+    fresh = delivery.encode(delivery.new_batch([1, 2], 3.0))  # the range form
+    with pytest.raises(ValueError, match="header says"):
+        delivery.decode(fresh[:-1])

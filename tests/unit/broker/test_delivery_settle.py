@@ -59,7 +59,7 @@ def test_acking_every_message_settles_the_batch() -> None:
 
 
 def test_an_unknown_slot_value_is_refused() -> None:
-    data = delivery.encode(delivery.new_batch([1], 3.0))
+    data = delivery.encode(BatchState(3.0, (Pending(1, 2, Slot.LEASED),)))  # the items form
     damaged = data[:-1] + struct.pack(">B", 7)
     with pytest.raises(ValueError, match="unknown slot"):
         delivery.decode(damaged)
@@ -97,11 +97,12 @@ def test_settled_by_ack_agrees_with_the_full_path(
 
 
 def test_settled_by_ack_declines_odd_data() -> None:
-    data = delivery.encode(delivery.new_batch([1, 2], 3.0))
+    data = delivery.encode(delivery.new_batch([1, 3], 3.0))  # not a range: the items form
     assert delivery.settled_by_ack(data[:-1], {1, 2}) is None
     assert delivery.settled_by_ack(data[:-1] + b"\x07", {1, 2}) is None  # unknown slot
     assert delivery.settled_by_ack(data, {1}) is None
     assert delivery.settled_by_ack(data, {1, 2, 3}) is None
+    assert delivery.settled_by_ack(data, {1, 2}) is None
 
 
 @given(items, st.integers(1, 12), st.floats(0, 20))
@@ -126,15 +127,30 @@ def test_ack_prefix_agrees_with_the_full_path(
 
 
 def test_ack_prefix_declines_what_is_not_the_front() -> None:
-    data = delivery.encode(delivery.new_batch([1, 2, 3], 3.0))
-    assert delivery.ack_prefix(data, {2}) is None  # not the first
-    assert delivery.ack_prefix(data, {1, 3}) is None  # not a run from the front
-    assert delivery.ack_prefix(data, {0, 1}) is None  # 0 is not in the batch
-    assert delivery.ack_prefix(data[:-1], {1}) is None  # truncated
-    front = delivery.ack_prefix(data, {1})
-    assert front is not None
-    assert (front.position, front.leased) == (2, True)
-    assert delivery.decode(front.rest) == delivery.new_batch([2, 3], 3.0)
+    fresh = delivery.new_batch([1, 2, 3], 3.0)  # stored in the range form
+    again = BatchState(3.0, (*fresh.items[:2], Pending(3, 2, Slot.LEASED)))  # the items form
+    for state in (fresh, again):
+        data = delivery.encode(state)
+        assert delivery.ack_prefix(data, {2}) is None  # not the first
+        assert delivery.ack_prefix(data, {1, 3}) is None  # not a run from the front
+        assert delivery.ack_prefix(data, {0, 1}) is None  # 0 is not in the batch
+        assert delivery.ack_prefix(data, {1, 2, 3}) is None  # all of it: settled_by_ack's
+        assert delivery.ack_prefix(data[:-1], {1}) is None  # truncated
+        front = delivery.ack_prefix(data, {1})
+        assert front is not None
+        assert (front.position, front.leased) == (2, True)
+        assert delivery.decode(front.rest) == BatchState(3.0, state.items[1:])
+
+
+@given(st.integers(0, 2**40), st.integers(1, 10_000), st.floats(allow_nan=False))
+def test_a_fresh_run_is_stored_in_22_bytes(first: int, count: int, deadline: float) -> None:
+    offsets = list(range(first, first + count))
+    data = delivery.encode_new(offsets, deadline)
+    assert len(data) == 22
+    assert data == delivery.encode(delivery.new_batch(offsets, deadline))
+    assert delivery.decode(data) == delivery.new_batch(offsets, deadline)
+    assert delivery.settled_by_ack(data, set(offsets)) == first + count
+    assert delivery.settled_by_ack(data, set(offsets[1:])) is None
 
 
 @given(items, st.floats(0, 20))

@@ -72,3 +72,33 @@ def test_locate_matches_decode_index(position: int, size: int, low: int | None) 
     raw = k.encode_index(position, size, low)
     value = k.decode_index(raw)
     assert k.locate(raw) == (value.position, value.lowest)
+
+
+@given(st.binary(max_size=40), st.floats(allow_nan=False), names, props, st.binary(max_size=300))
+def test_a_record_decodes_alike_in_place_among_others(
+    before: bytes, ts: float, name: bytes, properties: dict[str, str], body: bytes
+) -> None:
+    payload = envelope.encode_single(
+        envelope.single_head(ts), name, 7, envelope.encode_properties(properties), body
+    )
+    buf = before + payload + b"\x00\x00trailing"  # what follows must not be read
+    assert envelope.delivery_in(buf, len(before), len(before) + len(payload)) == (
+        envelope.decode_delivery(payload)
+    )
+
+
+def test_a_name_that_runs_past_its_record_does_not_read_the_next_one() -> None:
+    payload = envelope.encode_single(envelope.single_head(1.0), b"q", 0, b"\x00\x00", b"")
+    cut = payload[:-2]  # ends inside the properties: the record is malformed
+    buf = cut + envelope.NO_PROPERTIES + b"next record"
+    with pytest.raises(ValueError, match=r"malformed|not a message"):
+        envelope.delivery_in(buf, 0, len(cut))
+
+
+@given(st.lists(st.integers(0, 2**64 - 2), max_size=20))
+def test_positions_of_plain_entries_are_their_positions(positions: list[int]) -> None:
+    raws = [k.encode_index(p, 10) for p in positions]
+    assert k.positions_of(raws) == positions
+    if positions:
+        assert k.positions_of([*raws, k.encode_index(5, 10, low=1)]) is None  # a chunked one
+        assert k.positions_of([*raws, None]) is None  # type: ignore[list-item]

@@ -121,3 +121,23 @@ def test_payload_at_takes_only_whole_valid_frames() -> None:
     wrong_version = bytearray(frames)
     wrong_version[4] = record.VERSION + 1
     assert record.payload_at(bytes(wrong_version), 0, limit) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_read_parsed_hands_each_payload_in_place(
+    tmp_path: Path, fsync: CountingFsync, clock: FakeClock, seed: int
+) -> None:
+    with _open(tmp_path, fsync, clock) as log:
+        written = _fill(log, seed)
+        positions = [p for p, _ in written]
+        spans = log.read_parsed(
+            positions, lambda buf, start, end: (bytes(buf[start:end]), end - start)
+        )
+        assert spans == [(body, len(body)) for _, body in written]
+        rng = random.Random(seed)
+        mixed = [-1, *rng.sample(positions, 10), log.end_position]  # any order, outside
+        assert log.read_parsed(mixed, lambda buf, start, end: buf[start:end]) == [
+            None,
+            *[log.read(p) for p in mixed[1:-1]],
+            None,
+        ]

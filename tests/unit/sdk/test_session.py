@@ -303,3 +303,49 @@ def test_notices_become_values() -> None:
 def test_bad_settings_name_the_setting(kwargs: dict[str, object], word: str) -> None:
     with pytest.raises(InvalidArgument, match=word):
         SessionState(**kwargs)  # type: ignore[arg-type]
+
+
+def run(ref: QueueRef, *offsets_: int, attempts: list[int] | None = None) -> pb.DeliveryRun:
+    return pb.DeliveryRun(
+        topic=ref.topic,
+        lite_topic=ref.lite_topic,
+        offsets=offsets_,
+        timestamps=[float(o) for o in offsets_],
+        bodies=[b"%d" % o for o in offsets_],
+        attempts=attempts or [],
+        lease_deadline=9.0 if attempts else 0.0,
+    )
+
+
+def test_the_stream_asks_for_runs() -> None:
+    state = SessionState(window=10)
+    state.add([S1], Start.earliest())
+    assert state.open_request().open.compact
+
+
+def test_runs_come_after_the_frame_s_deliveries_as_the_same_messages() -> None:
+    state = SessionState(window=100)
+    state.add([S1, S2], Start.earliest())
+    state.open_request()
+    state.feed(changed((S1, 0), (S2, 0)))
+    got = state.feed(pb.SubscribeResponse(messages=[delivery(S2, 0)], runs=[run(S1, 0, 1, 2)]))
+    assert offsets(got) == [("s-2", 0), ("s-1", 0), ("s-1", 1), ("s-1", 2)]
+    assert got[1] == Message("chat", "s-1", 0, b"0", timestamp=0.0, size=1)
+    # Resume and duplicates work on runs as on deliveries.
+    state.lost()
+    again = state.open_request()
+    assert {(a.lite_topic, a.start.offset) for a in again.add} == {("s-1", 3), ("s-2", 1)}
+    state.feed(changed((S1, 3), (S2, 1)))
+    got = state.feed(pb.SubscribeResponse(runs=[run(S1, 1, 2, 3, 4), run(S2, 0)]))
+    assert offsets(got) == [("s-1", 3), ("s-1", 4)]
+    assert state.duplicates == 3
+
+
+def test_a_group_s_run_carries_attempts_and_the_lease() -> None:
+    state = SessionState(window=100, group="g")
+    state.add([S1], Start.earliest())
+    state.open_request()
+    got = state.feed(pb.SubscribeResponse(runs=[run(S1, 5, 6, attempts=[1, 2])]))
+    assert [(m.offset, m.attempt, m.lease_deadline) for m in got] == [(5, 1, 9.0), (6, 2, 9.0)]
+    state.remove([S1])
+    assert state.feed(pb.SubscribeResponse(runs=[run(S1, 7, attempts=[1])])) == []

@@ -84,3 +84,88 @@ def test_frames_split_at_the_consumer_s_frame_size() -> None:
     assert [len(f.messages) for f, _ in out] == [3, 3, 1]
     assert [d.offset for f, _ in out for d in f.messages] == list(range(7))
     assert all(d.lease_deadline == 5.0 for f, _ in out for d in f.messages)
+
+
+def _as_deliveries(frame: pb.SubscribeResponse) -> list[pb.Delivery]:
+    """A compact frame's deliveries as Deliveries: ``messages`` first, then the runs."""
+    out = list(frame.messages)
+    for run in frame.runs:
+        attempts = list(run.attempts) or [0] * len(run.offsets)
+        for offset, timestamp, body, attempt in zip(
+            run.offsets, run.timestamps, run.bodies, attempts, strict=True
+        ):
+            out.append(
+                pb.Delivery(
+                    topic=run.topic,
+                    lite_topic=run.lite_topic,
+                    offset=offset,
+                    attempt=attempt,
+                    timestamp=timestamp,
+                    body=body,
+                    size=len(body),
+                    lease_deadline=run.lease_deadline,
+                )
+            )
+    return out
+
+
+def _by_queue(deliveries: list[pb.Delivery]) -> dict[tuple[str, str], list[pb.Delivery]]:
+    out: dict[tuple[str, str], list[pb.Delivery]] = {}
+    for d in deliveries:
+        out.setdefault((d.topic, d.lite_topic), []).append(d)
+    return out
+
+
+def test_a_compact_frame_carries_plain_messages_as_one_run_per_queue() -> None:
+    messages = [_message(Q1, i, attempt=1 + i % 2) for i in range(3)] + [_message(Q2, 9)]
+    batch = Batch(messages, {Q1: 42.0}, credits_left=4)
+    [(frame, chunked)] = list(frames(batch, 1000, compact=True))
+    assert chunked is None
+    assert frame.credits_left == 4
+    assert not frame.messages
+    one, two = frame.runs
+    assert (one.topic, one.lite_topic, list(one.offsets)) == ("chatbot", "s-1", [0, 1, 2])
+    assert list(one.attempts) == [1, 2, 1]
+    assert one.lease_deadline == 42.0
+    assert (two.topic, two.lite_topic, list(two.attempts)) == ("jobs", "", [])
+    full = [d for f, _ in frames(batch, 1000) for d in f.messages]
+    assert _as_deliveries(frame) == full
+
+
+def test_a_queue_with_a_rich_message_goes_whole_as_deliveries_and_keeps_its_order() -> None:
+    rich = _message(Q1, 1, properties={"k": "v", REPLY_TO: "a2a/t-1"})
+    messages = [_message(Q2, 0), _message(Q1, 0), rich, _message(Q1, 2), _message(Q2, 1)]
+    [(frame, _)] = list(frames(Batch(messages, {}, credits_left=0), 1000, compact=True))
+    assert [d.offset for d in frame.messages] == [0, 1, 2]  # all of Q1, in order
+    assert all(d.topic == "chatbot" for d in frame.messages)
+    assert [list(r.offsets) for r in frame.runs] == [[0], [1]]  # Q2, in two pieces
+    expected = [d for f, _ in frames(Batch(messages, {}, credits_left=0), 1000) for d in f.messages]
+    assert _by_queue(_as_deliveries(frame)) == _by_queue(expected)
+
+
+def test_compact_frames_split_where_plain_ones_do() -> None:
+    big = _message(Q1, 3, body=b"", size=10**8, chunked=True)
+    messages = [_message(Q1, i) for i in range(3)] + [big] + [_message(Q1, i) for i in range(4, 11)]
+    plain = list(frames(Batch(messages, {}, credits_left=0), 4))
+    compact = list(frames(Batch(messages, {}, credits_left=0), 4, compact=True))
+    assert [c for _, c in compact] == [c for _, c in plain]
+    assert [_as_deliveries(f) for f, _ in compact] == [list(f.messages) for f, _ in plain]
+    body = b"x" * (FRAME_BYTES // 4)
+    heavy = [_message(Q1, i, body=body, size=len(body)) for i in range(10)]
+    out = list(frames(Batch(heavy, {}, credits_left=0), 1000, compact=True))
+    assert [len(f.runs[0].offsets) for f, _ in out] == [4, 4, 2]
+
+
+def test_a_queue_met_again_in_a_frame_keeps_its_order() -> None:
+    rich = {"k": "v"}
+    # Q1 plain, then Q2, then Q1 again: rich (cannot follow its run) and plain
+    # (must follow its deliveries).
+    first = [_message(Q1, 0), _message(Q2, 0), _message(Q1, 1, properties=rich)]
+    out = list(frames(Batch(first, {}, credits_left=0), 1000, compact=True))
+    assert [[d.offset for d in _as_deliveries(f) if d.topic == "chatbot"] for f, _ in out] == [
+        [0],
+        [1],
+    ]
+    second = [_message(Q1, 0, properties=rich), _message(Q2, 0), _message(Q1, 1)]
+    [(frame, _)] = list(frames(Batch(second, {}, credits_left=0), 1000, compact=True))
+    assert [d.offset for d in frame.messages] == [0, 1]
