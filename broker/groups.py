@@ -8,8 +8,11 @@ of the queue the message died in) gets an index entry pointing at the same
 log record. Dead-letter queues never expire; retention ends them.
 
 Under ``fsync=always`` these writes are synced: an ack or a commit that
-returned is on disk. Under ``interval`` a machine crash may undo recent ones,
-which only means redelivery (at-least-once).
+returned is on disk, except an ack or nack made with ``sync=False`` (the
+server's Subscribe acks), which is in the OS and reaches the disk with the
+next :meth:`~broker.store.Broker.sync_index`. Under ``interval``, or before
+that sync, a machine crash may undo recent ones, which only means
+redelivery (at-least-once).
 
 Group state (committed offsets, leases, dead-letter entries) lives only in
 the index, not in the log: an index rebuilt from the log has the messages
@@ -65,11 +68,11 @@ class Groups:
     def __init__(self, host: GroupHost) -> None:
         self._host = host
 
-    def _write(self, batch: WriteOps) -> None:
+    def _write(self, batch: WriteOps, *, sync: bool = True) -> None:
         host = self._host
         try:
             host.registry.stage(batch)
-            host.index.write(batch, sync=host.sync_control)
+            host.index.write(batch, sync=sync and host.sync_control)
         except BaseException as exc:
             host.fail(exc)
             raise
@@ -221,6 +224,8 @@ class Groups:
         offsets: Iterable[int],
         verb: str,
         change: Callable[[delivery.BatchState, list[int]], delivery.BatchState],
+        *,
+        sync: bool,
     ) -> bool:
         check_group(group)
         wanted = sorted(set(offsets))
@@ -238,7 +243,7 @@ class Groups:
                     batch = host.index.batch()
                     batch.put(Column.OFFSETS, key, k.encode_u64(position))
                     batch.delete(Column.LEASES, key)
-                    self._write(batch)
+                    self._write(batch, sync=sync)
                     return True
                 front = delivery.ack_prefix(raw, acked)
                 if front is not None:  # a batch taken in frames, acked frame by frame
@@ -246,7 +251,7 @@ class Groups:
                     batch = host.index.batch()
                     batch.put(Column.OFFSETS, key, k.encode_u64(position))
                     batch.put(Column.LEASES, key, front.rest)
-                    self._write(batch)
+                    self._write(batch, sync=sync)
                     return not front.leased
             state = None if raw is None else delivery.decode(raw)
             if state is None:
@@ -269,17 +274,17 @@ class Groups:
                 if position > committed:
                     batch.put(Column.OFFSETS, key, k.encode_u64(position))
                 batch.put(Column.LEASES, key, delivery.encode(state))
-            self._write(batch)
+            self._write(batch, sync=sync)
             return state.settled or not state.leased()
 
-    def ack(self, group: str, name: QueueName, offsets: Iterable[int]) -> bool:
+    def ack(self, group: str, name: QueueName, offsets: Iterable[int], *, sync: bool) -> bool:
         """Settle ``offsets``; True if a lease may now hand out more (the batch
         settled, or nothing of it is leased any more)."""
-        return self._settle(group, name, offsets, "ack", delivery.ack)
+        return self._settle(group, name, offsets, "ack", delivery.ack, sync=sync)
 
-    def nack(self, group: str, name: QueueName, offsets: Iterable[int]) -> bool:
+    def nack(self, group: str, name: QueueName, offsets: Iterable[int], *, sync: bool) -> bool:
         """Release ``offsets``; True as :meth:`ack`."""
-        return self._settle(group, name, offsets, "nack", delivery.nack)
+        return self._settle(group, name, offsets, "nack", delivery.nack, sync=sync)
 
     def extend(self, group: str, name: QueueName, lease_s: float, now: float | None) -> float:
         check_group(group)

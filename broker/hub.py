@@ -127,6 +127,8 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.inline_runs = 0  # gathered publishes stored on the loop (tests, stats)
+        self._syncing: asyncio.Task[None] | None = None
+        self._sync_again = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -148,6 +150,8 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._syncing is not None:
+            await self._syncing  # the acks it covers reach the disk before the broker closes
         self._executor.shutdown(wait=True)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -171,6 +175,32 @@ class Hub:
             return await self.run(fn, *args, **kwargs)
         self.inline_runs += 1
         return fn(*args, **kwargs)
+
+    async def run_settle(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run acks or nacks made with ``sync=False`` (they never wait for the
+        disk): on the loop unless another thread holds the broker."""
+        if self.broker.settles_wait():
+            return await self.run(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def sync_soon(self) -> None:
+        """Have the index synced shortly (``fsync: always``, after acks made
+        without it): one sync in the pool at a time, shared by every change
+        made before it starts; changes made while it runs get the next one."""
+        if self._syncing is not None and not self._syncing.done():
+            self._sync_again = True
+            return
+        self._syncing = asyncio.get_running_loop().create_task(self._sync(), name="index-sync")
+
+    async def _sync(self) -> None:
+        while True:
+            self._sync_again = False
+            try:
+                await self.run(self.broker.sync_index)
+            except (BrokerError, RuntimeError):
+                return  # closed or stopping, or failed: the broker refuses what comes next
+            if not self._sync_again:
+                return
 
     # -------------------------------------------------------------- events
 

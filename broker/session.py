@@ -306,7 +306,13 @@ class Session:
         if not self.group:
             return  # a plain stream keeps no state: nothing to settle
         hub = self.hub
-        outcomes = await hub.run_write(0, 0, self._settle_all, verb, items)
+        # Not synced one by one under fsync: always: the client gets no answer
+        # to an ack, so nothing waits on its fsync; one sync shortly after
+        # covers every ack made before it (a crash of the machine in between
+        # may bring those messages again, at least once).
+        outcomes = await hub.run_settle(self._settle_all, verb, items)
+        if hub.broker.sync_control:
+            hub.sync_soon()
         for (queue, _), outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, BrokerError):
                 self._post(Notice(outcome, queue))
@@ -322,7 +328,7 @@ class Session:
         outcomes: list[BrokerError | bool] = []
         for queue, offsets in items:
             try:
-                outcomes.append(method(self.group, queue, offsets))
+                outcomes.append(method(self.group, queue, offsets, sync=False))
             except (FailedPrecondition, NotFound) as exc:
                 outcomes.append(exc)
         return outcomes

@@ -607,17 +607,45 @@ class Broker:
         """The group's next batch of ``queue`` (see :mod:`broker.delivery`)."""
         return self._groups.lease(group, self._name(queue), max_messages, lease_s, now)
 
-    def ack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> bool:
+    def ack(
+        self, group: str, queue: QueueName | str, offsets: Iterable[int], *, sync: bool = True
+    ) -> bool:
         """Settle ``offsets``; when the batch is all settled the group's offset moves past it.
 
         True if the next lease may find something (the batch settled, or none
-        of it is leased any more); False while the rest of it is still out."""
-        return self._groups.ack(group, self._name(queue), offsets)
+        of it is leased any more); False while the rest of it is still out.
+        Under ``fsync: always`` the change is on disk when this returns;
+        ``sync=False`` leaves that to a later :meth:`sync_index` (it is in the
+        OS already, so a crash of the process loses nothing, one of the
+        machine may undo it: the messages come again, at least once)."""
+        return self._groups.ack(group, self._name(queue), offsets, sync=sync)
 
-    def nack(self, group: str, queue: QueueName | str, offsets: Iterable[int]) -> bool:
+    def nack(
+        self, group: str, queue: QueueName | str, offsets: Iterable[int], *, sync: bool = True
+    ) -> bool:
         """Give ``offsets`` back: they are redelivered (attempt + 1) by the next lease
-        once nothing else of their batch is still leased. True as :meth:`ack`."""
-        return self._groups.nack(group, self._name(queue), offsets)
+        once nothing else of their batch is still leased. True and ``sync`` as :meth:`ack`."""
+        return self._groups.nack(group, self._name(queue), offsets, sync=sync)
+
+    def sync_index(self) -> None:
+        """Put every index change made so far on disk (acks made with ``sync=False``)."""
+        self._check()
+        try:
+            self._index.sync()
+        except StoreClosed:
+            raise
+        except BaseException as exc:
+            with self._lock:
+                self._fail(exc)
+            raise
+
+    def settles_wait(self) -> bool:
+        """Whether an ack or nack with ``sync=False`` may wait: only for another
+        thread holding the broker (see :meth:`publish_waits`)."""
+        if not self._lock.acquire(blocking=False):
+            return True
+        self._lock.release()
+        return False
 
     def extend(
         self, group: str, queue: QueueName | str, lease_s: float, now: float | None = None

@@ -65,6 +65,9 @@ class MemoryIndex:
         self._check()
         return _MemoryBatch()
 
+    def sync(self) -> None:
+        self._check()  # nothing to make durable
+
     def write(self, batch: WriteOps, *, sync: bool = False) -> None:
         del sync  # nothing to make durable
         self._check()

@@ -125,6 +125,10 @@ class RocksIndex:
         if batch.wb.len():
             self._db.write(batch.wb, self._sync if sync else self._plain)
 
+    def sync(self) -> None:
+        self._check()
+        self._db.flush_wal(True)  # the WAL is sequential: this syncs every write before it
+
     def get(self, column: Column, key: bytes) -> bytes | None:
         self._check()
         value: bytes | None = self._cfs[column].get(key)

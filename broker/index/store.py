@@ -58,6 +58,9 @@ class IndexStore(Protocol):
     def write(self, batch: WriteOps, *, sync: bool = False) -> None:
         """Apply ``batch`` atomically; with ``sync`` it is on disk when this returns."""
 
+    def sync(self) -> None:
+        """Put every write made so far on disk (as if each had been made with ``sync``)."""
+
     def get(self, column: Column, key: bytes) -> bytes | None: ...
 
     def get_many(self, column: Column, keys: Sequence[bytes]) -> list[bytes | None]: ...
