@@ -326,8 +326,15 @@ class BrokerService(pb_grpc.BrokerServicer):
                 return
             well_formed(first)
             opened = first.open if first.HasField("open") else None
-            group, lease_s, max_batch = _open(opened)
-            session = Session(self.hub, tenant, group=group, lease_s=lease_s, max_batch=max_batch)
+            group, lease_s, max_batch, max_lease = _open(opened)
+            session = Session(
+                self.hub,
+                tenant,
+                group=group,
+                lease_s=lease_s,
+                max_batch=max_batch,
+                max_lease=max_lease,
+            )
             compact = opened is not None and opened.compact
             await session.apply(_change(tenant, first))
             reader = asyncio.create_task(_read_requests(request_iterator, session, tenant))
@@ -406,9 +413,10 @@ def _producer(producer_id: str, sequence: int) -> str:
     return check_producer(producer_id)
 
 
-def _open(request: pb.SubscribeOpen | None) -> tuple[str, float, int]:
+def _open(request: pb.SubscribeOpen | None) -> tuple[str, float, int, int]:
+    """(group, lease_s, max_batch_messages, max_lease_messages) of an open, checked."""
     if request is None:
-        return "", DEFAULT_LEASE_S, MAX_BATCH
+        return "", DEFAULT_LEASE_S, MAX_BATCH, MAX_BATCH
     group = check_group(request.group) if request.group else ""
     lease_s = request.lease_s or DEFAULT_LEASE_S
     if not (math.isfinite(lease_s) and 0 < lease_s <= MAX_LEASE_S):
@@ -418,7 +426,12 @@ def _open(request: pb.SubscribeOpen | None) -> tuple[str, float, int]:
         raise InvalidArgument(
             f"open.max_batch_messages is {max_batch}; it must be in [1, {MAX_BATCH}]"
         )
-    return group, lease_s, max_batch
+    max_lease = request.max_lease_messages or max_batch
+    if max_lease > MAX_BATCH:
+        raise InvalidArgument(
+            f"open.max_lease_messages is {max_lease}; it must be in [1, {MAX_BATCH}]"
+        )
+    return group, lease_s, max_batch, max_lease
 
 
 def _start(where: str, start: pb.StartPosition) -> Start:

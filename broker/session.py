@@ -138,13 +138,23 @@ class Session:
     """State of one Subscribe stream; every method runs on the event loop."""
 
     def __init__(
-        self, hub: Hub, tenant: str, *, group: str, lease_s: float, max_batch: int
+        self,
+        hub: Hub,
+        tenant: str,
+        *,
+        group: str,
+        lease_s: float,
+        max_batch: int,
+        max_lease: int | None = None,
     ) -> None:
         self.hub = hub
         self.tenant = tenant
         self.group = group
         self.lease_s = lease_s
         self.max_batch = max_batch
+        # A group leases at most max_lease of one queue (default: a frame);
+        # a plain stream has no lease and reads what the credits allow.
+        self.max_lease = max_lease or max_batch
         self.max_round = min(hub.broker.settings.max_read_messages, max(max_batch, ROUND_MESSAGES))
         self.cid, self.wake = hub.open_consumer(grouped=bool(group))
         self._names: dict[bytes, QueueName] = {}
@@ -339,9 +349,15 @@ class Session:
         """One round of reads over the ready queues, within the credits."""
         engine = self.hub.engine
         # A round may take more than a frame (frames split it): a consumer that
-        # gave credits for several frames of one busy queue gets them under one
-        # lease, sent back to back, instead of one frame per ack round trip.
-        pulls = engine.take(self.cid, max_messages=self.max_round, share=self.max_batch)
+        # gave credits for several frames of one busy queue gets them (under
+        # one lease, up to max_lease) back to back, instead of one frame per
+        # ack round trip.
+        pulls = engine.take(
+            self.cid,
+            max_messages=self.max_round,
+            share=self.max_batch,
+            most=self.max_lease if self.group else None,
+        )
         named = [(p, self._names[p.key]) for p in pulls if p.key in self._names]
         # Recent data (the tails, the page cache) is read on the loop; a read
         # that would reach older log records stops before it reads, and it and

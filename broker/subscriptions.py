@@ -217,7 +217,13 @@ class Engine:
         return consumer.credits > 0 and bool(consumer.ready)
 
     def take(
-        self, cid: int, *, max_messages: int, share: int | None = None, max_queues: int = 256
+        self,
+        cid: int,
+        *,
+        max_messages: int,
+        share: int | None = None,
+        most: int | None = None,
+        max_queues: int = 256,
     ) -> list[Pull]:
         """Pop ready queues, round robin, reserving credits for each pull.
 
@@ -225,7 +231,8 @@ class Engine:
         :meth:`delivered` refunds what a pull did not use. ``share``: what one
         queue may take at least (None: the whole budget); a queue takes up to
         ``max(share, budget // ready queues)``, so a lone ready queue may use
-        all the credits while many ready ones split them.
+        all the credits while many ready ones split them. ``most``: what one
+        queue may take at most.
         """
         consumer = self._consumers[cid]
         budget = min(max_messages, consumer.credits)
@@ -233,6 +240,8 @@ class Engine:
         ready = consumer.ready
         if share is not None and ready:
             share = max(share, budget // len(ready))
+        if most is not None:
+            share = most if share is None else min(share, most)
         ends = self._ends
         while budget > 0 and ready and len(pulls) < max_queues:
             key = next(iter(ready))

@@ -348,12 +348,19 @@ class AsyncClient:
         buffer: int = 1000,
         lease_s: float | None = None,
         max_batch: int | None = None,
+        max_lease: int | None = None,
         wait: bool = True,
         on_notice: NoticeHandler | None = None,
     ) -> AsyncSubscription:
         """Subscribe (see :meth:`tidegate.Client.subscribe`; a refused
         :meth:`AsyncSubscription.add` raises and the subscription goes on)."""
-        state = SessionState(group=group or "", lease_s=lease_s, max_batch=max_batch, window=buffer)
+        state = SessionState(
+            group=group or "",
+            lease_s=lease_s,
+            max_batch=max_batch,
+            max_lease=max_lease,
+            window=buffer,
+        )
         if topic is None and lites is not None:
             raise InvalidArgument("lites given without a topic: name the topic they belong to")
         refs = refs_of(topic, lites) if topic is not None else []

@@ -392,6 +392,7 @@ class Client:
         buffer: int = 1000,
         lease_s: float | None = None,
         max_batch: int | None = None,
+        max_lease: int | None = None,
         wait: bool = True,
         on_notice: NoticeHandler | None = None,
     ) -> Subscription:
@@ -402,9 +403,13 @@ class Client:
         else the latest). ``group``: a consumer group (leases, acks,
         redelivery with attempts); without one it is a plain ordered stream
         resumed by offset. ``buffer``: messages held for the reader at most
-        (the credits granted to the server). ``wait``: return once the server
-        has confirmed the subscriptions (so nothing published after the call
-        returns is missed).
+        (the credits granted to the server). ``max_batch``: messages per
+        frame from the server; ``max_lease`` (groups): messages of one
+        lite-topic leased at once, sent back to back in frames (default
+        ``max_batch``; a backlog drains faster with several frames' worth, a
+        slow worker keeps it small so little waits under its lease).
+        ``wait``: return once the server has confirmed the subscriptions (so
+        nothing published after the call returns is missed).
 
         A tenant limit refuses the whole set (``ResourceExhausted`` naming
         ``max_subscriptions`` or ``max_lite_topics``; with ``wait`` this call
@@ -413,7 +418,13 @@ class Client:
         and the subscription keeps delivering what it holds.
         """
         self._check_open()
-        state = SessionState(group=group or "", lease_s=lease_s, max_batch=max_batch, window=buffer)
+        state = SessionState(
+            group=group or "",
+            lease_s=lease_s,
+            max_batch=max_batch,
+            max_lease=max_lease,
+            window=buffer,
+        )
         if topic is None and lites is not None:
             raise InvalidArgument("lites given without a topic: name the topic they belong to")
         refs = refs_of(topic, lites) if topic is not None else []

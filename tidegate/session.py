@@ -91,6 +91,7 @@ class SessionState:
         group: str = "",
         lease_s: float | None = None,
         max_batch: int | None = None,
+        max_lease: int | None = None,
         window: int = 1000,
     ) -> None:
         if group and _GROUP.fullmatch(group) is None:
@@ -102,11 +103,14 @@ class SessionState:
             raise InvalidArgument(f"lease_s is {lease_s}; it must be in (0, 43200]")
         if max_batch is not None and not 1 <= max_batch <= _MAX_BATCH:
             raise InvalidArgument(f"max_batch is {max_batch}; it must be in [1, {_MAX_BATCH}]")
+        if max_lease is not None and not 1 <= max_lease <= _MAX_BATCH:
+            raise InvalidArgument(f"max_lease is {max_lease}; it must be in [1, {_MAX_BATCH}]")
         if window < 1:
             raise InvalidArgument(f"buffer is {window} messages; it must be >= 1")
         self.group = group
         self._lease_s = lease_s or 0.0
         self._max_batch = max_batch or 0
+        self._max_lease = max_lease or 0
         self.window = window
         self._threshold = max(1, window // 4)
         self._subs: dict[Key, _Entry] = {}
@@ -176,6 +180,7 @@ class SessionState:
                 group=self.group,
                 lease_s=self._lease_s,
                 max_batch_messages=self._max_batch,
+                max_lease_messages=self._max_lease,
                 compact=True,
             ),
             add=[

@@ -153,7 +153,11 @@ def consume(server: TidegateServer, tier: Tier, sizes: Sizes) -> Figure:
             conn,
             pb.SubscribeRequest(
                 open=pb.SubscribeOpen(
-                    group=_GROUP, lease_s=120, max_batch_messages=sizes.batch, compact=True
+                    group=_GROUP,
+                    lease_s=120,
+                    max_batch_messages=sizes.batch,
+                    max_lease_messages=sizes.batch * 10,  # the credits: frames back to back
+                    compact=True,
                 ),
                 add=[
                     pb.Subscription(

@@ -583,6 +583,7 @@ class SubscribeOpen(_message.Message):
     GROUP_FIELD_NUMBER: _builtins.int
     LEASE_S_FIELD_NUMBER: _builtins.int
     MAX_BATCH_MESSAGES_FIELD_NUMBER: _builtins.int
+    MAX_LEASE_MESSAGES_FIELD_NUMBER: _builtins.int
     COMPACT_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """Consumer group ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}). Inside a group each
@@ -597,6 +598,14 @@ class SubscribeOpen(_message.Message):
     """default 30 s"""
     max_batch_messages: _builtins.int
     """per response frame; default and cap 1000"""
+    max_lease_messages: _builtins.int
+    """Groups: the most messages of one lite-topic leased at once (its one
+    in-flight batch), sent in frames of max_batch_messages. Default
+    max_batch_messages; at most 1000. A worker that takes one message at a
+    time keeps both small, so little waits under its lease; a consumer that
+    drains a backlog sets several frames' worth, and they go out back to
+    back instead of one per ack round trip. Credits bound it as well.
+    """
     compact: _builtins.bool
     """true: the server may send plain deliveries as SubscribeResponse.runs
     (columns, see DeliveryRun) instead of one Delivery each. A client that
@@ -608,11 +617,12 @@ class SubscribeOpen(_message.Message):
         group: _builtins.str = ...,
         lease_s: _builtins.float = ...,
         max_batch_messages: _builtins.int = ...,
+        max_lease_messages: _builtins.int = ...,
         compact: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compact", b"compact", "group", b"group", "lease_s", b"lease_s", "max_batch_messages", b"max_batch_messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compact", b"compact", "group", b"group", "lease_s", b"lease_s", "max_batch_messages", b"max_batch_messages", "max_lease_messages", b"max_lease_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

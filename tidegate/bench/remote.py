@@ -83,7 +83,11 @@ def consume(
     window = max(min(MAX_CREDITS, 4 * batch * LANES), batch)
     first = pb.SubscribeRequest(
         open=pb.SubscribeOpen(
-            group=f"g-{run_id}", lease_s=120.0, max_batch_messages=min(batch, 1000), compact=True
+            group=f"g-{run_id}",
+            lease_s=120.0,
+            max_batch_messages=min(batch, 1000),
+            max_lease_messages=1000,  # a backlog: several frames per lease, back to back
+            compact=True,
         ),
         add=[pb.Subscription(topic=topic, lite_topic=lane, start=EARLIEST) for lane in lanes],
         credits=window,

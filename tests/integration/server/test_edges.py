@@ -147,6 +147,14 @@ def test_bad_reads_and_subscriptions_name_the_field(server: Server) -> None:
         bad_open.next()
     assert "open.lease_s" in status(info.value)[1]
     bad_open.close()
+    for field in ("max_batch_messages", "max_lease_messages"):
+        too_big = pb.SubscribeOpen(group="g", **{field: 1001})
+        bad_open = Stream(acme, pb.SubscribeRequest(open=too_big))
+        with pytest.raises(grpc.RpcError) as info:
+            bad_open.next()
+        assert status(info.value)[0] is S.INVALID_ARGUMENT
+        assert f"open.{field} is 1001; it must be in [1, 1000]" in status(info.value)[1]
+        bad_open.close()
 
 
 ALLOWED = {

@@ -147,16 +147,17 @@ def test_a_group_delivers_each_lite_topic_in_order_one_batch_at_a_time(server: S
     stream = Stream(
         client,
         pb.SubscribeRequest(
-            open=pb.SubscribeOpen(group="ord", lease_s=30, max_batch_messages=2),
+            open=pb.SubscribeOpen(
+                group="ord", lease_s=30, max_batch_messages=2, max_lease_messages=4
+            ),
             add=[pb.Subscription(topic="g", lite_topic="o")],
-            credits=4,
+            credits=100,
         ),
     )
     stream.changed()
-    # The credits cover two frames: one batch of 4, sent as two frames of 2.
+    # A lease of 4 (the credits allow more): one batch, sent as two frames of 2.
     assert [d.offset for d in stream.next().messages] == [0, 1]
     assert [d.offset for d in stream.next().messages] == [2, 3]
-    stream.send(pb.SubscribeRequest(credits=100))
     with pytest.raises(queue.Empty):
         stream.next(timeout=0.3)  # one in-flight batch per lite-topic, credits or not
     stream.send(pb.SubscribeRequest(ack=[pb.Settle(topic="g", lite_topic="o", offsets=[0, 1])]))
@@ -226,7 +227,9 @@ def test_a_compact_stream_gets_plain_messages_as_runs_and_the_rest_as_deliveries
     stream = Stream(
         client,
         pb.SubscribeRequest(
-            open=pb.SubscribeOpen(group="cg", lease_s=30, max_batch_messages=3, compact=True),
+            open=pb.SubscribeOpen(
+                group="cg", lease_s=30, max_batch_messages=3, max_lease_messages=10, compact=True
+            ),
             add=[
                 pb.Subscription(topic="cmp", lite_topic="a", start=EARLIEST),
                 pb.Subscription(topic="cmp", lite_topic="b", start=EARLIEST),
@@ -254,4 +257,25 @@ def test_a_compact_stream_gets_plain_messages_as_runs_and_the_rest_as_deliveries
         (1, b"r", 1, {"k": "v"}),
     ]
     assert got["b"][1][4] == "d"
+    stream.close()
+
+
+def test_a_group_leases_one_frame_at_a_time_unless_asked_for_more(server: Server) -> None:
+    client = server.stub("acme")
+    client.Publish(pb.PublishRequest(messages=[msg("w", "o", b"%d" % i) for i in range(5)]))
+    stream = Stream(
+        client,
+        pb.SubscribeRequest(
+            open=pb.SubscribeOpen(group="slow", lease_s=30, max_batch_messages=1),
+            add=[pb.Subscription(topic="w", lite_topic="o")],
+            credits=1000,
+        ),
+    )
+    stream.changed()
+    # A worker taking one at a time holds one under its lease, however many credits.
+    assert [d.offset for d in stream.next().messages] == [0]
+    with pytest.raises(queue.Empty):
+        stream.next(timeout=0.3)
+    stream.send(pb.SubscribeRequest(ack=[pb.Settle(topic="w", lite_topic="o", offsets=[0])]))
+    assert [d.offset for d in stream.next().messages] == [1]
     stream.close()

@@ -297,6 +297,8 @@ def test_notices_become_values() -> None:
         ({"group": "bad group"}, "group"),
         ({"lease_s": 0.0}, "lease_s"),
         ({"max_batch": 5000}, "max_batch"),
+        ({"max_lease": 0}, "max_lease"),
+        ({"max_lease": 1001}, "max_lease"),
         ({"window": 0}, "buffer"),
     ],
 )
@@ -317,10 +319,14 @@ def run(ref: QueueRef, *offsets_: int, attempts: list[int] | None = None) -> pb.
     )
 
 
-def test_the_stream_asks_for_runs() -> None:
+def test_the_stream_asks_for_runs_and_the_lease_size() -> None:
     state = SessionState(window=10)
     state.add([S1], Start.earliest())
-    assert state.open_request().open.compact
+    opened = state.open_request().open
+    assert opened.compact
+    assert opened.max_lease_messages == 0  # the server's default: max_batch
+    state = SessionState(group="g", max_batch=100, max_lease=1000)
+    assert state.open_request().open.max_lease_messages == 1000
 
 
 def test_runs_come_after_the_frame_s_deliveries_as_the_same_messages() -> None:

@@ -217,3 +217,18 @@ def test_a_share_bounds_plain_reads_too() -> None:
     engine.add(1, B, cursor=0, end=50)
     engine.grant(1, 1000)
     assert engine.take(1, max_messages=1000, share=100) == [Pull(A, 0, 500), Pull(B, 0, 50)]
+
+
+def test_most_caps_what_one_queue_takes() -> None:
+    engine = Engine()
+    engine.open(1, grouped=True)
+    engine.add(1, A, cursor=None, end=5000)
+    engine.add(1, B, cursor=None, end=5000)
+    engine.grant(1, 1000)
+    assert engine.take(1, max_messages=1000, share=100, most=300) == [
+        Pull(A, None, 300),
+        Pull(B, None, 300),
+    ]
+    engine.grant(1, 1000)
+    engine.changed(A)
+    assert engine.take(1, max_messages=1000, most=1) == [Pull(A, None, 1)]
