@@ -148,7 +148,8 @@ def test_bad_reads_and_subscriptions_name_the_field(server: Server) -> None:
     assert "open.lease_s" in status(info.value)[1]
     bad_open.close()
     for field in ("max_batch_messages", "max_lease_messages"):
-        too_big = pb.SubscribeOpen(group="g", **{field: 1001})
+        too_big = pb.SubscribeOpen(group="g")
+        setattr(too_big, field, 1001)
         bad_open = Stream(acme, pb.SubscribeRequest(open=too_big))
         with pytest.raises(grpc.RpcError) as info:
             bad_open.next()
