@@ -228,7 +228,7 @@ class Groups:
         sync: bool,
     ) -> bool:
         check_group(group)
-        wanted = sorted(set(offsets))
+        named = set(offsets)
         host = self._host
         with host.lock:
             host.check()
@@ -236,8 +236,7 @@ class Groups:
             key = k.group_key(entry.qid, group)
             raw = host.index.get(Column.LEASES, key)
             if raw is not None and verb == "ack":
-                acked = set(wanted)
-                end = delivery.settled_by_ack(raw, acked)
+                end = delivery.settled_by_ack(raw, named)
                 if end is not None:  # the common ack: the whole batch, settled
                     position = max(self._committed(entry.qid, group) or 0, end)
                     batch = host.index.batch()
@@ -245,7 +244,7 @@ class Groups:
                     batch.delete(Column.LEASES, key)
                     self._write(batch, sync=sync)
                     return True
-                front = delivery.ack_prefix(raw, acked)
+                front = delivery.ack_prefix(raw, named)
                 if front is not None:  # a batch taken in frames, acked frame by frame
                     position = max(self._committed(entry.qid, group) or 0, front.position)
                     batch = host.index.batch()
@@ -253,6 +252,7 @@ class Groups:
                     batch.put(Column.LEASES, key, front.rest)
                     self._write(batch, sync=sync)
                     return not front.leased
+            wanted = sorted(named)
             state = None if raw is None else delivery.decode(raw)
             if state is None:
                 committed = self._committed(entry.qid, group)

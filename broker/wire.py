@@ -41,6 +41,11 @@ PIECE_BYTES = 1024 * 1024  # one BodyChunk
 
 M = TypeVar("M", bound=ProtoMessage)
 
+# Where a Message holds what a DeliveryRun takes, for its columns.
+_OFFSET, _TIMESTAMP, _BODY, _ATTEMPT = (
+    Message._fields.index(name) for name in ("offset", "timestamp", "body", "attempt")
+)
+
 
 class Malformed:
     """Stands for a request whose bytes do not decode, so the servicer can answer
@@ -251,12 +256,12 @@ def _compact(
             run.topic = queue.topic
             if queue.lite:
                 run.lite_topic = queue.lite
-            run.offsets.extend([m.offset for m in piece])
-            run.timestamps.extend([m.timestamp for m in piece])
-            run.bodies.extend([m.body for m in piece])
-            attempts = [m.attempt for m in piece]
-            if any(attempts):
-                run.attempts.extend(attempts)
+            columns = tuple(zip(*piece, strict=True))  # the fields as columns, in one pass
+            run.offsets.extend(columns[_OFFSET])
+            run.timestamps.extend(columns[_TIMESTAMP])
+            run.bodies.extend(columns[_BODY])
+            if any(columns[_ATTEMPT]):
+                run.attempts.extend(columns[_ATTEMPT])
             if deadline is not None:
                 run.lease_deadline = deadline
         else:
