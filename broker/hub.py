@@ -198,7 +198,10 @@ class Hub:
             try:
                 await self.run(self.broker.sync_index)
             except (BrokerError, RuntimeError):
-                return  # closed or stopping, or failed: the broker refuses what comes next
+                return  # closed or stopping: the broker refuses what comes next
+            except Exception:  # an I/O error: the broker has failed and says so from now on
+                log.exception("syncing the index after acks failed")
+                return
             if not self._sync_again:
                 return
 

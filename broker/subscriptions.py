@@ -247,11 +247,11 @@ class Engine:
             key = next(iter(ready))
             del ready[key]
             cursor = consumer.subs[key]
-            most = budget if share is None else min(budget, share)
+            limit = budget if share is None else min(budget, share)
             if cursor is None:
-                count = most
+                count = limit
             else:
-                count = min(most, ends[key] - cursor)
+                count = min(limit, ends[key] - cursor)
                 if count <= 0:
                     continue
             pulls.append(Pull(key, cursor, count))

@@ -105,3 +105,31 @@ def test_sync_index_on_a_closed_broker_refuses(tmp_path: Path, policy: FsyncPoli
     broker.close()
     with pytest.raises(Exception, match="closed"):
         broker.sync_index()
+
+
+def test_a_failed_sync_fails_the_broker_and_the_hub_stops_cleanly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker, spy = _broker(tmp_path)
+
+    def broken() -> None:
+        raise OSError(5, "Input/output error")
+
+    spy.sync = broken  # type: ignore[method-assign]
+
+    async def run() -> None:
+        hub = Hub(broker, quotas=Quotas({}), threads=2)
+        await hub.start()
+        try:
+            hub.sync_soon()
+            await asyncio.sleep(0.2)
+        finally:
+            await hub.stop()
+
+    try:
+        asyncio.run(run())
+        assert "syncing the index after acks failed" in caplog.text
+        with pytest.raises(Exception, match="an earlier write failed"):
+            broker.lease("g", Q, 1, 30.0)
+    finally:
+        broker.close()
