@@ -15,9 +15,10 @@ rest of the batch is acked, nacked or expired: redelivering them earlier
 would put two batches of one queue in flight and break order.
 
 Settled messages at the front of a batch are dropped from it (the group's
-committed offset moves up to the first one left, :func:`ack_prefix`): a batch
-taken in several frames and acked frame by frame costs per ack what the ack
-settles.
+committed offset moves up to the first one left, :func:`ack_fast`), and a
+fresh batch keeps its acks as a bitmap: a batch taken in several frames and
+acked frame by frame, or acked message by message in any order, costs per
+ack what the ack settles.
 
 The broker persists :class:`BatchState` (``encode``/``decode``) in the leases
 column family, so attempts survive a restart; the group's committed offset
@@ -36,11 +37,11 @@ from broker.errors import FailedPrecondition
 
 __all__ = [
     "BatchState",
+    "FastAck",
     "Pending",
-    "PrefixAck",
     "Slot",
     "ack",
-    "ack_prefix",
+    "ack_fast",
     "busy_raw",
     "decode",
     "drop_settled_front",
@@ -199,11 +200,13 @@ def redeliver(
 
 
 # Two encodings. Items: a head (deadline, count) and one (offset, attempt,
-# slot) per message. Range: what a fresh lease of consecutive offsets is,
-# every message leased for the first time, as (deadline, RANGE_MARK, first
-# offset, count): 22 bytes however large the batch, a length no items form
-# has (10 + 11n). Batches are written in the range form whenever they fit it,
-# so a lease and the acks of its front write a few bytes, not 11 per message.
+# slot) per message. Fresh: a batch of consecutive offsets, every message
+# delivered once (attempt 1) and leased or acked, as (deadline, RANGE_MARK,
+# first offset, count) and, once some are acked, a bitmap of them (bit i:
+# offset first + i): 22 bytes plus one per 8 messages, a length and a mark no
+# items form has. A lease writes the fresh form and its acks keep it, in any
+# order, each costing what it acks; a nack or an expiry (attempts and
+# releases to keep) turns it into the items form.
 _HEAD = struct.Struct(">dH")
 _ITEM = struct.Struct(">QHB")
 _RANGE = struct.Struct(">dHQI")
@@ -211,18 +214,25 @@ _RANGE_MARK = 0xFFFF  # a count no items form holds (a batch is at most 10,000 h
 _SLOTS = tuple(Slot)  # by value: Slot(n) is a slow call per message
 
 
-def _as_range(data: bytes) -> tuple[float, int, int] | None:
-    """(deadline, first offset, count) of a range-form batch; None for the items form."""
-    if len(data) != _RANGE.size:
+def _as_fresh(data: bytes) -> tuple[float, int, int, int] | None:
+    """(deadline, first offset, count, acked bits) of a fresh-form batch; None
+    for the items form."""
+    if len(data) < _RANGE.size:
         return None
-    deadline, mark, first, count = _RANGE.unpack(data)
+    deadline, mark, first, count = _RANGE.unpack_from(data)
     if mark != _RANGE_MARK:
         return None
-    return deadline, first, count
+    extra = len(data) - _RANGE.size
+    if extra == 0:
+        return deadline, first, count, 0
+    if extra != (count + 7) // 8:
+        return None
+    return deadline, first, count, int.from_bytes(data[_RANGE.size :], "little")
 
 
-def _range(deadline: float, first: int, count: int) -> bytes:
-    return _RANGE.pack(deadline, _RANGE_MARK, first, count)
+def _fresh(deadline: float, first: int, count: int, acked: int = 0) -> bytes:
+    head = _RANGE.pack(deadline, _RANGE_MARK, first, count)
+    return head + acked.to_bytes((count + 7) // 8, "little") if acked else head
 
 
 def _consecutive(offsets: Sequence[int]) -> bool:
@@ -233,10 +243,12 @@ def encode(state: BatchState) -> bytes:
     items = state.items
     if (
         items
+        and len(items) < 2**32
         and items[-1].offset - items[0].offset == len(items) - 1
-        and all(p.slot is Slot.LEASED and p.attempt == 1 for p in items)
+        and all(p.attempt == 1 and p.slot is not Slot.RELEASED for p in items)
     ):
-        return _range(state.deadline, items[0].offset, len(items))
+        acked = sum(1 << i for i, p in enumerate(items) if p.slot is Slot.ACKED)
+        return _fresh(state.deadline, items[0].offset, len(items), acked)
     parts = [_HEAD.pack(state.deadline, len(items))]
     parts += [_ITEM.pack(p.offset, min(p.attempt, 0xFFFF), p.slot) for p in items]
     return b"".join(parts)
@@ -248,25 +260,38 @@ def encode_new(offsets: Sequence[int], deadline: float) -> bytes:
     if not offsets:
         raise ValueError("a batch needs at least one offset")
     if _consecutive(offsets):
-        return _range(deadline, offsets[0], len(offsets))
+        return _fresh(deadline, offsets[0], len(offsets))
     pack = _ITEM.pack
     leased = Slot.LEASED.value
     return b"".join([_HEAD.pack(deadline, len(offsets)), *[pack(o, 1, leased) for o in offsets]])
 
 
+def _bits(offsets: set[int], first: int, end: int) -> int | None:
+    """The bitmap of ``offsets`` in a fresh batch [first, end); those below it are
+    settled already and left out; None if one lies past it (a stranger)."""
+    bits = 0
+    for offset in offsets:
+        if offset >= end:
+            return None
+        if offset >= first:
+            bits |= 1 << (offset - first)
+    return bits
+
+
 def settled_by_ack(data: bytes, offsets: set[int]) -> int | None:
-    """The batch's end if acking exactly its offsets settles the batch ``data`` encodes.
+    """The batch's end if acking ``offsets`` settles the batch ``data`` encodes.
 
     The common ack (a consumer acks the batch it got) needs neither the
     decoded state nor a new one: ``ack(decode(data), offsets).settled`` is
-    true and the group moves to the batch's end. None when ``offsets`` is
-    not exactly the batch's or the data is odd: use the full path then.
+    true and the group moves to the batch's end. None when the ack leaves
+    some of it unsettled, or for what only the full path can tell (offsets
+    outside an items-form batch, odd data): use the full path then.
     """
-    whole = _as_range(data)
-    if whole is not None:
-        _, first, count = whole
-        # count distinct offsets from first to first + count - 1: exactly these
-        if count and len(offsets) == count and min(offsets) == first == max(offsets) - count + 1:
+    fresh = _as_fresh(data)
+    if fresh is not None:
+        _, first, count, acked = fresh
+        named = _bits(offsets, first, first + count)
+        if count and named is not None and acked | named == (1 << count) - 1:
             return first + count
         return None
     deadline_and_count = _HEAD.unpack_from(data, 0)
@@ -290,9 +315,10 @@ def busy_raw(data: bytes, now: float) -> float | None:
     something else) answers from this. The first leased message is usually
     the batch's first unsettled one, so this reads a few items, not all.
     """
-    whole = _as_range(data)
-    if whole is not None:  # every message leased
-        return whole[0] if now < whole[0] and whole[2] else None
+    fresh = _as_fresh(data)
+    if fresh is not None:  # leased: every message not acked
+        deadline, _, count, acked = fresh
+        return deadline if now < deadline and acked != (1 << count) - 1 else None
     deadline, count = _HEAD.unpack_from(data, 0)
     if not now < deadline or len(data) != _HEAD.size + count * _ITEM.size:
         return None
@@ -304,33 +330,39 @@ def busy_raw(data: bytes, now: float) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class PrefixAck:
-    """What acking the first messages of a batch left: where the group is now
-    (the first message not settled) and the rest of the batch, encoded."""
+class FastAck:
+    """What an ack left of a batch: where the group is now (the first message
+    not settled) and the rest of the batch, encoded."""
 
     position: int
     rest: bytes
     leased: bool  # something of the rest is still leased (a lease would find nothing new)
 
 
-def ack_prefix(data: bytes, offsets: set[int]) -> PrefixAck | None:
-    """Ack ``offsets`` when they are the first ``len(offsets)`` messages of the
-    batch ``data`` encodes and some of the batch stays unsettled; None otherwise
-    (use :func:`ack`).
+def ack_fast(data: bytes, offsets: set[int]) -> FastAck | None:
+    """Ack ``offsets`` without decoding the batch ``data`` encodes, where that is
+    possible and some of the batch stays unsettled; None otherwise (use
+    :func:`ack`): in a fresh batch any of its messages, in the items form
+    the first ``len(offsets)`` ones.
 
-    A consumer that takes a batch in several frames acks it frame by frame,
-    in order. Settled messages at the front of a batch need no state: they
-    are dropped and the group's position moves up to the first one left, so
-    an ack costs what it acks, not the size of the batch. Messages acked
-    earlier out of order that now join the settled front are dropped too.
+    Settled messages at the front of a batch need no state: they are dropped
+    and the group's position moves up to the first one left, so an ack costs
+    what it acks, not the size of the batch (a batch taken in frames is
+    acked frame by frame; workers finish its messages in any order).
     """
+    fresh = _as_fresh(data)
+    if fresh is not None:
+        deadline, first, count, acked = fresh
+        named = _bits(offsets, first, first + count)
+        if named is None or acked >> count:
+            return None
+        acked |= named
+        if acked == (1 << count) - 1:
+            return None  # settled: settled_by_ack's
+        front = (~acked & (acked + 1)).bit_length() - 1  # how many are acked from the front
+        rest = _fresh(deadline, first + front, count - front, acked >> front)
+        return FastAck(first + front, rest, True)
     wanted = len(offsets)
-    whole = _as_range(data)
-    if whole is not None:
-        deadline, first, count = whole
-        if 0 < wanted < count and min(offsets) == first and max(offsets) == first + wanted - 1:
-            return PrefixAck(first + wanted, _range(deadline, first + wanted, count - wanted), True)
-        return None
     deadline, count = _HEAD.unpack_from(data, 0)
     size = _ITEM.size
     if not 0 < wanted < count or len(data) != _HEAD.size + count * size:
@@ -339,12 +371,12 @@ def ack_prefix(data: bytes, offsets: set[int]) -> PrefixAck | None:
     for offset, _, slot in _ITEM.iter_unpack(body[: wanted * size]):
         if offset not in offsets or slot >= len(_SLOTS):
             return None
-    acked = Slot.ACKED.value
+    acked_slot = Slot.ACKED.value
     dropped = wanted
     position = -1
     leased = False
     for offset, _, slot in _ITEM.iter_unpack(body[wanted * size :]):
-        if slot == acked and position < 0:
+        if slot == acked_slot and position < 0:
             dropped += 1
             continue
         if position < 0:
@@ -355,18 +387,19 @@ def ack_prefix(data: bytes, offsets: set[int]) -> PrefixAck | None:
     if position < 0:
         return None  # nothing left unsettled: the whole-batch ack settles it
     rest = _HEAD.pack(deadline, count - dropped) + bytes(body[dropped * size :])
-    return PrefixAck(position, rest, leased)
+    return FastAck(position, rest, leased)
 
 
 def decode(data: bytes) -> BatchState:
-    whole = _as_range(data)
-    if whole is not None:
-        deadline, first, count = whole
-        if not count:
-            raise ValueError("lease state holds an empty range")
-        leased = Slot.LEASED
+    fresh = _as_fresh(data)
+    if fresh is not None:
+        deadline, first, count, acked = fresh
+        if not count or acked >> count:
+            raise ValueError(f"lease state holds an odd range ({count} messages, bits {acked:#x})")
+        either = (Slot.LEASED, Slot.ACKED)
         return BatchState(
-            deadline, tuple(Pending(o, 1, leased) for o in range(first, first + count))
+            deadline,
+            tuple(Pending(first + i, 1, either[acked >> i & 1]) for i in range(count)),
         )
     deadline, count = _HEAD.unpack_from(data, 0)
     slots = _SLOTS

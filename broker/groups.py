@@ -244,8 +244,8 @@ class Groups:
                     batch.delete(Column.LEASES, key)
                     self._write(batch, sync=sync)
                     return True
-                front = delivery.ack_prefix(raw, named)
-                if front is not None:  # a batch taken in frames, acked frame by frame
+                front = delivery.ack_fast(raw, named)
+                if front is not None:  # acks of a fresh batch, or of the front of one
                     position = max(self._committed(entry.qid, group) or 0, front.position)
                     batch = host.index.batch()
                     batch.put(Column.OFFSETS, key, k.encode_u64(position))
