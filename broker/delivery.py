@@ -290,6 +290,14 @@ def settled_by_ack(data: bytes, offsets: set[int]) -> int | None:
     fresh = _as_fresh(data)
     if fresh is not None:
         _, first, count, acked = fresh
+        if (
+            not acked
+            and len(offsets) == count
+            and min(offsets) == first == max(offsets) - count + 1
+        ):
+            return first + count  # count distinct offsets from first on: exactly the batch
+        if len(offsets) + acked.bit_count() < count:
+            return None  # too few to settle it (the common ack of a frame of a larger batch)
         named = _bits(offsets, first, first + count)
         if count and named is not None and acked | named == (1 << count) - 1:
             return first + count
@@ -353,6 +361,10 @@ def ack_fast(data: bytes, offsets: set[int]) -> FastAck | None:
     fresh = _as_fresh(data)
     if fresh is not None:
         deadline, first, count, acked = fresh
+        wanted = len(offsets)
+        if not acked and 0 < wanted < count and min(offsets) == first == max(offsets) - wanted + 1:
+            # the front, as a frame's ack is: the rest is a range again
+            return FastAck(first + wanted, _fresh(deadline, first + wanted, count - wanted), True)
         named = _bits(offsets, first, first + count)
         if named is None or acked >> count:
             return None
