@@ -77,6 +77,20 @@ class Groups:
             host.fail(exc)
             raise
 
+    def _keep(
+        self, key: bytes, *, position: int | None, batch_state: bytes | None, sync: bool = True
+    ) -> None:
+        """Write a group's new position on a queue (None: unchanged) and its
+        in-flight batch (None: settled, removed) in one index write."""
+        batch = self._host.index.batch()
+        if position is not None:
+            batch.put(Column.OFFSETS, key, k.encode_u64(position))
+        if batch_state is None:
+            batch.delete(Column.LEASES, key)
+        else:
+            batch.put(Column.LEASES, key, batch_state)
+        self._write(batch, sync=sync)
+
     def _committed(self, qid: int, group: str) -> int | None:
         raw = self._host.index.get(Column.OFFSETS, k.group_key(qid, group))
         return None if raw is None else k.decode_u64(raw)
@@ -99,11 +113,7 @@ class Groups:
                 raise InvalidArgument(
                     f"offset {offset} is past the end of {name} (next offset {entry.next_offset})"
                 )
-            key = k.group_key(entry.qid, group)
-            batch = host.index.batch()
-            batch.put(Column.OFFSETS, key, k.encode_u64(offset))
-            batch.delete(Column.LEASES, key)
-            self._write(batch)
+            self._keep(k.group_key(entry.qid, group), position=offset, batch_state=None)
 
     def committed(self, group: str, name: QueueName) -> int | None:
         check_group(group)
@@ -239,18 +249,12 @@ class Groups:
                 end = delivery.settled_by_ack(raw, named)
                 if end is not None:  # the common ack: the whole batch, settled
                     position = max(self._committed(entry.qid, group) or 0, end)
-                    batch = host.index.batch()
-                    batch.put(Column.OFFSETS, key, k.encode_u64(position))
-                    batch.delete(Column.LEASES, key)
-                    self._write(batch, sync=sync)
+                    self._keep(key, position=position, batch_state=None, sync=sync)
                     return True
                 front = delivery.ack_fast(raw, named)
                 if front is not None:  # acks of a fresh batch, or of the front of one
                     position = max(self._committed(entry.qid, group) or 0, front.position)
-                    batch = host.index.batch()
-                    batch.put(Column.OFFSETS, key, k.encode_u64(position))
-                    batch.put(Column.LEASES, key, front.rest)
-                    self._write(batch, sync=sync)
+                    self._keep(key, position=position, batch_state=front.rest, sync=sync)
                     return not front.leased
             wanted = sorted(named)
             state = None if raw is None else delivery.decode(raw)
@@ -264,18 +268,14 @@ class Groups:
                     )
                 return False
             state = change(state, wanted)
-            batch = host.index.batch()
             committed = self._committed(entry.qid, group) or 0
             if state.settled:
-                batch.put(Column.OFFSETS, key, k.encode_u64(max(committed, state.end)))
-                batch.delete(Column.LEASES, key)
-            else:
-                state, position = delivery.drop_settled_front(state)
-                if position > committed:
-                    batch.put(Column.OFFSETS, key, k.encode_u64(position))
-                batch.put(Column.LEASES, key, delivery.encode(state))
-            self._write(batch, sync=sync)
-            return state.settled or not state.leased()
+                self._keep(key, position=max(committed, state.end), batch_state=None, sync=sync)
+                return True
+            state, position = delivery.drop_settled_front(state)
+            moved = position if position > committed else None
+            self._keep(key, position=moved, batch_state=delivery.encode(state), sync=sync)
+            return not state.leased()
 
     def ack(self, group: str, name: QueueName, offsets: Iterable[int], *, sync: bool) -> bool:
         """Settle ``offsets``; True if a lease may now hand out more (the batch
