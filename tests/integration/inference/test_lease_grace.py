@@ -49,6 +49,15 @@ def _granted_to_w1(
     return submitted, worker, grant
 
 
+def _completed_once_by_w1(server: Server, submitted: pb.SubmitResponse, *bodies: bytes) -> None:
+    """The request ended completed, after one attempt, on w1, with ``bodies`` as its reply."""
+    got, end = read_reply(server, submitted)
+    assert got == list(bodies)
+    assert end["tidegate.outcome"] == "completed"
+    done = status(server, submitted.request_id)
+    assert (done.state, done.attempts, done.worker_id) == (pb.RequestStatus.COMPLETED, 1, "w1")
+
+
 def test_a_stream_cut_mid_request_and_reopened_in_time_keeps_its_lease(
     server_factory: Callable[..., Server],
 ) -> None:
@@ -66,11 +75,7 @@ def test_a_stream_cut_mid_request_and_reopened_in_time_keeps_its_lease(
     back.chunks(grant, b"one ", b"two ", b"three ", b"four")
     back.complete(grant)
     assert back.expect("settled").settled[0].lease_id == grant.lease_id
-    bodies, end = read_reply(server, submitted)
-    assert bodies == [b"one ", b"two ", b"three ", b"four"]
-    assert end["tidegate.outcome"] == "completed"
-    done = status(server, submitted.request_id)
-    assert (done.state, done.attempts, done.worker_id) == (pb.RequestStatus.COMPLETED, 1, "w1")
+    _completed_once_by_w1(server, submitted, b"one ", b"two ", b"three ", b"four")
     assert _events(port, "lease_expired") == 0
     assert (_events(port, "leases_held"), _events(port, "leases_reattached")) == (1, 1)
     back.finish()
@@ -128,11 +133,7 @@ def test_a_hello_naming_a_lease_it_does_not_hold_is_refused_and_disturbs_nothing
     assert thief.expect("rejected").rejected[0].request_id == grant.request_id
     owner.chunks(grant, b"still mine", start=1)
     owner.complete(grant)
-    bodies, end = read_reply(server, submitted)
-    assert bodies == [b"mine ", b"still mine"]
-    assert end["tidegate.outcome"] == "completed"
-    done = status(server, submitted.request_id)
-    assert (done.attempts, done.worker_id) == (1, "w1")
+    _completed_once_by_w1(server, submitted, b"mine ", b"still mine")
     owner.finish()
     thief.finish()
 
@@ -156,11 +157,7 @@ def test_a_completion_whose_settled_was_lost_with_the_stream_is_settled_again(
     for _ in range(2):
         assert back.expect("settled").settled[0].lease_id == grant.lease_id
     assert not [f for f in back.pending if len(f.rejected) or len(f.stops) or len(f.grants)]
-    bodies, end = read_reply(server, submitted)
-    assert bodies == [b"one ", b"two"]
-    assert end["tidegate.outcome"] == "completed"
-    done = status(server, submitted.request_id)
-    assert (done.state, done.attempts) == (pb.RequestStatus.COMPLETED, 1)
+    _completed_once_by_w1(server, submitted, b"one ", b"two")
     assert (_events(port, "held_settled"), _events(port, "completion_duplicates")) == (1, 1)
     assert (_events(port, "held_refused"), _events(port, "rejected")) == (0, 0)
     assert _events(port, "lease_expired") == 0

@@ -26,7 +26,7 @@ from scheduler.runtime.records import (
     end_properties,
 )
 from scheduler.runtime.store import Appended, DoneWrite, FinishedWrite, ReplyWrite
-from scheduler.runtime.values import RequestView
+from tests.support.views import finished_view
 
 pytestmark = pytest.mark.integration
 
@@ -45,25 +45,6 @@ def record(rid: str, tenant: str = "acme", lite: str = "s-1") -> SubmitRecord:
         deadline_wall=1.7e9 + 5,
         admitted_at=1.7e9,
         properties={"model": "tiny"},
-    )
-
-
-def final(rid: str, state: str = "completed", worker: str = "w1") -> RequestView:
-    return RequestView(
-        request_id=rid,
-        tenant="acme",
-        state=state,
-        priority=1,
-        reply_topic="chatbot",
-        reply_lite_topic=f"req-{rid}",
-        reply_offset=3,
-        chunks=2,
-        attempts=1,
-        worker_id=worker,
-        input_tokens=10,
-        output_tokens=20,
-        reason="" if state == "completed" else "cancelled by the client",
-        admitted_at=1.7e9 + 0.25,
     )
 
 
@@ -263,18 +244,19 @@ def test_finished_views_are_recalled_across_opens_and_compactions(stores: Stores
             empty = await store.recall_finished(10)
             assert (empty.views, empty.entries) == ((), 0)
             assert await store.compact_finished(10) == 0  # nothing to fold
-            a, b = final("a"), final("b", "cancelled", "")
+            a, b = finished_view("a"), finished_view("b", "cancelled", "")
             assert await store.write([FinishedWrite(a), FinishedWrite(b)]) == [0, 1]
         async with stores.open() as store:
             recalled = await store.recall_finished(10)
             assert (recalled.views, recalled.entries) == ((a, b), 2)
             assert (await store.recall_finished(1)).views == (b,)  # the last ones
             assert await store.compact_finished(10) == 2
-            c = final("c")
+            c = finished_view("c")
             await store.write([FinishedWrite(c)])
             recalled = await store.recall_finished(10)
             assert (recalled.views, recalled.entries) == ((a, b, c), 1)
-            again = final("a", "failed")  # finished again (after a torn write): counts from here
+            # finished again (after a torn write): counts from here
+            again = finished_view("a", "failed")
             await store.write([FinishedWrite(again)])
             assert await store.compact_finished(3) == 3
         async with stores.open() as store:
@@ -290,7 +272,7 @@ def test_a_final_view_is_stored_whatever_its_reason_holds(stores: Stores) -> Non
     # final view must be stored in the same write: refused, it would fail the
     # write and with it the runtime.
     reason = "échec " * 8_500
-    view = replace(final("a", "failed"), reason=reason)
+    view = replace(finished_view("a", "failed"), reason=reason)
 
     async def body() -> None:
         async with stores.open() as store:
@@ -314,7 +296,7 @@ def test_a_snapshot_above_the_message_limit_is_stored_in_parts(stores: Stores) -
     # and free the journal, and a restart read them back.
     noise = random.Random(7)
     views = [
-        replace(final(f"r{i}"), reason=base64.b85encode(noise.randbytes(32_000)).decode())
+        replace(finished_view(f"r{i}"), reason=base64.b85encode(noise.randbytes(32_000)).decode())
         for i in range(40)
     ]
 
@@ -322,7 +304,7 @@ def test_a_snapshot_above_the_message_limit_is_stored_in_parts(stores: Stores) -
         async with stores.open() as store:
             await store.write([FinishedWrite(view) for view in views])
             assert await store.compact_finished(100) == 40
-            c = final("c")
+            c = finished_view("c")
             await store.write([FinishedWrite(c)])
             recalled = await store.recall_finished(100)
             assert (recalled.views, recalled.entries) == ((*views, c), 1)

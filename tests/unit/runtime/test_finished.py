@@ -13,31 +13,13 @@ from scheduler.runtime.finished import (
     snapshot_parts,
     snapshot_properties,
 )
-from scheduler.runtime.values import RequestView, State
-
-
-def final(rid: str, reason: str = "") -> RequestView:
-    return RequestView(
-        request_id=rid,
-        tenant="acme",
-        state=State.COMPLETED,
-        priority=1,
-        reply_topic="chatbot",
-        reply_lite_topic=f"req-{rid}",
-        reply_offset=0,
-        chunks=2,
-        attempts=1,
-        worker_id="w1",
-        input_tokens=10,
-        output_tokens=20,
-        reason=reason,
-        admitted_at=1.7e9,
-    )
+from scheduler.runtime.values import RequestView
+from tests.support.views import finished_view
 
 
 def noisy(count: int, size: int) -> list[RequestView]:
     noise = random.Random(3)
-    return [final(f"r{i}", noise.randbytes(size).hex()) for i in range(count)]
+    return [finished_view(f"r{i}", reason=noise.randbytes(size).hex()) for i in range(count)]
 
 
 def test_a_snapshot_is_cut_into_parts_within_the_limit_and_read_back_whole() -> None:
@@ -58,7 +40,7 @@ def test_a_snapshot_torn_before_its_last_part_does_not_count() -> None:
     # The old snapshot (covers 3) at 3, two entries after it, then the new
     # compaction's parts (covers 6) of which a crash kept only the first ones.
     fold.add(3, snapshot_properties(3), snapshot_parts(old, 1 << 20)[0])
-    late = [final("late-1"), final("late-2")]
+    late = [finished_view("late-1"), finished_view("late-2")]
     fold.add(4, ENTRY_PROPERTIES, entry_body(late[0]))
     fold.add(5, ENTRY_PROPERTIES, entry_body(late[1]))
     parts = snapshot_parts(new, 8 * 1024)
@@ -74,7 +56,10 @@ def test_a_snapshot_torn_before_its_last_part_does_not_count() -> None:
 
 
 def test_a_view_too_large_for_a_part_alone_is_left_out() -> None:
-    small, huge = final("small"), final("huge", random.Random(5).randbytes(9_000).hex())
+    small, huge = (
+        finished_view("small"),
+        finished_view("huge", reason=random.Random(5).randbytes(9_000).hex()),
+    )
     parts = snapshot_parts([small, huge, replace(small, request_id="after")], 4096)
     fold = FinishedFold(10)
     for at, part in enumerate(parts):
@@ -88,7 +73,7 @@ def test_a_view_too_large_for_a_part_alone_is_left_out() -> None:
 
 def test_an_entry_written_with_its_view_as_a_property_is_still_read() -> None:
     # The journal's first entries carried the view in a "view" property.
-    view = final("old")
+    view = finished_view("old")
     legacy = {"kind": "finished", "view": entry_body(view).decode()}
     fold = FinishedFold(10)
     fold.add(0, legacy, b"")
