@@ -19,7 +19,8 @@ from scheduler.runtime import BrokerRequestStore
 from scheduler.runtime.errors import ServingUnavailableError
 from scheduler.runtime.records import BOOTS_LITE, BOOTS_TOPIC, REQUESTS_TOPIC, DoneRecord
 from scheduler.runtime.store import DoneWrite, FinishedWrite
-from tests.integration.inference.test_store_contract import Stores, final, record, run
+from tests.integration.inference.test_store_contract import Stores, record, run
+from tests.support.views import finished_view
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +137,7 @@ def test_a_compacted_finished_journal_stops_holding_the_log(tmp_path: Path) -> N
             for i in range(200):  # ~400 KiB of submits: several segments
                 rid = f"r{i}"
                 await store.append_submit(record(rid), payload)
-                await store.write([FinishedWrite(final(rid)), done(rid)])
+                await store.write([FinishedWrite(finished_view(rid)), done(rid)])
             await store.commit(broker.queue_info(_REQUESTS).next_offset)
             broker.expire()
             held = broker.stats()
@@ -151,7 +152,7 @@ def test_a_compacted_finished_journal_stops_holding_the_log(tmp_path: Path) -> N
         async with small_segments(directory) as (_, store):
             recalled = await store.recall_finished(1000)
             assert [v.request_id for v in recalled.views] == [f"r{i}" for i in range(50, 200)]
-            assert recalled.views[-1] == final("r199")
+            assert recalled.views[-1] == finished_view("r199")
             assert recalled.entries == 0
 
     run(body)
