@@ -30,12 +30,14 @@ from broker.errors import InvalidArgument
 
 __all__ = [
     "CHUNK",
+    "EMPTY_PROPERTIES",
     "MAX_PROPERTIES",
     "MAX_PROPERTIES_BYTES",
     "MAX_PROPERTY_KEY_BYTES",
     "MAX_PROPERTY_VALUE_BYTES",
     "MESSAGE",
     "NO_PROPERTIES",
+    "SINGLE_HEAD_FORMAT",
     "Delivered",
     "MessageRecord",
     "chunk_payload",
@@ -67,8 +69,12 @@ _I = struct.Struct(">I")
 _Q = struct.Struct(">Q")
 _CHUNK_HEAD = struct.Struct(">QI")
 _CHUNK_TAG = bytes([CHUNK])
-_SINGLE = struct.Struct(">BBdHH")  # the head of a one-queue record and its name length
+# The head of a one-queue record and its name length: kind, flags, timestamp,
+# queues (1), name_len; the name, its offset (u64) and the properties follow.
+SINGLE_HEAD_FORMAT = ">BBdHH"
+_SINGLE = struct.Struct(SINGLE_HEAD_FORMAT)
 _NONE: Mapping[str, str] = MappingProxyType({})
+EMPTY_PROPERTIES = _NONE  # the one shared mapping a message without properties gets
 
 
 def kind_of(payload: bytes) -> int:

@@ -9,15 +9,21 @@ surviving message without searching again.
 from __future__ import annotations
 
 import contextlib
+import errno
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import crc32c
 
 from broker import envelope
 from broker.bodies import read_chunks
 from broker.errors import NotFound
 from broker.index import keys as k
 from broker.index.store import Column, IndexStore, WriteOps
+from broker.log import record
 from broker.log.commitlog import CommitLog
+from broker.log.segment import Span
 from broker.tail import Tails
 from broker.topics import QueueEntry, Registry
 from broker.types import Message, QueueName
@@ -25,6 +31,14 @@ from broker.types import Message, QueueName
 __all__ = ["ColdRead", "Reader"]
 
 _SCAN_FROM = 8  # consecutive offsets from which a range scan beats a multi-get (measured)
+
+# A frame's header and the head of the one-queue message record it holds, read
+# in one call: length, version, crc; kind, flags, timestamp, queues, name_len.
+_FRAMED_SINGLE = struct.Struct(record.HEADER_FORMAT + envelope.SINGLE_HEAD_FORMAT[1:])
+_HEADER_SIZE = record.HEADER_SIZE
+# From a payload's start to its properties: the single head and the offset (u64),
+# plus the name.
+_TO_PROPERTIES = struct.calcsize(envelope.SINGLE_HEAD_FORMAT) + 8
 
 
 class ColdRead(Exception):  # noqa: N818 - a signal inside the broker, not an error
@@ -131,10 +145,13 @@ class Reader:
                     continue  # the record or its first chunks were reclaimed
                 kept.append(offset)
                 positions.append(position)
-        try:  # None: in a corrupt stretch skipped on open
-            decoded = self._log.read_parsed(
-                positions, envelope.delivery_in, nowait=getattr(self._local, "nowait", False)
-            )
+        nowait = getattr(self._local, "nowait", False)
+        try:
+            spans = self._log.read_spans(positions, nowait=nowait)
+            if spans is not None:  # the common read: ascending, retained
+                return self._decode(spans, name, kept, positions, attempt=attempt, nowait=nowait)
+            # None: in a corrupt stretch skipped on open
+            decoded = self._log.read_parsed(positions, envelope.delivery_in, nowait=nowait)
         except BlockingIOError:
             raise ColdRead from None
         make = Message._make
@@ -143,6 +160,96 @@ class Reader:
             for offset, position, fields in zip(kept, positions, decoded, strict=True)
             if fields is not None
         ]
+
+    def _decode(
+        self,
+        spans: list[Span],
+        name: QueueName,
+        offsets: Sequence[int],
+        positions: Sequence[int],
+        *,
+        attempt: int,
+        nowait: bool,
+    ) -> list[Message]:
+        """The messages whose records lie in ``spans`` (see
+        :meth:`CommitLog.read_spans`): ``offsets[i]`` of ``name`` at ``positions[i]``.
+
+        The loop every delivered message goes through, so it does in one pass
+        what :func:`record.payload_end` and :func:`envelope.delivery_in` do in
+        two calls: one unpack reads the frame header and the record's head,
+        the CRC is taken in place, and a plain record (one queue, no
+        properties, an inline body) becomes its Message with one copy, of the
+        body. Any other valid record goes through ``delivery_in``; a frame the
+        span does not hold whole, or a bad one, is read alone by the log
+        (which raises CorruptLog for a bad one; ``nowait``: BlockingIOError,
+        as the read may wait).
+        """
+        out: list[Message] = []
+        append = out.append
+        new = tuple.__new__
+        unpack = _FRAMED_SINGLE.unpack_from
+        head_size = _FRAMED_SINGLE.size
+        crc = crc32c.crc32c
+        seed = record.CRC_SEED
+        version_ok = record.VERSION
+        limit = self._log.config.max_record_bytes
+        single = envelope.MESSAGE
+        empty = envelope.EMPTY_PROPERTIES
+        delivery_in = envelope.delivery_in
+        skip = _HEADER_SIZE
+        to_properties = _HEADER_SIZE + _TO_PROPERTIES
+        for data, low, i, j in spans:
+            view = memoryview(data)
+            size = len(data)
+            for offset, position in zip(offsets[i:j], positions[i:j], strict=True):
+                at = position - low
+                if at + head_size <= size:
+                    length, version, stored, kind, flags, timestamp, queues, name_len = unpack(
+                        data, at
+                    )
+                    end = at + skip + length
+                    if (
+                        version == version_ok
+                        and length <= limit
+                        and end <= size
+                        and crc(view[at + skip : end], seed) == stored
+                    ):
+                        props = at + to_properties + name_len
+                        if (
+                            kind == single
+                            and flags == 0
+                            and queues == 1
+                            and props + 2 <= end
+                            and data[props] == 0
+                            and data[props + 1] == 0
+                        ):
+                            append(
+                                new(
+                                    Message,
+                                    (
+                                        name,
+                                        offset,
+                                        position,
+                                        timestamp,
+                                        empty,
+                                        end - props - 2,
+                                        data[props + 2 : end],
+                                        False,
+                                        attempt,
+                                    ),
+                                )
+                            )
+                        else:
+                            fields = delivery_in(data, at + skip, end)
+                            append(new(Message, (name, offset, position, *fields, attempt)))
+                        continue
+                if nowait:
+                    raise BlockingIOError(errno.EAGAIN, "a record past the cached span")
+                payload = self._log.read(position)
+                fields = delivery_in(payload, 0, len(payload))
+                append(new(Message, (name, offset, position, *fields, attempt)))
+            view.release()
+        return out
 
     def _index_run(self, qid: int, offsets: range) -> tuple[list[int], list[bytes | None]]:
         """The index entries of ``offsets`` (consecutive) by one range scan: the

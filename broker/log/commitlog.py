@@ -34,7 +34,7 @@ from broker.errors import FailedPrecondition, MessageTooLarge, NotFound, StoreCl
 from broker.log.durability import GroupCommit, IntervalFlusher
 from broker.log.record import encode_many, frame_offsets
 from broker.log.recovery import recover
-from broker.log.segment import Fsync, Segment, T, fsync_directory, payload_slice
+from broker.log.segment import Fsync, Segment, Span, T, fsync_directory, payload_slice
 from broker.log.values import (
     FsyncPolicy,
     LogConfig,
@@ -367,6 +367,43 @@ class CommitLog:
                     out[slot] = parsed
         finally:
             for segment, _, _ in runs if runs is not None else groups.values():
+                segment.unpin()
+        return out
+
+    def read_spans(self, positions: Sequence[int], *, nowait: bool = False) -> list[Span] | None:
+        """The raw bytes around ascending, retained ``positions`` (a queue's
+        records in log order, the consumer's common read): :meth:`Segment.spans`
+        of each segment they fall in, each span's start made absolute. None
+        where the positions are not that (out of order, below the start, at or
+        past the end, or near a corrupt stretch skipped on open): ask
+        :meth:`read_parsed`, which sorts those out.
+
+        The caller checks each frame (see :func:`record.payload_end`) and reads
+        one that a span does not hold whole with :meth:`read`. ``nowait`` as
+        :meth:`read_parsed` says.
+        """
+        if not positions:
+            return []
+        with self._lock:
+            self._check_open()
+            if (
+                self._skipped
+                or positions[0] < self._bases[0]
+                or positions[-1] >= self._written_end
+                or (ordered := list(positions)) != sorted(ordered)
+            ):
+                return None
+            runs = self._runs(ordered)
+        out: list[Span] = []
+        try:
+            for segment, first, offsets in runs:
+                base = segment.base
+                out += [
+                    (data, base + low, first + i, first + j)
+                    for data, low, i, j in segment.spans(offsets, nowait=nowait)
+                ]
+        finally:
+            for segment, _, _ in runs:
                 segment.unpin()
         return out
 

@@ -35,6 +35,8 @@ import crc32c
 from broker.errors import InvalidArgument
 
 __all__ = [
+    "CRC_SEED",
+    "HEADER_FORMAT",
     "HEADER_SIZE",
     "MAX_PAYLOAD_BYTES",
     "VERSION",
@@ -53,13 +55,16 @@ __all__ = [
     "walk",
 ]
 
-_HEADER = struct.Struct(">IBI")
+HEADER_FORMAT = ">IBI"  # length, version, crc32c
+_HEADER = struct.Struct(HEADER_FORMAT)
 HEADER_SIZE = _HEADER.size  # 9
 VERSION = 1
 MAX_PAYLOAD_BYTES = 0xFFFF_FFFF  # what the u32 length field can say
 
 # CRC of the version byte alone; every record's CRC continues from it.
 _VERSION_CRC: int = crc32c.crc32c(bytes([VERSION]))
+# What a frame's stored CRC is: crc32c(payload, CRC_SEED) (see the module doc).
+CRC_SEED = _VERSION_CRC
 _VERSION_BYTE = bytes([VERSION])
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap

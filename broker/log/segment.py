@@ -32,6 +32,7 @@ __all__ = [
     "Damage",
     "Segment",
     "SegmentCheck",
+    "Span",
     "fsync_directory",
     "parse_segment_name",
     "segment_name",
@@ -49,6 +50,8 @@ _READ_GUESS = 4096
 _SPAN = 1024 * 1024
 
 T = TypeVar("T")
+# (bytes read, where they start, the slice i:j of the offsets asked that start in them)
+Span = tuple[bytes, int, int, int]
 
 
 def payload_slice(buf: bytes, start: int, end: int) -> bytes:
@@ -294,6 +297,31 @@ class Segment:
         append = out.append
         payload_end = record.payload_end
         skip = record.HEADER_SIZE
+        for data, low, i, j in self.spans(offsets, nowait=nowait):
+            view = memoryview(data)
+            for offset in offsets[i:j]:
+                at = offset - low
+                end = payload_end(data, view, at, max_record_bytes)
+                if end >= 0:
+                    append(parse(data, at + skip, end))
+                    continue
+                if nowait:  # a record longer than the guess: read alone, may wait
+                    raise BlockingIOError(errno.EAGAIN, "a record past the cached span")
+                payload = self.read_at(offset, max_record_bytes=max_record_bytes)
+                append(parse(payload, 0, len(payload)))
+            view.release()
+        return out
+
+    def spans(self, offsets: Sequence[int], *, nowait: bool = False) -> list[Span]:
+        """The bytes around the records at relative ``offsets``, read in as few
+        preads as :meth:`read_parsed` says: (data, its relative offset, and the
+        slice ``i:j`` of ``offsets`` that starts in it), in order.
+
+        A record starts at ``offset - low`` in ``data`` but may run past its
+        end (the read guesses :data:`_READ_GUESS` bytes past the last start);
+        nothing here is checked. ``nowait`` as in :meth:`read_parsed`.
+        """
+        out: list[Span] = []
         size = self._size
         count = len(offsets)
         i = 0
@@ -310,18 +338,7 @@ class Segment:
                 if nowait
                 else os.pread(self._fd, high - low, low)
             )
-            view = memoryview(data)
-            for offset in offsets[i:j]:
-                at = offset - low
-                end = payload_end(data, view, at, max_record_bytes)
-                if end >= 0:
-                    append(parse(data, at + skip, end))
-                    continue
-                if nowait:  # a record longer than the guess: read alone, may wait
-                    raise BlockingIOError(errno.EAGAIN, "a record past the cached span")
-                payload = self.read_at(offset, max_record_bytes=max_record_bytes)
-                append(parse(payload, 0, len(payload)))
-            view.release()
+            out.append((data, low, i, j))
             i = j
         return out
 

@@ -141,3 +141,40 @@ def test_read_parsed_hands_each_payload_in_place(
             *[log.read(p) for p in mixed[1:-1]],
             None,
         ]
+
+
+@pytest.mark.parametrize("span", [3000, segment._SPAN])
+def test_read_spans_hold_each_record_start(
+    tmp_path: Path,
+    fsync: CountingFsync,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    span: int,
+) -> None:
+    monkeypatch.setattr(segment, "_SPAN", span)
+    with _open(tmp_path, fsync, clock) as log:
+        written = _fill(log, 3)
+        positions = [p for p, _ in written]
+        spans = log.read_spans(positions)
+        assert spans is not None
+        assert len(spans) >= len(log.segments())  # a span never crosses a segment
+        covered = [i for _, _, i, j in spans for i in range(i, j)]
+        assert covered == list(range(len(positions)))
+        for data, low, i, j in spans:
+            for position in positions[i:j]:
+                at = position - low
+                frame = data[at : at + HEADER_SIZE]  # what is there is the record's own start
+                payload = log.read(position)
+                assert frame == record.encode(payload)[:HEADER_SIZE][: len(frame)]
+
+
+def test_read_spans_leave_unordered_or_outside_reads_to_read_parsed(
+    tmp_path: Path, fsync: CountingFsync, clock: FakeClock
+) -> None:
+    with _open(tmp_path, fsync, clock) as log:
+        first, second = log.append([b"one", b"two"])
+        assert log.read_spans([]) == []
+        assert log.read_spans([second, first]) is None
+        assert log.read_spans([first, log.end_position]) is None
+        assert log.read_spans([-1, first]) is None
+        assert log.read_spans([first, second]) is not None
