@@ -8,7 +8,9 @@ part of a batch broke which rule.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
+from itertools import accumulate
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -42,8 +44,9 @@ PIECE_BYTES = 1024 * 1024  # one BodyChunk
 M = TypeVar("M", bound=ProtoMessage)
 
 # Where a Message holds what a DeliveryRun takes, for its columns.
-_OFFSET, _TIMESTAMP, _BODY, _ATTEMPT = (
-    Message._fields.index(name) for name in ("offset", "timestamp", "body", "attempt")
+_QUEUE, _OFFSET, _TIMESTAMP, _PROPERTIES, _SIZE, _BODY, _CHUNKED, _ATTEMPT = (
+    Message._fields.index(name)
+    for name in ("queue", "offset", "timestamp", "properties", "size", "body", "chunked", "attempt")
 )
 
 
@@ -216,29 +219,40 @@ def _compact(
     size = count = 0
     as_runs: set[QueueName] = set()
     as_messages: set[QueueName] = set()
+    # The fields as columns, once: a piece's checks and a run's fields are
+    # then C-level calls over slices, not a Python step per message.
+    if not messages:
+        return
+    columns = tuple(zip(*messages, strict=True))
+    queues, sizes, chunks, properties = (
+        columns[_QUEUE],
+        columns[_SIZE],
+        columns[_CHUNKED],
+        columns[_PROPERTIES],
+    )
     i, n = 0, len(messages)
     while i < n:
-        queue = messages[i].queue
+        queue = queues[i]
         deadline = deadlines.get(queue) if deadlines else None
-        j = i
-        plain = True
-        full = False
+        # The piece: this queue's next messages, at most the frame's room of
+        # plain ones, ended by a chunked one (which it takes) or by the frame's
+        # byte budget (the message that reaches it included).
+        j = min(n, i + max_messages - count)
+        if queues[i:j].count(queue) != j - i:  # another queue within reach: stop at it
+            j = next(x for x in range(i + 1, j) if queues[x] != queue)
         chunked: Message | None = None
-        while j < n:
-            message = messages[j]
-            if message.queue is not queue and message.queue != queue:
-                break
-            j += 1
-            if message.chunked:
-                chunked, plain, full = message, False, True
-                break
-            if message.properties:
-                plain = False
-            size += message.size
-            count += 1
-            if size >= FRAME_BYTES or count >= max_messages:
-                full = True
-                break
+        if any(chunks[i:j]):
+            j = chunks.index(True, i, j) + 1
+            chunked = messages[j - 1]
+        ends = list(accumulate(sizes[i : j - 1 if chunked else j], initial=size))[1:]
+        over = bisect_left(ends, FRAME_BYTES)
+        if over < len(ends):  # the byte budget is reached first: no chunked one in it
+            j, chunked = i + over + 1, None
+        if taken := ends[: j - i]:  # the plain ones the piece holds
+            size = taken[-1]
+            count += len(taken)
+        full = chunked is not None or size >= FRAME_BYTES or count >= max_messages
+        plain = chunked is None and not any(properties[i:j])
         piece = messages[i:j]
         if plain and queue in as_messages:
             plain = False  # stay behind this queue's deliveries in the frame
@@ -256,12 +270,12 @@ def _compact(
             run.topic = queue.topic
             if queue.lite:
                 run.lite_topic = queue.lite
-            columns = tuple(zip(*piece, strict=True))  # the fields as columns, in one pass
-            run.offsets.extend(columns[_OFFSET])
-            run.timestamps.extend(columns[_TIMESTAMP])
-            run.bodies.extend(columns[_BODY])
-            if any(columns[_ATTEMPT]):
-                run.attempts.extend(columns[_ATTEMPT])
+            run.offsets.extend(columns[_OFFSET][i:j])
+            run.timestamps.extend(columns[_TIMESTAMP][i:j])
+            run.bodies.extend(columns[_BODY][i:j])
+            attempts = columns[_ATTEMPT][i:j]
+            if any(attempts):
+                run.attempts.extend(attempts)
             if deadline is not None:
                 run.lease_deadline = deadline
         else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from broker.proto import broker_pb2 as pb
 from broker.session import Batch
 from broker.types import Message, QueueName
@@ -169,3 +172,68 @@ def test_a_queue_met_again_in_a_frame_keeps_its_order() -> None:
     second = [_message(Q1, 0, properties=rich), _message(Q2, 0), _message(Q1, 1)]
     [(frame, _)] = list(frames(Batch(second, {}, credits_left=0), 1000, compact=True))
     assert [d.offset for d in frame.messages] == [0, 1]
+
+
+_KINDS = st.sampled_from(["plain", "plain", "plain", "rich", "chunked", "heavy"])
+
+
+def _random_batch(pieces: list[tuple[int, list[str]]]) -> list[Message]:
+    """Messages of a few queues, each queue's together as a pull gives them."""
+    out: list[Message] = []
+    queues = [Q1, Q2, QueueName("acme", "chatbot", "s-2")]
+    for which, kinds in pieces:
+        queue = queues[which]
+        for kind in kinds:
+            offset = sum(1 for m in out if m.queue == queue)
+            if kind == "rich":
+                out.append(_message(queue, offset, properties={"k": str(offset)}))
+            elif kind == "chunked":
+                out.append(_message(queue, offset, body=b"", size=10**8, chunked=True))
+            elif kind == "heavy":
+                body = b"h" * (FRAME_BYTES // 3)
+                out.append(_message(queue, offset, body=body, size=len(body)))
+            else:
+                out.append(_message(queue, offset, attempt=offset % 3))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.lists(_KINDS, min_size=1, max_size=12)), max_size=5),
+    st.integers(1, 9),
+)
+def test_compact_frames_keep_each_queue_s_order_and_every_bound(
+    pieces: list[tuple[int, list[str]]], max_messages: int
+) -> None:
+    messages = _random_batch(pieces)
+    batch = Batch(messages, {Q1: 7.0}, credits_left=3)
+    out = list(frames(batch, max_messages, compact=True))
+    delivered: list[pb.Delivery] = []
+    for frame, chunked in out:
+        in_runs = {(r.topic, r.lite_topic) for r in frame.runs}
+        assert not in_runs & {(d.topic, d.lite_topic) for d in frame.messages}
+        got = _as_deliveries(frame)
+        plain = [d for d in got if not d.chunked]
+        assert got
+        assert len(plain) <= max_messages
+        assert sum(d.size for d in plain[:-1]) < FRAME_BYTES  # the last one may reach it
+        if chunked is not None:  # it ends its frame, as the last of its queue there
+            mine = [
+                d
+                for d in got
+                if (d.topic, d.lite_topic) == (chunked.queue.topic, chunked.queue.lite)
+            ]
+            assert mine[-1].offset == chunked.offset
+            assert mine[-1].chunked
+        assert frame.credits_left == 3
+        delivered += got
+    assert [c for _, c in out if c is not None] == [m for m in messages if m.chunked]
+    plain_frames = [d for f, _ in frames(batch, max_messages) for d in f.messages]
+    assert _by_queue(delivered) == _by_queue(plain_frames)
+    if (
+        all(not m.properties and not m.chunked for m in messages)
+        and len({m.queue for m in messages}) == 1
+    ):
+        assert [len(_as_deliveries(f)) for f, _ in out] == [
+            len(f.messages) for f, _ in frames(batch, max_messages)
+        ]
