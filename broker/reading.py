@@ -36,6 +36,16 @@ _SCAN_FROM = 8  # consecutive offsets from which a range scan beats a multi-get 
 # in one call: length, version, crc; kind, flags, timestamp, queues, name_len.
 _FRAMED_SINGLE = struct.Struct(record.HEADER_FORMAT + envelope.SINGLE_HEAD_FORMAT[1:])
 _HEADER_SIZE = record.HEADER_SIZE
+# A read of this many consecutive offsets or more walks the log (Reader._walk);
+# the walk reads this much first, then what is left at the size walked so far,
+# at most _WALK_MOST at a time.
+_WALK_FROM = 16
+_WALK_FIRST = 64 * 1024
+_WALK_MOST = 8 * 1024 * 1024
+# A queue whose walk stopped early is not walked for its next this many reads
+# (its records lie among others'); at most this many such queues are kept.
+_WALK_SKIP = 16
+_SCATTERED_MOST = 65536
 # From a payload's start to its properties: the single head and the offset (u64),
 # plus the name.
 _TO_PROPERTIES = struct.calcsize(envelope.SINGLE_HEAD_FORMAT) + 8
@@ -62,6 +72,7 @@ class Reader:
         self._write = write  # stages the registry into a batch and writes it
         self.tails: Tails | None = None  # the newest messages of subscribed queues
         self._local = threading.local()  # per thread: whether reads may wait, see warm_only
+        self._scattered: dict[int, int] = {}  # qid: reads left before it is walked again
 
     @contextlib.contextmanager
     def warm_only(self) -> Iterator[None]:
@@ -100,10 +111,141 @@ class Reader:
             kept = tails.read(name, entry.qid, start, stop, log_start=log_start, attempt=attempt)
             if kept is not None:
                 return kept
-        if not name.is_dead_letter:  # dead letters point anywhere: no order to search
-            start = self._skip_lost(entry, start, log_start, batch)
+        if name.is_dead_letter:  # dead letters point anywhere: no order to search or walk
+            offsets = range(start, min(entry.next_offset, start + max_messages))
+            return self.messages_at(name, entry, offsets, log_start, attempt=attempt)
+        start = self._skip_lost(entry, start, log_start, batch)
         offsets = range(start, min(entry.next_offset, start + max_messages))
-        return self.messages_at(name, entry, offsets, log_start, attempt=attempt)
+        walked = self._walk(name, entry, offsets, log_start, attempt=attempt)
+        if len(walked) == len(offsets):
+            return walked
+        rest = range(offsets.start + len(walked), offsets.stop)
+        return walked + self.messages_at(name, entry, rest, log_start, attempt=attempt)
+
+    def _walk(
+        self, name: QueueName, entry: QueueEntry, offsets: range, log_start: int, *, attempt: int
+    ) -> list[Message]:
+        """The messages at the first of ``offsets`` and after, as far as the log
+        holds them one after another: a queue's records published together lie
+        side by side, so from the first one's position (one index read) each
+        next record is read from the log itself instead of from the index.
+
+        Each record is checked to be what the index would have given: a whole
+        valid frame of a one-queue message record naming this queue and the
+        next offset. (The broker removes a queue's index entries only from its
+        front, by retention and trims, or its end, by recovery's cut of a torn
+        tail, never from between: a record of the next offset is the one the
+        index names.) The walk stops at the first that is not (another queue's
+        record, a chunked body, a record of several queues, a bad frame: the
+        index path reads the rest, and reports the damage), and it is not
+        tried for short reads or, for a while, for a queue whose records were
+        found scattered (see :data:`_WALK_SKIP`).
+        """
+        qid = entry.qid
+        skip_left = self._scattered.get(qid)
+        if len(offsets) < _WALK_FROM or skip_left:
+            if skip_left:
+                self._scattered[qid] = skip_left - 1
+            return []
+        raw = self._index.get(Column.INDEX, k.OFFSET_KEY.pack(qid, offsets.start))
+        if raw is None:
+            return []
+        position, lowest = k.locate(raw)
+        if lowest != position or position < log_start:
+            return []  # a chunked body, or lost to retention: the index path sorts it out
+        nowait = getattr(self._local, "nowait", False)
+        out: list[Message] = []
+        append = out.append
+        new = tuple.__new__
+        key = name.key
+        key_len = len(key)
+        # The frame header, the record's head, this queue's name, its offset and
+        # the properties' count, in one unpack.
+        walked_head = struct.Struct(f"{_FRAMED_SINGLE.format}{key_len}sQH")
+        unpack = walked_head.unpack_from
+        head_size = walked_head.size
+        crc = crc32c.crc32c
+        seed = record.CRC_SEED
+        version_ok = record.VERSION
+        limit = self._log.config.max_record_bytes
+        single = envelope.MESSAGE
+        empty = envelope.EMPTY_PROPERTIES
+        delivery_in = envelope.delivery_in
+        skip = _HEADER_SIZE
+        offset, stop = offsets.start, offsets.stop
+        want = _WALK_FIRST
+        try:
+            while offset < stop:
+                data = self._log.read_raw(position, want, nowait=nowait)
+                if data is None:
+                    break
+                view = memoryview(data)
+                size = len(data)
+                at = 0
+                matched = True
+                first = offset
+                while offset < stop and at + head_size <= size:
+                    (
+                        length,
+                        version,
+                        stored,
+                        kind,
+                        flags,
+                        timestamp,
+                        queues,
+                        name_len,
+                        its_name,
+                        its_offset,
+                        properties,
+                    ) = unpack(data, at)
+                    end = at + skip + length
+                    if end > size:
+                        break  # cut by what was read: read on from it
+                    if not (
+                        its_offset == offset
+                        and its_name == key
+                        and name_len == key_len
+                        and kind == single
+                        and flags == 0
+                        and queues == 1
+                        and version == version_ok
+                        and length <= limit
+                        and head_size <= end - at
+                        and crc(view[at + skip : end], seed) == stored
+                    ):
+                        matched = False
+                        break
+                    if properties == 0:
+                        message = (
+                            name,
+                            offset,
+                            position + at,
+                            timestamp,
+                            empty,
+                            end - at - head_size,
+                            data[at + head_size : end],
+                            False,
+                            attempt,
+                        )
+                    else:
+                        fields = delivery_in(data, at + skip, end)
+                        message = (name, offset, position + at, *fields, attempt)
+                    append(new(Message, message))
+                    offset += 1
+                    at = end
+                view.release()
+                if not matched or at == 0:  # not this queue's next, or one record past ``want``
+                    break
+                # What is left, at the size of what was walked.
+                want = min(_WALK_MOST, (stop - offset) * at // (offset - first) + _WALK_FIRST)
+                position += at
+        except BlockingIOError:
+            raise ColdRead from None
+        if len(out) < min(len(offsets), _WALK_FROM):
+            if len(self._scattered) >= _SCATTERED_MOST:
+                self._scattered.clear()
+            self._scattered[qid] = _WALK_SKIP
+        return out
 
     def messages_at(
         self,

@@ -370,6 +370,24 @@ class CommitLog:
                 segment.unpin()
         return out
 
+    def read_raw(self, position: int, size: int, *, nowait: bool = False) -> bytes | None:
+        """Up to ``size`` raw bytes from ``position`` on, fewer where its segment
+        or the written log ends; None where ``position`` is not in the log, or
+        the log skipped a corrupt stretch on open (ask :meth:`read`). Nothing is
+        checked: the caller walks the frames in them. ``nowait`` as
+        :meth:`read_parsed` says."""
+        with self._lock:
+            self._check_open()
+            if self._skipped or not self._bases[0] <= position < self._written_end:
+                return None
+            segment = self._segments[bisect_right(self._bases, position) - 1]
+            segment.pin()
+            size = min(size, self._written_end - position)
+        try:
+            return segment.read_raw(position - segment.base, size, nowait=nowait)
+        finally:
+            segment.unpin()
+
     def read_spans(self, positions: Sequence[int], *, nowait: bool = False) -> list[Span] | None:
         """The raw bytes around ascending, retained ``positions`` (a queue's
         records in log order, the consumer's common read): :meth:`Segment.spans`

@@ -312,6 +312,15 @@ class Segment:
             view.release()
         return out
 
+    def read_raw(self, offset: int, size: int, *, nowait: bool = False) -> bytes:
+        """Up to ``size`` bytes at relative ``offset``, fewer at the segment's
+        end; unchecked (the caller checks the frames in them). ``nowait`` as in
+        :meth:`read_parsed`."""
+        if not 0 <= offset < self._size:
+            raise ValueError(f"offset {offset} is outside segment {self.path} of {self._size} B")
+        size = min(size, self._size - offset)
+        return _read_cached(self._fd, size, offset) if nowait else os.pread(self._fd, size, offset)
+
     def spans(self, offsets: Sequence[int], *, nowait: bool = False) -> list[Span]:
         """The bytes around the records at relative ``offsets``, read in as few
         preads as :meth:`read_parsed` says: (data, its relative offset, and the

@@ -59,28 +59,33 @@ def test_offsets_are_contiguous_and_readable_from_any_offset(open_broker: OpenBr
 def test_long_and_short_reads_agree_and_step_over_missing_entries(
     open_broker: OpenBroker,
 ) -> None:
-    """A read of many consecutive offsets is one index range scan, a short one
-    a multi-get (broker/reading.py): both give the same messages, and a
-    range scan over a hole (an entry gone from the index) leaves it out."""
+    """A read of many consecutive offsets walks the log from the first one's
+    record (or is one index range scan where the records lie apart), a short
+    one is a multi-get (broker/reading.py): all give the same messages. The
+    index reads step over a hole (an entry gone from the index)."""
     broker = open_broker()
     broker.publish_batch([PublishRequest("chatbot", f"m{i}".encode(), ("s-1",)) for i in range(40)])
     long_read = broker.read("chatbot/s-1", 3, 30)
     short_reads = [m for start in range(3, 33, 3) for m in broker.read("chatbot/s-1", start, 3)]
     assert [(m.offset, m.body) for m in long_read] == [(m.offset, m.body) for m in short_reads]
     assert [m.offset for m in long_read] == list(range(3, 33))
+    name = QueueName("", "chatbot", "s-1")
+    entry = broker.entry(name)
+    assert broker.reader.messages_at(name, entry, range(3, 33), broker.log_start) == long_read
     # Knock three entries out of the middle of the queue's index.
     from broker.index import keys as k
     from broker.index.store import Column
 
-    qid = broker._entry(QueueName("", "chatbot", "s-1")).qid  # the index itself, on purpose
-    batch = broker._index.batch()
+    batch = broker.index.batch()
     for offset in (10, 11, 20):
-        batch.delete(Column.INDEX, k.OFFSET_KEY.pack(qid, offset))
-    broker._index.write(batch)
-    got = broker.read("chatbot/s-1", 3, 30)
+        batch.delete(Column.INDEX, k.OFFSET_KEY.pack(entry.qid, offset))
+    broker.index.write(batch)
     expected = [o for o in range(3, 33) if o not in (10, 11, 20)]
+    scanned = broker.reader.messages_at(name, entry, range(3, 33), broker.log_start)
+    assert [m.offset for m in scanned] == expected
+    assert [m.body for m in scanned] == [f"m{o}".encode() for o in expected]
+    got = [m for start in range(3, 33, 3) for m in broker.read("chatbot/s-1", start, 3)]
     assert [m.offset for m in got] == expected
-    assert [m.body for m in got] == [f"m{o}".encode() for o in expected]
 
 
 def test_messages_carry_timestamp_properties_and_size(
