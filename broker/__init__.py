@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.errors import (
     BrokerError,
+    CorruptIndex,
     CorruptLog,
     FailedPrecondition,
     InvalidArgument,
@@ -42,6 +43,7 @@ __all__ = [
     "BrokerError",
     "BrokerSettings",
     "BrokerStats",
+    "CorruptIndex",
     "CorruptLog",
     "ExpireReport",
     "FailedPrecondition",

@@ -10,6 +10,7 @@ Hierarchy::
     │   └── StoreClosed        the store was closed
     ├── LimitExceeded          a quota or capacity limit refuses the call
     ├── CorruptLog             a record in the middle of the log fails its checks
+    ├── CorruptIndex           an index entry the broker wrote does not read back
     ├── Unauthenticated        no API key, or one no tenant holds (the gRPC layer)
     └── PermissionDenied       a valid key used beyond its tenant (the gRPC layer)
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 __all__ = [
     "BrokerError",
+    "CorruptIndex",
     "CorruptLog",
     "FailedPrecondition",
     "InvalidArgument",
@@ -94,3 +96,8 @@ class Unauthenticated(BrokerError):
 
 class PermissionDenied(BrokerError):
     """The caller's key is valid but the call reaches beyond its tenant."""
+
+
+class CorruptIndex(BrokerError):
+    """An entry the broker wrote to its index does not read back (a damaged
+    index): the message names what it belongs to. Nothing is guessed."""

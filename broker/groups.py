@@ -22,12 +22,13 @@ and queues back but starts every group afresh at its queue's first offset.
 from __future__ import annotations
 
 import math
+import struct
 import threading
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from broker import delivery
-from broker.errors import FailedPrecondition, InvalidArgument
+from broker.errors import CorruptIndex, FailedPrecondition, InvalidArgument
 from broker.index import keys as k
 from broker.index.store import Column, IndexStore, WriteOps
 from broker.reading import Reader
@@ -60,6 +61,21 @@ class GroupHost(Protocol):
     def entry(self, name: QueueName) -> QueueEntry: ...
     @property
     def reader(self) -> Reader: ...
+
+
+T = TypeVar("T")
+
+
+def _stored(read: Callable[[], T], group: str, name: QueueName) -> T:
+    """``read()`` of a group's stored batch state; CorruptIndex where it does
+    not read back (the delivery module raises ValueError or struct.error)."""
+    try:
+        return read()
+    except (ValueError, struct.error) as exc:
+        raise CorruptIndex(
+            f"the in-flight batch of group {group!r} on {name} does not read back from "
+            f"the index ({exc}); the index is damaged"
+        ) from exc
 
 
 class Groups:
@@ -95,9 +111,9 @@ class Groups:
         raw = self._host.index.get(Column.OFFSETS, k.group_key(qid, group))
         return None if raw is None else k.decode_u64(raw)
 
-    def _state(self, qid: int, group: str) -> delivery.BatchState | None:
+    def _state(self, qid: int, group: str, name: QueueName) -> delivery.BatchState | None:
         raw = self._host.index.get(Column.LEASES, k.group_key(qid, group))
-        return None if raw is None else delivery.decode(raw)
+        return None if raw is None else _stored(lambda: delivery.decode(raw), group, name)
 
     # -------------------------------------------------------------- offsets
 
@@ -156,7 +172,7 @@ class Groups:
         key = k.group_key(entry.qid, group)
         raw = host.index.get(Column.LEASES, key)
         if raw is not None:
-            out_until = delivery.busy_raw(raw, now)
+            out_until = _stored(lambda: delivery.busy_raw(raw, now), group, name)
             if out_until is not None:  # the batch is still out: nothing to hand out
                 return Lease(group, name, (), out_until)
         committed = self._committed(entry.qid, group)
@@ -165,7 +181,9 @@ class Groups:
         deadline = now + lease_s
         dead: list[int] = []
         if raw is not None:
-            state = delivery.release_expired(delivery.decode(raw), now)
+            state = delivery.release_expired(
+                _stored(lambda: delivery.decode(raw), group, name), now
+            )
             while True:
                 state, again, died = delivery.redeliver(
                     state, deadline, max_messages, host.settings.max_attempts
@@ -246,18 +264,18 @@ class Groups:
             key = k.group_key(entry.qid, group)
             raw = host.index.get(Column.LEASES, key)
             if raw is not None and verb == "ack":
-                end = delivery.settled_by_ack(raw, named)
+                end = _stored(lambda: delivery.settled_by_ack(raw, named), group, name)
                 if end is not None:  # the common ack: the whole batch, settled
                     position = max(self._committed(entry.qid, group) or 0, end)
                     self._keep(key, position=position, batch_state=None, sync=sync)
                     return True
-                front = delivery.ack_fast(raw, named)
+                front = _stored(lambda: delivery.ack_fast(raw, named), group, name)
                 if front is not None:  # acks of a fresh batch, or of the front of one
                     position = max(self._committed(entry.qid, group) or 0, front.position)
                     self._keep(key, position=position, batch_state=front.rest, sync=sync)
                     return not front.leased
             wanted = sorted(named)
-            state = None if raw is None else delivery.decode(raw)
+            state = None if raw is None else _stored(lambda: delivery.decode(raw), group, name)
             if state is None:
                 committed = self._committed(entry.qid, group)
                 strangers = [o for o in wanted if committed is None or o >= committed]
@@ -295,7 +313,7 @@ class Groups:
             host.check()
             now = host.clock() if now is None else now
             entry = host.entry(name)
-            state = self._state(entry.qid, group)
+            state = self._state(entry.qid, group, name)
             if state is None:
                 raise FailedPrecondition(f"group {group!r} holds no lease on {name} to extend")
             state = delivery.extend(state, now + lease_s, now)

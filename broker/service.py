@@ -23,6 +23,7 @@ from grpc import aio
 
 from broker.errors import (
     BrokerError,
+    CorruptIndex,
     CorruptLog,
     FailedPrecondition,
     InvalidArgument,
@@ -73,6 +74,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (CorruptLog, grpc.StatusCode.DATA_LOSS),
+    (CorruptIndex, grpc.StatusCode.DATA_LOSS),
     (BrokerError, grpc.StatusCode.INTERNAL),
 )
 _BY_CLASS = dict(STATUS_TABLE)

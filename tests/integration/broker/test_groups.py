@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from broker import (
     Broker,
+    CorruptIndex,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PublishRequest,
     QueueName,
+    delivery,
 )
+from broker.index import keys as k
+from broker.index.store import Column
 from tests.integration.broker.conftest import FakeClock, OpenBroker
 
 Q = "chatbot/s-1"
@@ -211,3 +217,34 @@ def test_a_group_starts_at_the_first_retained_offset(open_broker: OpenBroker) ->
     first = broker.read("requests", 0, 1)[0].offset
     assert first > 0
     assert broker.lease("g", "requests", 1, 5.0).messages[0].offset == first
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"\x01\x02",  # too short for any form
+        delivery._fresh(1.0, 0, 3, acked=0b1000),  # a range whose ack bits run past it (expired)
+        delivery._HEAD.pack(1e12, 2) + delivery._ITEM.pack(0, 1, 9),  # an unknown slot, short
+    ],
+)
+def test_a_damaged_in_flight_batch_is_corrupt_index_naming_group_and_queue(
+    open_broker: OpenBroker, stored: bytes
+) -> None:
+    broker = open_broker()
+    fill(broker, 5)
+    assert broker.lease("g", Q, 3, lease_s=60).messages
+    name = QueueName("", "chatbot", "s-1")
+    batch = broker.index.batch()
+    batch.put(Column.LEASES, k.group_key(broker.entry(name).qid, "g"), stored)
+    broker.index.write(batch)
+    calls: list[Callable[[], object]] = [
+        lambda: broker.lease("g", Q, 3, lease_s=60),
+        lambda: broker.ack("g", Q, [0]),
+        lambda: broker.ack("g", Q, [0, 1, 2]),
+        lambda: broker.nack("g", Q, [1]),
+        lambda: broker.extend("g", Q, 30),
+    ]
+    for call in calls:
+        with pytest.raises(CorruptIndex, match=r"group 'g' on chatbot/s-1 does not read back"):
+            call()
+    assert broker.lease("other", Q, 5, lease_s=60).messages  # other groups go on

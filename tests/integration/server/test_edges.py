@@ -11,6 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from broker import Broker, BrokerSettings, QueueName
+from broker.index import keys as k
+from broker.index.store import Column
 from broker.proto import broker_pb2 as pb
 from tests.integration.server.conftest import KEYS, Server
 from tests.integration.server.streams import EARLIEST, Stream
@@ -290,3 +293,41 @@ def test_a_64_mib_message_end_to_end_in_chunks(server: Server) -> None:
             break
     stream.close()
     assert (received, got.hexdigest()) == (size, digest.hexdigest())
+
+
+def test_a_damaged_index_entry_ends_the_stream_with_data_loss_naming_it(server: Server) -> None:
+    acme = server.stub("acme")
+    for _ in range(5):
+        acme.Publish(one())
+    opened = pb.SubscribeRequest(
+        open=pb.SubscribeOpen(group="g", lease_s=60),
+        add=[pb.Subscription(topic="chat", lite_topic="s-1", start=EARLIEST)],
+        credits=3,
+    )
+    stream = Stream(acme, opened)
+    while not (frame := stream.next()).runs and not frame.messages:
+        pass  # up to the first frame with messages: the group now has a batch in flight
+    stream.close()
+    server.stop()
+    # Damage that batch's entry in the stopped server's index.
+    with Broker.open(server.directory / "data", BrokerSettings()) as broker:
+        qid = broker.entry(QueueName("acme", "chat", "s-1")).qid
+        batch = broker.index.batch()
+        batch.put(Column.LEASES, k.group_key(qid, "g"), b"\x01\x02")
+        broker.index.write(batch)
+    server.start()
+    again = Stream(server.stub("acme"), opened)
+
+    def to_the_end() -> None:
+        while True:
+            again.next()
+
+    with pytest.raises(grpc.RpcError) as info:
+        to_the_end()
+    code, message = status(info.value)
+    assert code is S.DATA_LOSS
+    assert "group 'g' on" in message
+    assert "chat/s-1" in message
+    again.close()
+    acme = server.stub("acme")
+    acme.Publish(one(lite="s-2"))  # the server is up and serves the rest
