@@ -46,6 +46,16 @@ _WALK_MOST = 8 * 1024 * 1024
 # (its records lie among others'); at most this many such queues are kept.
 _WALK_SKIP = 16
 _SCATTERED_MOST = 65536
+# What the read loops (Reader._walk, Reader._decode) take as locals.
+_DECODING = (
+    crc32c.crc32c,
+    record.CRC_SEED,
+    record.VERSION,
+    envelope.MESSAGE,
+    envelope.EMPTY_PROPERTIES,
+    envelope.delivery_in,
+    _HEADER_SIZE,
+)
 # From a payload's start to its properties: the single head and the offset (u64),
 # plus the name.
 _TO_PROPERTIES = struct.calcsize(envelope.SINGLE_HEAD_FORMAT) + 8
@@ -164,14 +174,8 @@ class Reader:
         walked_head = struct.Struct(f"{_FRAMED_SINGLE.format}{key_len}sQH")
         unpack = walked_head.unpack_from
         head_size = walked_head.size
-        crc = crc32c.crc32c
-        seed = record.CRC_SEED
-        version_ok = record.VERSION
+        crc, seed, version_ok, single, empty, delivery_in, skip = _DECODING
         limit = self._log.config.max_record_bytes
-        single = envelope.MESSAGE
-        empty = envelope.EMPTY_PROPERTIES
-        delivery_in = envelope.delivery_in
-        skip = _HEADER_SIZE
         offset, stop = offsets.start, offsets.stop
         want = _WALK_FIRST
         try:
@@ -331,14 +335,8 @@ class Reader:
         new = tuple.__new__
         unpack = _FRAMED_SINGLE.unpack_from
         head_size = _FRAMED_SINGLE.size
-        crc = crc32c.crc32c
-        seed = record.CRC_SEED
-        version_ok = record.VERSION
+        crc, seed, version_ok, single, empty, delivery_in, skip = _DECODING
         limit = self._log.config.max_record_bytes
-        single = envelope.MESSAGE
-        empty = envelope.EMPTY_PROPERTIES
-        delivery_in = envelope.delivery_in
-        skip = _HEADER_SIZE
         to_properties = _HEADER_SIZE + _TO_PROPERTIES
         for data, low, i, j in spans:
             view = memoryview(data)
