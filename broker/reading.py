@@ -149,7 +149,9 @@ class Reader:
         record, a chunked body, a record of several queues, a bad frame: the
         index path reads the rest, and reports the damage), and it is not
         tried for short reads or, for a while, for a queue whose records were
-        found scattered (see :data:`_WALK_SKIP`).
+        found scattered (see :data:`_WALK_SKIP`). Under :meth:`warm_only` it
+        also stops where the page cache does: what it read ahead need not be
+        cached, the records the index path then reads must be.
         """
         qid = entry.qid
         skip_left = self._scattered.get(qid)
@@ -178,74 +180,83 @@ class Reader:
         limit = self._log.config.max_record_bytes
         offset, stop = offsets.start, offsets.stop
         want = _WALK_FIRST
-        try:
-            while offset < stop:
+        cold = False
+        while offset < stop:
+            try:
                 data = self._log.read_raw(position, want, nowait=nowait)
-                if data is None:
+            except BlockingIOError:  # past the cached bytes: the index path reads the rest
+                cold = True  # (and says ColdRead if its own records are not cached)
+                break
+            if data is None:
+                break
+            view = memoryview(data)
+            size = len(data)
+            at = 0
+            matched = True
+            first = offset
+            cut = 0
+            while offset < stop and at + head_size <= size:
+                (
+                    length,
+                    version,
+                    stored,
+                    kind,
+                    flags,
+                    timestamp,
+                    queues,
+                    name_len,
+                    its_name,
+                    its_offset,
+                    properties,
+                ) = unpack(data, at)
+                end = at + skip + length
+                if end > size:
+                    cut = end - at  # cut by what was read: read on from it
                     break
-                view = memoryview(data)
-                size = len(data)
-                at = 0
-                matched = True
-                first = offset
-                while offset < stop and at + head_size <= size:
-                    (
-                        length,
-                        version,
-                        stored,
-                        kind,
-                        flags,
+                if not (
+                    its_offset == offset
+                    and its_name == key
+                    and name_len == key_len
+                    and kind == single
+                    and flags == 0
+                    and queues == 1
+                    and version == version_ok
+                    and length <= limit
+                    and head_size <= end - at
+                    and crc(view[at + skip : end], seed) == stored
+                ):
+                    matched = False
+                    break
+                if properties == 0:
+                    message = (
+                        name,
+                        offset,
+                        position + at,
                         timestamp,
-                        queues,
-                        name_len,
-                        its_name,
-                        its_offset,
-                        properties,
-                    ) = unpack(data, at)
-                    end = at + skip + length
-                    if end > size:
-                        break  # cut by what was read: read on from it
-                    if not (
-                        its_offset == offset
-                        and its_name == key
-                        and name_len == key_len
-                        and kind == single
-                        and flags == 0
-                        and queues == 1
-                        and version == version_ok
-                        and length <= limit
-                        and head_size <= end - at
-                        and crc(view[at + skip : end], seed) == stored
-                    ):
-                        matched = False
-                        break
-                    if properties == 0:
-                        message = (
-                            name,
-                            offset,
-                            position + at,
-                            timestamp,
-                            empty,
-                            end - at - head_size,
-                            data[at + head_size : end],
-                            False,
-                            attempt,
-                        )
-                    else:
-                        fields = delivery_in(data, at + skip, end)
-                        message = (name, offset, position + at, *fields, attempt)
-                    append(new(Message, message))
-                    offset += 1
-                    at = end
-                view.release()
-                if not matched or at == 0:  # not this queue's next, or one record past ``want``
-                    break
-                # What is left, at the size of what was walked.
-                want = min(_WALK_MOST, (stop - offset) * at // (offset - first) + _WALK_FIRST)
-                position += at
-        except BlockingIOError:
-            raise ColdRead from None
-        if len(out) < min(len(offsets), _WALK_FROM):
+                        empty,
+                        end - at - head_size,
+                        data[at + head_size : end],
+                        False,
+                        attempt,
+                    )
+                else:
+                    fields = delivery_in(data, at + skip, end)
+                    message = (name, offset, position + at, *fields, attempt)
+                append(new(Message, message))
+                offset += 1
+                at = end
+            view.release()
+            if not matched:  # not this queue's next record
+                break
+            if at == 0:  # the first record runs past ``want``: read it whole, once
+                if size == want < cut <= _WALK_MOST:
+                    want = min(_WALK_MOST, (stop - offset) * cut)
+                    continue
+                break
+            # What is left, at the size of what was walked.
+            want = min(_WALK_MOST, (stop - offset) * at // (offset - first) + _WALK_FIRST)
+            position += at
+        if not cold and len(out) < min(len(offsets), _WALK_FROM):
             if len(self._scattered) >= _SCATTERED_MOST:
                 self._scattered.clear()
             self._scattered[qid] = _WALK_SKIP

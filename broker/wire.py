@@ -173,6 +173,7 @@ def frames(
     Deliveries are built in place (``messages.add()``), not built apart and
     copied in: a frame carries up to a thousand of them.
     """
+    max_messages = max(1, max_messages)  # a frame holds at least one
     if compact:
         yield from _compact(batch, max_messages)
         return

@@ -170,3 +170,12 @@ def test_a_record_of_this_queue_the_index_does_not_point_to_is_not_walked(
     broker.publish_batch([PublishRequest("chatbot", b"a", ("a",))] * 20)
     assert len(_walk(broker, A, 0, 40)) == 20
     assert [m.body for m in broker.read(A, 0, 40)] == [b"a"] * 40
+
+
+def test_records_past_the_first_read_ahead_are_walked_too(open_broker: OpenBroker) -> None:
+    broker = open_broker(segment_bytes=64 * 1024 * 1024)
+    broker.publish_batch([PublishRequest("chatbot", b"L" * 100_000, ("a",))] * 20)  # > 64 KiB each
+    walked = _walk(broker, A, 0, 20)
+    assert len(walked) == 20
+    assert walked == _by_index(broker, A, 0, 20)
+    assert not broker.reader._scattered

@@ -81,3 +81,34 @@ def test_the_tails_answer_inside_warm_reads_with_nothing_cached(
     _evict(tmp_path / "store")
     with broker.warm_reads():
         assert [m.offset for m in broker.read(Q, 0, 5)] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("count", [15, 16, 40])
+def test_a_long_read_of_cached_records_is_served_warm_whatever_follows_them(
+    open_broker: OpenBroker, tmp_path: Path, count: int
+) -> None:
+    """A read of 16 or more walks the log with a read ahead of 64 KiB; where
+    those bytes past the read's own records are not cached, the walk stops
+    and the index path reads on, so the read is still served warm (found by
+    review: it used to stop with ColdRead)."""
+    if not _evictable(tmp_path):
+        pytest.skip("this file system keeps its pages in memory: nothing is ever cold")
+    broker = open_broker(fsync="always", segment_bytes=1 << 24)
+    broker.publish_batch([PublishRequest("chat", b"m" * 50, ("s-1",))] * 16)
+    broker.publish_batch([PublishRequest("chat", b"o" * 1000, ("s-2",))] * 200)
+    broker.publish_batch([PublishRequest("chat", b"m" * 50, ("s-1",))] * 24)
+    ours = broker.read(Q, 0, 16)
+    keep = (ours[-1].position + 200 + 8192 + 4095) // 4096 * 4096  # their span and its guess
+    for segment in (tmp_path / "store" / "log").glob("*.log"):
+        fd = os.open(segment, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, keep, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    with broker.warm_reads():
+        if count <= 16:
+            assert broker.read(Q, 0, count) == ours[:count]
+        else:  # offsets 16 on lie in the evicted pages: those do need the disk
+            with pytest.raises(ColdRead):
+                broker.read(Q, 0, count)
+    assert [m.offset for m in broker.read(Q, 0, count)] == list(range(count))

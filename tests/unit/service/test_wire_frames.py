@@ -238,3 +238,10 @@ def test_compact_frames_keep_each_queue_s_order_and_every_bound(
         assert [len(_as_deliveries(f)) for f, _ in out] == [
             len(f.messages) for f, _ in frames(batch, max_messages)
         ]
+
+
+def test_a_frame_size_below_one_is_one() -> None:
+    messages = [_message(Q1, i) for i in range(3)]
+    for compact in (False, True):
+        out = list(frames(Batch(messages, {}, credits_left=0), 0, compact=compact))
+        assert [len(_as_deliveries(f)) for f, _ in out] == [1, 1, 1]
