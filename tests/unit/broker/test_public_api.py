@@ -11,6 +11,7 @@ def test_all_lists_the_public_api() -> None:
         "BrokerError",
         "BrokerSettings",
         "BrokerStats",
+        "CorruptIndex",
         "CorruptLog",
         "DLQ_PREFIX",
         "ExpireReport",
@@ -33,7 +34,7 @@ def test_all_lists_the_public_api() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for name in ("CorruptLog", "FailedPrecondition", "InvalidArgument", "NotFound"):
+    for name in ("CorruptIndex", "CorruptLog", "FailedPrecondition", "InvalidArgument", "NotFound"):
         assert issubclass(getattr(broker, name), broker.BrokerError)
     assert issubclass(broker.MessageTooLarge, broker.InvalidArgument)
     assert issubclass(broker.StoreClosed, broker.FailedPrecondition)
