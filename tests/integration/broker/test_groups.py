@@ -248,3 +248,19 @@ def test_a_damaged_in_flight_batch_is_corrupt_index_naming_group_and_queue(
         with pytest.raises(CorruptIndex, match=r"group 'g' on chatbot/s-1 does not read back"):
             call()
     assert broker.lease("other", Q, 5, lease_s=60).messages  # other groups go on
+
+
+def test_a_late_ack_settles_what_was_redelivered_and_the_second_ack_is_a_no_op(
+    open_broker: OpenBroker,
+) -> None:
+    """Acks are by offset, not by lease (README): a consumer whose lease ran
+    out may still ack what it processed, though the group handed it on."""
+    broker = open_broker()
+    fill(broker, 10)
+    first = broker.lease("g", Q, 5, 10.0, now=100.0)
+    again = broker.lease("g", Q, 5, 10.0, now=200.0)  # the first lease expired
+    assert [m.attempt for m in again.messages] == [2] * 5
+    assert broker.ack("g", Q, [m.offset for m in first.messages]) is True  # the late one
+    assert broker.committed_offset("g", Q) == 5
+    assert broker.ack("g", Q, [m.offset for m in again.messages]) is False  # nothing left to do
+    assert [m.offset for m in broker.lease("g", Q, 5, 10.0, now=201.0).messages] == [5, 6, 7, 8, 9]
