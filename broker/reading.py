@@ -124,21 +124,29 @@ class Reader:
         if name.is_dead_letter:  # dead letters point anywhere: no order to search or walk
             offsets = range(start, min(entry.next_offset, start + max_messages))
             return self.messages_at(name, entry, offsets, log_start, attempt=attempt)
-        start = self._skip_lost(entry, start, log_start, batch)
+        start, first = self._skip_lost(entry, start, log_start, batch)
         offsets = range(start, min(entry.next_offset, start + max_messages))
-        walked = self._walk(name, entry, offsets, log_start, attempt=attempt)
+        walked = self._walk(name, entry, offsets, log_start, first, attempt=attempt)
         if len(walked) == len(offsets):
             return walked
         rest = range(offsets.start + len(walked), offsets.stop)
         return walked + self.messages_at(name, entry, rest, log_start, attempt=attempt)
 
     def _walk(
-        self, name: QueueName, entry: QueueEntry, offsets: range, log_start: int, *, attempt: int
+        self,
+        name: QueueName,
+        entry: QueueEntry,
+        offsets: range,
+        log_start: int,
+        first_entry: bytes | None = None,
+        *,
+        attempt: int,
     ) -> list[Message]:
         """The messages at the first of ``offsets`` and after, as far as the log
         holds them one after another: a queue's records published together lie
-        side by side, so from the first one's position (one index read) each
-        next record is read from the log itself instead of from the index.
+        side by side, so from the first one's position (its index entry,
+        ``first_entry`` where the caller has read it already) each next record
+        is read from the log itself instead of from the index.
 
         Each record is checked to be what the index would have given: a whole
         valid frame of a one-queue message record naming this queue and the
@@ -159,7 +167,9 @@ class Reader:
             if skip_left:
                 self._scattered[qid] = skip_left - 1
             return []
-        raw = self._index.get(Column.INDEX, k.OFFSET_KEY.pack(qid, offsets.start))
+        raw = first_entry
+        if raw is None:
+            raw = self._index.get(Column.INDEX, k.OFFSET_KEY.pack(qid, offsets.start))
         if raw is None:
             return []
         position, lowest = k.locate(raw)
@@ -416,29 +426,30 @@ class Reader:
 
     def _skip_lost(
         self, entry: QueueEntry, start: int, log_start: int, batch: WriteOps | None
-    ) -> int:
-        """First offset >= ``start`` whose record retention kept; forget those before it.
+    ) -> tuple[int, bytes | None]:
+        """First offset >= ``start`` whose record retention kept, and its index
+        entry when that is ``start``'s (read here anyway); forget those before it.
 
         Record positions grow with offsets in a published queue, so a binary
         search finds the edge in log2(n) point reads.
         """
         index = self._index
 
-        def lost(offset: int) -> bool:
-            raw = index.get(Column.INDEX, k.offset_key(entry.qid, offset))
+        def lost(raw: bytes | None) -> bool:
             return raw is None or k.decode_index(raw).position < log_start
 
-        if not lost(start):
-            return start
+        first = index.get(Column.INDEX, k.offset_key(entry.qid, start))
+        if not lost(first):
+            return start, first
         lo, hi = start + 1, entry.next_offset
         while lo < hi:
             mid = (lo + hi) // 2
-            if lost(mid):
+            if lost(index.get(Column.INDEX, k.offset_key(entry.qid, mid))):
                 lo = mid + 1
             else:
                 hi = mid
         self._forget_below(entry, lo, log_start, batch)
-        return lo
+        return lo, None
 
     def _forget_below(
         self, entry: QueueEntry, offset: int, log_start: int, batch: WriteOps | None
