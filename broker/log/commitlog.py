@@ -334,22 +334,11 @@ class CommitLog:
         if not positions:
             return out
         groups: dict[int, tuple[Segment, list[int], list[int]]] = {}
-        runs: list[tuple[Segment, int, list[int]]] | None = None
         with self._lock:
             self._check_open()
-            start, end = self._bases[0], self._written_end
-            if (
-                not self._skipped
-                and start <= positions[0]
-                and positions[-1] < end
-                and (ordered := list(positions)) == sorted(ordered)
-            ):
-                # The common read: a queue's records, ascending, all retained.
-                # Cut them into one run per segment by bisection instead of
-                # placing each position on its own.
-                runs = self._runs(ordered)
-            else:
-                self._place(positions, start, end, groups)
+            runs = self._common_runs(positions)
+            if runs is None:
+                self._place(positions, self._bases[0], self._written_end, groups)
         try:
             limit = self.config.max_record_bytes
             if runs is not None:
@@ -404,14 +393,9 @@ class CommitLog:
             return []
         with self._lock:
             self._check_open()
-            if (
-                self._skipped
-                or positions[0] < self._bases[0]
-                or positions[-1] >= self._written_end
-                or (ordered := list(positions)) != sorted(ordered)
-            ):
+            runs = self._common_runs(positions)
+            if runs is None:
                 return None
-            runs = self._runs(ordered)
         out: list[Span] = []
         try:
             for segment, first, offsets in runs:
@@ -424,6 +408,20 @@ class CommitLog:
             for segment, _, _ in runs:
                 segment.unpin()
         return out
+
+    def _common_runs(self, positions: Sequence[int]) -> list[tuple[Segment, int, list[int]]] | None:
+        """Under the lock, for the common read (a queue's records: ascending, all
+        retained, no corrupt stretch skipped on open): :meth:`_runs` of
+        ``positions``, one per segment found by bisection instead of placing
+        each position on its own. None for any other read."""
+        if (
+            self._skipped
+            or positions[0] < self._bases[0]
+            or positions[-1] >= self._written_end
+            or (ordered := list(positions)) != sorted(ordered)
+        ):
+            return None
+        return self._runs(ordered)
 
     def _runs(self, positions: list[int]) -> list[tuple[Segment, int, list[int]]]:
         """Under the lock: ascending ``positions`` (all retained) as (segment,

@@ -318,7 +318,11 @@ class Segment:
         :meth:`read_parsed`."""
         if not 0 <= offset < self._size:
             raise ValueError(f"offset {offset} is outside segment {self.path} of {self._size} B")
-        size = min(size, self._size - offset)
+        return self._pread(min(size, self._size - offset), offset, nowait=nowait)
+
+    def _pread(self, size: int, offset: int, *, nowait: bool) -> bytes:
+        """``size`` bytes at relative ``offset``; ``nowait``: only from the page
+        cache (BlockingIOError otherwise, see :func:`_read_cached`)."""
         return _read_cached(self._fd, size, offset) if nowait else os.pread(self._fd, size, offset)
 
     def spans(self, offsets: Sequence[int], *, nowait: bool = False) -> list[Span]:
@@ -342,12 +346,7 @@ class Segment:
             while j < count and low <= offsets[j - 1] <= offsets[j] < low + _SPAN:
                 j += 1
             high = min(size, offsets[j - 1] + _READ_GUESS)
-            data = (
-                _read_cached(self._fd, high - low, low)
-                if nowait
-                else os.pread(self._fd, high - low, low)
-            )
-            out.append((data, low, i, j))
+            out.append((self._pread(high - low, low, nowait=nowait), low, i, j))
             i = j
         return out
 

@@ -30,17 +30,13 @@ B = QueueName("", "chatbot", "b")
 def _by_index(broker: Broker, name: QueueName, start: int, count: int) -> list[object]:
     entry = broker.entry(name)
     stop = min(entry.next_offset, start + count)
-    return list(
-        broker.reader.messages_at(
-            name, entry, range(start, stop), broker.reader._log.start_position
-        )
-    )
+    return list(broker.reader.messages_at(name, entry, range(start, stop), broker.log_start))
 
 
 def _walk(broker: Broker, name: QueueName, start: int, count: int) -> list[object]:
     entry = broker.entry(name)
     stop = min(entry.next_offset, start + count)
-    log_start = broker.reader._log.start_position
+    log_start = broker.log_start
     return list(broker.reader._walk(name, entry, range(start, stop), log_start, attempt=0))
 
 
